@@ -1,0 +1,437 @@
+"""The one module that talks to aiobotocore.
+
+It builds the clients, puts a timeout on every call, translates botocore's
+exceptions into ``replicator.errors`` (``map_errors``) and implements the
+interfaces of ``replicator.protocols`` over DynamoDB and DynamoDB Streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore import exceptions as boto_errors
+
+from replicator import errors
+from replicator.leases import Lease
+from replicator.records import RecordsPage, Shard
+
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "TooManyRequestsException",
+}
+_TRANSIENT = {
+    "InternalServerError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ResourceInUseException",
+}
+_ACCESS = {
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "IncompleteSignature",
+}
+_BY_CODE: dict[str, type[errors.AwsError]] = {
+    "ResourceNotFoundException": errors.ResourceNotFoundError,
+    "ValidationException": errors.ValidationError,
+    "SerializationException": errors.ValidationError,
+    "ConditionalCheckFailedException": errors.ConditionFailedError,
+    "ExpiredIteratorException": errors.ExpiredIteratorError,
+    "TrimmedDataAccessException": errors.TrimmedDataError,
+}
+
+
+def map_client_error(exc: boto_errors.ClientError, operation: str) -> errors.AwsError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", "")).strip()
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if "<html" in message.lower() or len(message) > 300:
+        message = f"HTTP {status or code}"
+    text = f"{operation}: {code}: {message}" if message else f"{operation}: {code}"
+    cls: type[errors.AwsError]
+    if code in _THROTTLING:
+        cls = errors.ThrottledError
+    elif code in _ACCESS:
+        cls = errors.AccessDeniedError
+    elif code in _BY_CODE:
+        cls = _BY_CODE[code]
+    elif code in _TRANSIENT or status >= 500 or (code.isdigit() and int(code) >= 500):
+        cls = errors.TransientError
+    else:
+        cls = errors.AwsError
+    return cls(text, code=code, operation=operation)
+
+
+@asynccontextmanager
+async def map_errors(operation: str, seconds: float) -> AsyncIterator[None]:
+    """Bound a call by ``seconds`` and turn whatever botocore raises into our errors."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except boto_errors.ClientError as exc:
+        raise map_client_error(exc, operation) from exc
+    except (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError) as exc:
+        raise errors.AccessDeniedError(
+            f"{operation}: no AWS credentials found", operation=operation
+        ) from exc
+    except (boto_errors.EndpointConnectionError, boto_errors.ConnectTimeoutError) as exc:
+        url = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")
+        raise errors.EndpointUnreachableError(
+            f"{operation}: cannot connect to {url}", operation=operation
+        ) from exc
+    except (
+        boto_errors.ReadTimeoutError,
+        boto_errors.ConnectionClosedError,
+        boto_errors.HTTPClientError,
+        aiohttp.ClientError,
+        ConnectionError,
+    ) as exc:
+        raise errors.TransientError(
+            f"{operation}: {type(exc).__name__}: {exc}", operation=operation
+        ) from exc
+    except TimeoutError as exc:
+        raise errors.TransientError(
+            f"{operation}: no answer within {seconds:g}s", operation=operation
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one AWS client connects."""
+
+    service: str
+    region: str
+    endpoint_url: str | None
+
+
+@asynccontextmanager
+async def open_client(
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+) -> AsyncIterator[Any]:
+    """An aiobotocore client with our timeouts and without botocore's own retries.
+
+    Retrying is ours to do (``replicator.backoff``), so that a throttled call is
+    retried for as long as it takes and every retry is counted and logged.
+    Credentials come from the standard AWS chain.
+    """
+    config = AioConfig(
+        connect_timeout=min(call_timeout, 5.0),
+        read_timeout=call_timeout,
+        retries={"total_max_attempts": 1},
+        max_pool_connections=max_connections,
+    )
+    session = get_session()
+    async with session.create_client(
+        endpoint.service,
+        region_name=endpoint.region,
+        endpoint_url=endpoint.endpoint_url,
+        config=config,
+    ) as client:
+        yield client
+
+
+class AwsClients:
+    """The service's clients, opened together and closed together."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> AwsClients:
+        await self._stack.__aenter__()
+        return self
+
+    async def open(
+        self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    ) -> Any:
+        return await self._stack.enter_async_context(
+            open_client(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.__aexit__(None, None, None)
+
+
+# -- DynamoDB Streams ----------------------------------------------------------
+
+
+class DynamoStreamReader:
+    """``StreamReader`` over the DynamoDB Streams API."""
+
+    def __init__(self, client: Any, *, call_timeout: float) -> None:
+        self._client = client
+        self._timeout = call_timeout
+
+    async def describe_stream(self, stream_arn: str) -> dict[str, Any]:
+        async with map_errors("DescribeStream", self._timeout):
+            response = await self._client.describe_stream(StreamArn=stream_arn)
+        description: dict[str, Any] = response["StreamDescription"]
+        return description
+
+    async def list_shards(self, stream_arn: str) -> list[Shard]:
+        shards: list[Shard] = []
+        kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+        while True:
+            async with map_errors("DescribeStream", self._timeout):
+                response = await self._client.describe_stream(**kwargs)
+            description = response["StreamDescription"]
+            shards.extend(Shard.from_wire(raw) for raw in description.get("Shards", []))
+            last = description.get("LastEvaluatedShardId")
+            if not last:
+                return shards
+            kwargs["ExclusiveStartShardId"] = last
+
+    async def get_shard_iterator(
+        self,
+        stream_arn: str,
+        shard_id: str,
+        iterator_type: str,
+        sequence_number: str | None = None,
+    ) -> str:
+        kwargs: dict[str, Any] = {
+            "StreamArn": stream_arn,
+            "ShardId": shard_id,
+            "ShardIteratorType": iterator_type,
+        }
+        if sequence_number is not None:
+            kwargs["SequenceNumber"] = sequence_number
+        async with map_errors("GetShardIterator", self._timeout):
+            response = await self._client.get_shard_iterator(**kwargs)
+        iterator: str = response["ShardIterator"]
+        return iterator
+
+    async def get_records(self, iterator: str, limit: int) -> RecordsPage:
+        async with map_errors("GetRecords", self._timeout):
+            response = await self._client.get_records(ShardIterator=iterator, Limit=limit)
+        return RecordsPage(
+            records=response.get("Records", []),
+            next_iterator=response.get("NextShardIterator"),
+        )
+
+
+# -- DynamoDB tables -----------------------------------------------------------
+
+
+async def describe_table(client: Any, table: str, *, call_timeout: float) -> dict[str, Any] | None:
+    """DescribeTable's ``Table``, or None when the table does not exist."""
+    try:
+        async with map_errors("DescribeTable", call_timeout):
+            response = await client.describe_table(TableName=table)
+    except errors.ResourceNotFoundError:
+        return None
+    description: dict[str, Any] = response["Table"]
+    return description
+
+
+class DynamoDestination:
+    """``DestinationWriter`` over BatchWriteItem."""
+
+    def __init__(self, client: Any, table: str, *, call_timeout: float) -> None:
+        self._client = client
+        self._table = table
+        self._timeout = call_timeout
+
+    async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        async with map_errors("BatchWriteItem", self._timeout):
+            response = await self._client.batch_write_item(RequestItems={self._table: requests})
+        unprocessed: list[dict[str, Any]] = response.get("UnprocessedItems", {}).get(
+            self._table, []
+        )
+        return unprocessed
+
+
+LEASE_KEY_SCHEMA = [
+    {"AttributeName": "stream_arn", "KeyType": "HASH"},
+    {"AttributeName": "shard_id", "KeyType": "RANGE"},
+]
+
+
+class DynamoLeaseStore:
+    """``LeaseStore`` over a DynamoDB table keyed by (stream ARN, shard id).
+
+    The stream ARN in the key keeps the rows of a re-created source table (a new
+    stream, whose shard ids may repeat) apart from the old ones.
+    """
+
+    def __init__(self, client: Any, table: str, *, call_timeout: float) -> None:
+        self._client = client
+        self.table = table
+        self._timeout = call_timeout
+
+    async def ensure_table(self) -> bool:
+        """Create the table if absent (on-demand billing) and wait until it is active.
+
+        Returns True when it was created. Raises ``StartupCheckError`` when a
+        table of that name exists with another key schema.
+        """
+        description = await describe_table(self._client, self.table, call_timeout=self._timeout)
+        created = False
+        if description is None:
+            try:
+                async with map_errors("CreateTable", self._timeout):
+                    await self._client.create_table(
+                        TableName=self.table,
+                        KeySchema=LEASE_KEY_SCHEMA,
+                        AttributeDefinitions=[
+                            {"AttributeName": "stream_arn", "AttributeType": "S"},
+                            {"AttributeName": "shard_id", "AttributeType": "S"},
+                        ],
+                        BillingMode="PAY_PER_REQUEST",
+                    )
+                created = True
+            except errors.TransientError as exc:
+                if exc.code != "ResourceInUseException":  # another worker created it first
+                    raise
+        while description is None or description.get("TableStatus") != "ACTIVE":
+            await asyncio.sleep(0.5 if description is not None else 0)
+            description = await describe_table(
+                self._client, self.table, call_timeout=self._timeout
+            )
+        if sorted(map(_key_tuple, description["KeySchema"])) != sorted(
+            map(_key_tuple, LEASE_KEY_SCHEMA)
+        ):
+            raise errors.StartupCheckError(
+                f"checkpoint table {self.table} exists with another key schema "
+                f"({_describe_keys(description['KeySchema'])}); it belongs to something else: "
+                "choose another REPLICATOR_TASK_NAME"
+            )
+        return created
+
+    async def list_leases(self, stream_arn: str) -> list[Lease]:
+        leases: list[Lease] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "stream_arn = :arn",
+            "ExpressionAttributeValues": {":arn": {"S": stream_arn}},
+            "ConsistentRead": True,
+        }
+        while True:
+            async with map_errors("Query", self._timeout):
+                response = await self._client.query(**kwargs)
+            leases.extend(_lease_from_item(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return leases
+            kwargs["ExclusiveStartKey"] = last
+
+    async def create_lease(self, lease: Lease) -> bool:
+        try:
+            async with map_errors("PutItem", self._timeout):
+                await self._client.put_item(
+                    TableName=self.table,
+                    Item=_lease_to_item(lease),
+                    ConditionExpression="attribute_not_exists(shard_id)",
+                )
+        except errors.ConditionFailedError:
+            return False
+        return True
+
+    async def update_lease(
+        self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None
+    ) -> Lease:
+        names = {"#c": "lease_counter", "#o": "lease_owner", "#u": "updated_at"}
+        values: dict[str, Any] = {
+            ":expected": {"N": str(lease.counter)},
+            ":next": {"N": str(lease.counter + 1)},
+            ":now": {"S": datetime.now(UTC).isoformat(timespec="milliseconds")},
+        }
+        if lease.owner is None:
+            condition = "#c = :expected AND attribute_not_exists(#o)"
+        else:
+            condition = "#c = :expected AND #o = :owner"
+            values[":owner"] = {"S": lease.owner}
+        sets = ["#c = :next", "#u = :now"]
+        removes = []
+        if new_owner is None:
+            removes.append("#o")
+        else:
+            sets.append("#o = :new_owner")
+            values[":new_owner"] = {"S": new_owner}
+        if checkpoint is not None:
+            names["#cp"] = "checkpoint"
+            sets.append("#cp = :checkpoint")
+            values[":checkpoint"] = {"S": checkpoint}
+        if new_owner != lease.owner:
+            names["#sw"] = "owner_switches"
+            sets.append("#sw = if_not_exists(#sw, :zero) + :one")
+            values[":zero"] = {"N": "0"}
+            values[":one"] = {"N": "1"}
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        async with map_errors("UpdateItem", self._timeout):
+            await self._client.update_item(
+                TableName=self.table,
+                Key=_lease_key(lease),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        return Lease(
+            stream_arn=lease.stream_arn,
+            shard_id=lease.shard_id,
+            parent_shard_id=lease.parent_shard_id,
+            owner=new_owner,
+            counter=lease.counter + 1,
+            checkpoint=checkpoint if checkpoint is not None else lease.checkpoint,
+        )
+
+    async def delete_lease(self, lease: Lease) -> None:
+        async with map_errors("DeleteItem", self._timeout):
+            await self._client.delete_item(
+                TableName=self.table,
+                Key=_lease_key(lease),
+                ConditionExpression="lease_counter = :expected",
+                ExpressionAttributeValues={":expected": {"N": str(lease.counter)}},
+            )
+
+
+def _key_tuple(element: dict[str, str]) -> tuple[str, str]:
+    return (element["AttributeName"], element["KeyType"])
+
+
+def _describe_keys(schema: list[dict[str, str]]) -> str:
+    return ", ".join(f"{e['AttributeName']} {e['KeyType']}" for e in schema)
+
+
+def _lease_key(lease: Lease) -> dict[str, Any]:
+    return {"stream_arn": {"S": lease.stream_arn}, "shard_id": {"S": lease.shard_id}}
+
+
+def _lease_to_item(lease: Lease) -> dict[str, Any]:
+    item = _lease_key(lease)
+    item["lease_counter"] = {"N": str(lease.counter)}
+    item["checkpoint"] = {"S": lease.checkpoint}
+    if lease.parent_shard_id is not None:
+        item["parent_shard_id"] = {"S": lease.parent_shard_id}
+    if lease.owner is not None:
+        item["lease_owner"] = {"S": lease.owner}
+    return item
+
+
+def _lease_from_item(item: dict[str, Any]) -> Lease:
+    return Lease(
+        stream_arn=item["stream_arn"]["S"],
+        shard_id=item["shard_id"]["S"],
+        parent_shard_id=item.get("parent_shard_id", {}).get("S"),
+        owner=item.get("lease_owner", {}).get("S"),
+        counter=int(item["lease_counter"]["N"]),
+        checkpoint=item["checkpoint"]["S"],
+    )

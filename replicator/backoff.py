@@ -1,0 +1,58 @@
+"""Exponential backoff with full jitter, and the one retry loop the project uses."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from replicator.errors import ReplicatorError
+
+T = TypeVar("T")
+log = structlog.get_logger("replicator.retry")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays of ``uniform(0, min(cap, base * 2**attempt))`` ("full jitter")."""
+
+    base: float = 0.05
+    cap: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt, 30))))
+
+
+async def retry_forever(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    backoff: Backoff,
+    on_retry: Callable[[ReplicatorError], None] | None = None,
+) -> T:
+    """Run ``operation`` until it succeeds or fails with a non-retriable error.
+
+    Retriable errors are retried with backoff for as long as the caller lets
+    this run; cancellation (shutdown, a lost lease) is what ends it.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except ReplicatorError as exc:
+            if not exc.retriable:
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            delay = backoff.delay(attempt)
+            if attempt in (0, 5) or attempt % 20 == 19:
+                log.warning(
+                    "retrying", operation=what, attempt=attempt + 1,
+                    error=type(exc).__name__, detail=str(exc), delay=round(delay, 3),
+                )
+            attempt += 1
+            await asyncio.sleep(delay)

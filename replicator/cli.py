@@ -1,0 +1,143 @@
+"""``replicator`` / ``python -m replicator``: parse the command line and run a command.
+
+Commands: ``run`` (the default: replicate for ever) and ``demo`` (an end-to-end
+replication between two local moto servers). Every error a user can cause
+ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import pydantic
+
+from replicator.config import JAVA_FLAGS, Settings, env_name, flag_name
+from replicator.errors import ConfigError, ReplicatorError
+
+COMMANDS = ("run", "demo")
+
+
+def _settings_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Replicate a DynamoDB table into another from its stream, for ever. "
+        "Every setting is a flag and an environment variable; a flag wins over the "
+        "environment, which wins over a .env file in the working directory.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The Java cross-region replication tool's flags are accepted too: "
+        + " ".join(JAVA_FLAGS),
+    )
+    for name, field in Settings.model_fields.items():
+        default = "required" if field.is_required() else field.default
+        if default is None:
+            default = "derived, see above"
+        parser.add_argument(
+            flag_name(name),
+            dest=name,
+            metavar="VALUE",
+            default=argparse.SUPPRESS,
+            help=f"{field.description} [{env_name(name)}; default: {default}]",
+        )
+    for flag, (name, convert) in JAVA_FLAGS.items():
+        if convert is None:
+            parser.add_argument(
+                flag, dest=name, action="store_const", const="false",
+                default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+            )
+        else:
+            dest = f"java_millis_{name}" if convert == "millis" else name
+            parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _given(namespace: argparse.Namespace) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    for key, value in vars(namespace).items():
+        if key.startswith("java_millis_"):
+            name = key.removeprefix("java_millis_")
+            try:
+                given[name] = float(value) / 1000.0
+            except ValueError:
+                raise ConfigError(
+                    f"--parentShardPollIntervalMillis: {value!r} is not a number of milliseconds"
+                ) from None
+        else:
+            given[key] = value
+    return given
+
+
+def load_settings(overrides: dict[str, Any], env_file: str | None = ".env") -> Settings:
+    """Build the settings, turning validation errors into one ``ConfigError`` line."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: pydantic.ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        location = error["loc"]
+        if not location:  # raised by the model validator: the message says it all
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        name = str(location[0])
+        where = f"{env_name(name)} ({flag_name(name)})"
+        if error["type"] == "missing":
+            problems.append(f"{where} is required: set it in the environment or pass the flag")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where} {message}, got {error.get('input')!r}")
+    return "; ".join(problems)
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replicator demo",
+        description="Start two local moto servers, replicate a live workload from one to "
+        "the other, and compare the tables at the end.",
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="workload duration")
+    parser.add_argument("--rate", type=int, default=200, help="source writes per second")
+    parser.add_argument("--keys", type=int, default=400, help="distinct item keys")
+    return parser
+
+
+def run_async(coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return int(uvloop.run(coroutine))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else "run"
+    try:
+        if command == "demo":
+            from replicator.demo import run_demo
+
+            options = _demo_parser().parse_args(args)
+            return run_async(run_demo(seconds=options.seconds, rate=options.rate,
+                                      keys=options.keys))
+        namespace = _settings_parser("replicator [run]").parse_args(args)
+        settings = load_settings(_given(namespace))
+        from replicator.service import run_service
+
+        return run_async(run_service(settings))
+    except ReplicatorError as exc:
+        print(f"replicator: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

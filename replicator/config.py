@@ -1,0 +1,243 @@
+"""Settings: environment variables (REPLICATOR_*), a .env file, and command-line flags.
+
+A flag wins over the environment, which wins over the .env file. The Java
+cross-region replication tool's flags are accepted as aliases (``JAVA_FLAGS``)
+so its users keep their command lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from replicator.checkpoint import Sentinel
+
+ENV_PREFIX = "REPLICATOR_"
+
+
+def _endpoint(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError(
+            "must be a URL such as http://127.0.0.1:8000 or "
+            "https://dynamodb.eu-west-1.amazonaws.com"
+        )
+    return value.rstrip("/")
+
+
+Endpoint = Annotated[str | None, AfterValidator(_endpoint)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+def default_task_name(
+    source_region: str, source_table: str, destination_region: str, destination_table: str
+) -> str:
+    """MD5 of sourceRegion + sourceTable + destinationRegion + destinationTable, as in Java."""
+    digest = hashlib.md5(
+        (source_region + source_table + destination_region + destination_table).encode(),
+        usedforsecurity=False,
+    ).hexdigest()
+    return f"replicator-{digest}"
+
+
+def default_worker_id() -> str:
+    suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=6))
+    return f"{socket.gethostname()}-{os.getpid()}-{suffix}"
+
+
+class Settings(BaseSettings):
+    """Every setting of ``replicator run``. The description is the --help text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # -- where to read and write -------------------------------------------------
+    source_table: str = Field(min_length=3, max_length=255, description="Source table name.")
+    source_region: str | None = Field(
+        None, description="Source region (default: AWS_REGION or AWS_DEFAULT_REGION)."
+    )
+    source_endpoint: Endpoint = Field(None, description="Source DynamoDB endpoint URL.")
+    source_streams_endpoint: Endpoint = Field(
+        None, description="Source DynamoDB Streams endpoint URL (default: the source endpoint)."
+    )
+    destination_table: str = Field(
+        min_length=3, max_length=255, description="Destination table name."
+    )
+    destination_region: str | None = Field(
+        None, description="Destination region (default: the source region)."
+    )
+    destination_endpoint: Endpoint = Field(None, description="Destination DynamoDB endpoint URL.")
+    checkpoint_region: str | None = Field(
+        None, description="Region of the checkpoint table (default: the source region)."
+    )
+    checkpoint_endpoint: Endpoint = Field(
+        None,
+        description="Endpoint of the checkpoint table (default: the source endpoint, "
+        "unless the checkpoint region is set).",
+    )
+    task_name: str | None = Field(
+        None,
+        min_length=3,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Names the checkpoint table; workers with one task name share the shards "
+        "(default: replicator-MD5(sourceRegion+sourceTable+destinationRegion+destinationTable)).",
+    )
+    worker_id: str | None = Field(
+        None, min_length=1, description="This worker's name in the lease rows "
+        "(default: host name, process id and a random suffix)."
+    )
+    initial_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
+        "TRIM_HORIZON",
+        description="Where a stream seen for the first time is read from: TRIM_HORIZON "
+        "(the oldest record, up to 24 hours back) or LATEST (only new records).",
+    )
+
+    # -- tuning ------------------------------------------------------------------
+    writers: int = Field(8, ge=1, le=256, description="Concurrent destination writers.")
+    queue_size: int = Field(
+        5000, ge=25, le=1_000_000, description="Records buffered between readers and writers."
+    )
+    get_records_limit: int = Field(
+        1000, ge=1, le=1000, description="Records asked for in each GetRecords call."
+    )
+    idle_interval: Seconds = Field(
+        0.25, description="Seconds to wait after an empty GetRecords before reading again."
+    )
+    checkpoint_interval: Seconds = Field(
+        5.0, description="Seconds between checkpoint writes of a shard."
+    )
+    coordinator_interval: Seconds = Field(
+        2.0,
+        description="Seconds between reads of the lease table (take leases, start children "
+        "whose parents finished).",
+    )
+    shard_sync_interval: Seconds = Field(
+        30.0, description="Seconds between DescribeStream polls for new shards "
+        "(also polled at once whenever a shard ends)."
+    )
+    lease_duration: Seconds = Field(
+        10.0, description="Seconds without renewal after which another worker may take a lease."
+    )
+    lease_renew_interval: Seconds = Field(3.0, description="Seconds between lease renewals.")
+    call_timeout: Seconds = Field(5.0, description="Timeout of every AWS call, in seconds.")
+    shutdown_timeout: Seconds = Field(
+        20.0, description="Seconds allowed, after SIGTERM, to drain writes and checkpoint."
+    )
+    on_trimmed_data: Literal["fail", "skip"] = Field(
+        "fail",
+        description="When records were trimmed before being applied: fail (stop, exit 4) or "
+        "skip (log the loss and go on from the oldest record left).",
+    )
+    progress_interval: Seconds = Field(10.0, description="Seconds between progress log lines.")
+    cloudwatch: bool = Field(
+        True,
+        description="Publish metrics to CloudWatch (accepted for the Java tool's "
+        "--dontPublishCloudwatch; CloudWatch publishing is not implemented yet).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON unless stdout is a terminal."
+    )
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if self.source_region is None:
+            self.source_region = os.environ.get("AWS_REGION") or os.environ.get(
+                "AWS_DEFAULT_REGION"
+            )
+        if not self.source_region:
+            raise ValueError(
+                "the source region is not set: set REPLICATOR_SOURCE_REGION "
+                "(or AWS_REGION), or pass --source-region"
+            )
+        if self.source_streams_endpoint is None:
+            self.source_streams_endpoint = self.source_endpoint
+        if self.destination_region is None:
+            self.destination_region = self.source_region
+        if self.checkpoint_region is None:
+            self.checkpoint_region = self.source_region
+            if self.checkpoint_endpoint is None:
+                self.checkpoint_endpoint = self.source_endpoint
+        if self.task_name is None:
+            self.task_name = default_task_name(
+                self.source_region,
+                self.source_table,
+                self.destination_region,
+                self.destination_table,
+            )
+        if self.worker_id is None:
+            self.worker_id = default_worker_id()
+        if self.lease_renew_interval >= self.lease_duration:
+            raise ValueError(
+                "REPLICATOR_LEASE_RENEW_INTERVAL must be shorter than REPLICATOR_LEASE_DURATION "
+                "(a third of it is usual)"
+            )
+        same = (
+            self.source_table == self.destination_table
+            and self.source_region == self.destination_region
+            and self.source_endpoint == self.destination_endpoint
+        )
+        if same:
+            raise ValueError(
+                "the destination is the source table itself: change REPLICATOR_DESTINATION_TABLE, "
+                "REPLICATOR_DESTINATION_REGION or REPLICATOR_DESTINATION_ENDPOINT"
+            )
+        return self
+
+    @property
+    def initial_sentinel(self) -> Sentinel:
+        return Sentinel(self.initial_position)
+
+    def describe(self) -> dict[str, Any]:
+        """What is safe to log at start-up: no credentials live in settings."""
+        return {
+            "source": f"{self.source_region}/{self.source_table}",
+            "destination": f"{self.destination_region}/{self.destination_table}",
+            "checkpoint_table": f"{self.checkpoint_region}/{self.task_name}",
+            "worker_id": self.worker_id,
+            "initial_position": self.initial_position,
+            "writers": self.writers,
+        }
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+#: The Java tool's flags: flag -> (setting, converter of its value). A None
+#: converter marks a flag that takes no value.
+JAVA_FLAGS: dict[str, tuple[str, Any]] = {
+    "--sourceRegion": ("source_region", str),
+    "--sourceTable": ("source_table", str),
+    "--sourceEndpoint": ("source_endpoint", str),
+    "--sourceStreamsEndpoint": ("source_streams_endpoint", str),
+    "--destinationRegion": ("destination_region", str),
+    "--destinationTable": ("destination_table", str),
+    "--destinationEndpoint": ("destination_endpoint", str),
+    "--kclRegion": ("checkpoint_region", str),
+    "--kclEndpoint": ("checkpoint_endpoint", str),
+    "--taskName": ("task_name", str),
+    "--batchSize": ("get_records_limit", str),
+    "--parentShardPollIntervalMillis": ("coordinator_interval", "millis"),
+    "--dontPublishCloudwatch": ("cloudwatch", None),
+}

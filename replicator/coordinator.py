@@ -1,0 +1,298 @@
+"""The shard coordinator: discovers shards, holds leases, runs a consumer per shard.
+
+One coordinator runs per worker process. Every ``coordinator_interval`` it
+reads the lease rows of the stream and decides (in ``replicator.leases``'s
+pure functions) which rows to create, delete and take, and which held shards
+may start because their parent is finished. Every ``shard_sync_interval``,
+and at once whenever a shard ends, it lists the stream's shards again.
+
+It owns, in one TaskGroup, the writer pool, the lease renewer and the shard
+consumers, so that shutdown happens in order: stop reading, drain the
+writers, write final checkpoints, release the leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from replicator.backoff import Backoff
+from replicator.checkpoint import CheckpointTracker, Sentinel
+from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
+from replicator.leases import (
+    ExpiryClock,
+    HeldLease,
+    Lease,
+    parent_done,
+    plan_deletions,
+    plan_new_leases,
+    plan_takes,
+)
+from replicator.protocols import LeaseStore, StreamReader
+from replicator.records import Shard
+from replicator.shard import ShardConsumer, ShardState
+from replicator.stats import Stats
+from replicator.writer import WriterPool
+
+log = structlog.get_logger("replicator.coordinator")
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    worker_id: str
+    initial_position: Sentinel
+    get_records_limit: int
+    idle_interval: float
+    checkpoint_interval: float
+    coordinator_interval: float
+    shard_sync_interval: float
+    lease_duration: float
+    lease_renew_interval: float
+    shutdown_timeout: float
+    skip_trimmed: bool = False
+
+
+class ShardCoordinator:
+    def __init__(
+        self,
+        *,
+        stream_arn: str,
+        streams: StreamReader,
+        store: LeaseStore,
+        pool: WriterPool,
+        stats: Stats,
+        settings: CoordinatorSettings,
+        stop: asyncio.Event,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.stream_arn = stream_arn
+        self._streams = streams
+        self._store = store
+        self._pool = pool
+        self._stats = stats
+        self._settings = settings
+        self._stop = stop
+        self._backoff = backoff or Backoff()
+        self._clock = ExpiryClock(settings.lease_duration)
+        self._wake = asyncio.Event()
+        self._shards: list[Shard] = []
+        self._last_shard_sync = float("-inf")
+        self.held: dict[str, HeldLease] = {}
+        self.consumers: dict[str, tuple[ShardConsumer, asyncio.Task[None]]] = {}
+        #: Trackers of the held shards that have been started, kept past their
+        #: consumer's end for the final checkpoint.
+        self.trackers: dict[str, CheckpointTracker] = {}
+        #: The error that ended the service (poison record, data loss, ...), if any.
+        self.fatal: ReplicatorError | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<ShardCoordinator worker={self._settings.worker_id} held={len(self.held)} "
+            f"running={len(self.consumers)}>"
+        )
+
+    def queue_depth(self) -> int:
+        return self._pool.queue_depth()
+
+    async def run(self) -> None:
+        """Replicate until ``stop`` is set, then shut down in order."""
+        async with asyncio.TaskGroup() as group:
+            writers = group.create_task(self._pool.run(), name="writer-pool")
+            renewer = group.create_task(self._renew_loop(), name="lease-renewer")
+            try:
+                await self._lease_loop(group)
+            finally:
+                deadline = time.monotonic() + self._settings.shutdown_timeout
+                await self._stop_consumers()
+                await self._drain(writers, deadline)
+                await self._final_checkpoints(deadline)
+                renewer.cancel()
+
+    # -- the lease cycle ---------------------------------------------------------
+
+    async def _lease_loop(self, group: asyncio.TaskGroup) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._cycle(group)
+            except ReplicatorError as exc:
+                if not exc.retriable:
+                    self._fail(exc)
+                    return
+                self._stats.count_retry(exc)
+                log.warning("coordinator cycle failed; trying again", error=str(exc))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.coordinator_interval):
+                    await _first_of(self._stop, self._wake)
+
+    async def _cycle(self, group: asyncio.TaskGroup) -> None:
+        now = time.monotonic()
+        if self._wake.is_set() or now - self._last_shard_sync >= self._settings.shard_sync_interval:
+            self._shards = await self._streams.list_shards(self.stream_arn)
+            self._last_shard_sync = now
+        listed = {shard.shard_id for shard in self._shards}
+        leases = {lease.shard_id: lease for lease in await self._store.list_leases(self.stream_arn)}
+
+        for lease in plan_new_leases(
+            self.stream_arn, self._shards, leases, self._settings.initial_position
+        ):
+            if await self._store.create_lease(lease):
+                log.info("lease created", shard_id=lease.shard_id, checkpoint=lease.checkpoint)
+                leases[lease.shard_id] = lease
+        if not leases:
+            return
+        for lease in plan_deletions(leases, listed):
+            with contextlib.suppress(ConditionFailedError):
+                await self._store.delete_lease(lease)
+                log.info("finished lease deleted", shard_id=lease.shard_id)
+            del leases[lease.shard_id]
+
+        self._clock.observe(leases.values(), now)
+        for lease in plan_takes(
+            leases.values(), self._settings.worker_id, self._clock, now, held=set(self.held)
+        ):
+            await self._take(lease)
+
+        for shard_id, held in list(self.held.items()):
+            if (
+                shard_id not in self.consumers
+                and not held.lost
+                and not held.lease.finished
+                and shard_id in leases
+                and parent_done(shard_id, leases, listed)
+            ):
+                self._start(group, held)
+
+    async def _take(self, lease: Lease) -> None:
+        try:
+            taken = await self._store.update_lease(lease, new_owner=self._settings.worker_id)
+        except ConditionFailedError:
+            return  # another worker was faster
+        log.info("lease taken", shard_id=lease.shard_id, previous_owner=lease.owner,
+                 checkpoint=taken.checkpoint)
+        self.held[lease.shard_id] = HeldLease(self._store, taken)
+
+    def _start(self, group: asyncio.TaskGroup, held: HeldLease) -> None:
+        settings = self._settings
+        consumer = ShardConsumer(
+            stream_arn=self.stream_arn,
+            lease=held,
+            streams=self._streams,
+            pool=self._pool,
+            stats=self._stats,
+            get_records_limit=settings.get_records_limit,
+            idle_interval=settings.idle_interval,
+            checkpoint_interval=settings.checkpoint_interval,
+            skip_trimmed=settings.skip_trimmed,
+            backoff=self._backoff,
+        )
+        task = group.create_task(self._run_consumer(consumer), name=f"shard-{held.shard_id}")
+        self.consumers[held.shard_id] = (consumer, task)
+        self.trackers[held.shard_id] = consumer.tracker
+
+    async def _run_consumer(self, consumer: ShardConsumer) -> None:
+        shard_id = consumer.shard_id
+        try:
+            state = await consumer.run()
+        except LeaseLostError as exc:
+            log.warning("lease lost; shard stopped", shard_id=shard_id, error=str(exc))
+            self.held.pop(shard_id, None)
+            self.trackers.pop(shard_id, None)
+        except ReplicatorError as exc:
+            exc.add_note(f"shard {shard_id}")
+            self._fail(exc)
+        else:
+            if state is ShardState.SHARD_END:
+                self.held.pop(shard_id, None)
+                self.trackers.pop(shard_id, None)
+                self._wake.set()  # its children are probably listed by now
+        finally:
+            self.consumers.pop(shard_id, None)
+
+    def _fail(self, exc: ReplicatorError) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        log.error("replication stopped", error=str(exc))
+        self._stop.set()
+
+    # -- lease renewal -----------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.lease_renew_interval)
+            for shard_id, held in list(self.held.items()):
+                try:
+                    await held.renew()
+                except LeaseLostError as exc:
+                    log.warning("lease lost; shard stopped", shard_id=shard_id, error=str(exc))
+                    self._drop(shard_id)
+                except ReplicatorError as exc:
+                    self._stats.count_retry(exc)
+                    log.warning("lease renewal failed", shard_id=shard_id, error=str(exc))
+
+    def _drop(self, shard_id: str) -> None:
+        """Stop a shard whose lease is gone: no more reads, its pending writes dropped."""
+        self.held.pop(shard_id, None)
+        self.trackers.pop(shard_id, None)
+        running = self.consumers.get(shard_id)
+        if running is not None:
+            consumer, task = running
+            consumer.tracker.cancelled = True
+            task.cancel()
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def _stop_consumers(self) -> None:
+        tasks = [task for _, task in self.consumers.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _drain(self, writers: asyncio.Task[None], deadline: float) -> None:
+        self._pool.close()
+        _, pending = await asyncio.wait([writers], timeout=max(0.0, deadline - time.monotonic()))
+        if pending:
+            log.warning("shutdown deadline reached before the writers drained",
+                        queued=self._pool.queue_depth())
+            writers.cancel()
+            await asyncio.wait([writers])
+
+    async def _final_checkpoints(self, deadline: float) -> None:
+        """Checkpoint what was applied and release every lease, so others may take them at once."""
+        async def finish(held: HeldLease) -> None:
+            tracker = self.trackers.get(held.shard_id)
+            checkpoint = None
+            if tracker is not None and tracker.checkpointable != tracker.written:
+                checkpoint = tracker.checkpointable
+            try:
+                await held.release(checkpoint)
+            except ReplicatorError as exc:
+                log.warning("could not release lease", shard_id=held.shard_id, error=str(exc))
+                return
+            if checkpoint is not None:
+                self._stats.checkpoints_written += 1
+            log.info("lease released", shard_id=held.shard_id,
+                     checkpoint=checkpoint or held.lease.checkpoint)
+
+        remaining = max(0.1, deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining), asyncio.TaskGroup() as group:
+                for held in list(self.held.values()):
+                    if not held.lost:
+                        group.create_task(finish(held))
+        self.held.clear()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

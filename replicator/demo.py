@@ -1,0 +1,108 @@
+"""``replicator demo``: a live replication between two local moto servers, end to end.
+
+Starts a source and a destination server, creates a streamed source table and
+a destination table, writes a live workload to the source while the
+replicator runs, prints progress, then compares the two tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+
+from replicator.aws import Endpoint, open_client
+from replicator.cli import load_settings
+from replicator.compare import compare_tables
+from replicator.local import LOCAL_CREDENTIALS, MotoServer
+from replicator.logs import configure_logging
+from replicator.service import Replicator
+from replicator.workload import KEY_NAMES, create_table, run_workload
+
+SOURCE_TABLE = "demo-source"
+DESTINATION_TABLE = "demo-destination"
+
+
+def say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+async def run_demo(*, seconds: float = 8.0, rate: int = 200, keys: int = 400) -> int:
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    configure_logging("warning", "console")
+    say("starting two moto servers (source region us-east-1, destination region eu-west-1)")
+    with MotoServer() as source_server, MotoServer() as destination_server:
+        say(f"source {source_server.url}, destination {destination_server.url}")
+        source_endpoint = Endpoint("dynamodb", "us-east-1", source_server.url)
+        destination_endpoint = Endpoint("dynamodb", "eu-west-1", destination_server.url)
+        async with (
+            open_client(source_endpoint, call_timeout=30) as source,
+            open_client(destination_endpoint, call_timeout=30) as destination,
+        ):
+            await create_table(source, SOURCE_TABLE, stream=True)
+            await create_table(destination, DESTINATION_TABLE, stream=False)
+            say(f"created {SOURCE_TABLE} (stream NEW_AND_OLD_IMAGES) and {DESTINATION_TABLE}")
+            settings = load_settings(
+                {
+                    "source_table": SOURCE_TABLE,
+                    "source_region": "us-east-1",
+                    "source_endpoint": source_server.url,
+                    "destination_table": DESTINATION_TABLE,
+                    "destination_region": "eu-west-1",
+                    "destination_endpoint": destination_server.url,
+                    "task_name": "replicator-demo",
+                    "checkpoint_interval": 1.0,
+                },
+                env_file=None,
+            )
+            replicator = Replicator(settings)
+            async with asyncio.TaskGroup() as group:
+                service = group.create_task(replicator.run())
+                progress = group.create_task(_progress(replicator))
+                started = time.monotonic()
+                say(f"writing about {rate} operations/s to the source for {seconds:g}s "
+                    "(puts, updates, deletes, batch writes; every attribute type)")
+                result = await run_workload(
+                    source, SOURCE_TABLE, seconds=seconds, rate=rate, keys=keys
+                )
+                finished = time.monotonic()
+                say(f"workload done: {result.operations} operations {result.by_kind} "
+                    f"in {finished - started:.1f}s; waiting for the destination to catch up")
+                await _caught_up(replicator, finished, service)
+                say(f"caught up {time.monotonic() - finished:.2f}s after the last write")
+                replicator.stop()
+                progress.cancel()
+                code = await service
+            stats = replicator.stats
+            say(f"replicator read {stats.records_read} stream records, applied "
+                f"{stats.applied_total} ({dict(stats.records_applied)}), wrote "
+                f"{stats.checkpoints_written} checkpoints, exit code {code}")
+            diff = await compare_tables(
+                source, SOURCE_TABLE, destination, DESTINATION_TABLE, KEY_NAMES
+            )
+    say(f"source and destination tables are {diff.summary()}")
+    return 0 if diff.equal and code == 0 else 1
+
+
+async def _caught_up(replicator: Replicator, since: float, service: asyncio.Task[int]) -> None:
+    deadline = since + 120
+    while not replicator.caught_up_since(since):
+        if service.done():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the replicator did not catch up within 120 s")
+        await asyncio.sleep(0.05)
+
+
+async def _progress(replicator: Replicator) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await replicator.started.wait()
+        while True:
+            await asyncio.sleep(1.0)
+            stats = replicator.stats
+            coordinator = replicator.coordinator
+            say(f"applied {stats.applied_total:6d} of {stats.records_read:6d} records read, "
+                f"lag {stats.lag_seconds():.2f}s, "
+                f"queue {coordinator.queue_depth() if coordinator else 0}")

@@ -1,0 +1,117 @@
+"""Stream records, shards and sequence numbers: the data the replicator moves."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+#: A DynamoDB item or key in the low-level wire format: {"pk": {"S": "a"}, ...}.
+Item = dict[str, dict[str, Any]]
+#: A hashable identity of an item's key, used to route and collapse writes.
+KeyId = tuple[tuple[str, str, Any], ...]
+
+
+class EventName(enum.StrEnum):
+    INSERT = "INSERT"
+    MODIFY = "MODIFY"
+    REMOVE = "REMOVE"
+
+
+def key_id(keys: Item) -> KeyId:
+    """A hashable identity for a key, the same for equal keys whatever their dict order."""
+    parts = []
+    for name in sorted(keys):
+        ((type_, value),) = keys[name].items()
+        parts.append((name, type_, value))
+    return tuple(parts)
+
+
+def sequence_key(sequence_number: str) -> int:
+    """Sequence numbers are decimal strings of varying length; compare them as integers."""
+    return int(sequence_number)
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """One change read from a shard, reduced to what the destination needs."""
+
+    shard_id: str
+    sequence_number: str
+    event_name: EventName
+    keys: Item
+    new_image: Item | None
+    size_bytes: int
+    #: ApproximateCreationDateTime as epoch seconds (rounded down to the second by AWS).
+    created_at: float
+    key: KeyId = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = key_id(self.keys)
+
+    @classmethod
+    def from_wire(cls, shard_id: str, raw: dict[str, Any]) -> StreamRecord:
+        body = raw["dynamodb"]
+        event_name = EventName(raw["eventName"])
+        new_image = body.get("NewImage")
+        if event_name is not EventName.REMOVE and new_image is None:
+            # Only reachable with a KEYS_ONLY or OLD_IMAGE stream, refused at start-up.
+            raise ValueError(f"stream record {body['SequenceNumber']} carries no NewImage")
+        created = body.get("ApproximateCreationDateTime")
+        created_at = (
+            created.timestamp() if isinstance(created, datetime) else float(created or 0.0)
+        )
+        return cls(
+            shard_id=shard_id,
+            sequence_number=body["SequenceNumber"],
+            event_name=event_name,
+            keys=body["Keys"],
+            new_image=new_image if event_name is not EventName.REMOVE else None,
+            size_bytes=int(body.get("SizeBytes", 0)),
+            created_at=created_at,
+        )
+
+    def write_request(self) -> dict[str, Any]:
+        """The BatchWriteItem request that applies this record."""
+        if self.event_name is EventName.REMOVE:
+            return {"DeleteRequest": {"Key": self.keys}}
+        return {"PutRequest": {"Item": self.new_image}}
+
+    def __repr__(self) -> str:  # never prints item contents
+        return (
+            f"<StreamRecord {self.event_name} shard={self.shard_id} "
+            f"seq={self.sequence_number}>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """A shard as DescribeStream lists it."""
+
+    shard_id: str
+    parent_shard_id: str | None
+    starting_sequence_number: str | None = None
+    ending_sequence_number: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.ending_sequence_number is not None
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> Shard:
+        seq_range = raw.get("SequenceNumberRange", {})
+        return cls(
+            shard_id=raw["ShardId"],
+            parent_shard_id=raw.get("ParentShardId"),
+            starting_sequence_number=seq_range.get("StartingSequenceNumber"),
+            ending_sequence_number=seq_range.get("EndingSequenceNumber"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsPage:
+    """One GetRecords answer. ``next_iterator`` is None once a closed shard is read to its end."""
+
+    records: list[dict[str, Any]]
+    next_iterator: str | None

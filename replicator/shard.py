@@ -1,0 +1,215 @@
+"""One coroutine per shard: read records in order and hand them to the writers.
+
+A shard moves through explicit states, as in the KCL's ConsumerStates::
+
+    INITIALIZING -> PROCESSING -> SHARD_END
+                              \\-> SHUTTING_DOWN   (service stops, or the lease is lost)
+                              \\-> FAILED          (poison record, trimmed data)
+
+The coordinator starts a consumer only once the shard's parent is finished, so
+a consumer never waits on lineage itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+
+import structlog
+
+from replicator.backoff import Backoff, retry_forever
+from replicator.checkpoint import CheckpointTracker, Sentinel, is_sentinel
+from replicator.errors import (
+    DataLossError,
+    ExpiredIteratorError,
+    TrimmedDataError,
+)
+from replicator.leases import HeldLease
+from replicator.protocols import StreamReader
+from replicator.records import RecordsPage, StreamRecord
+from replicator.stats import Stats
+from replicator.writer import WorkItem, WriterPool
+
+log = structlog.get_logger("replicator.shard")
+
+
+class ShardState(enum.StrEnum):
+    INITIALIZING = "INITIALIZING"
+    PROCESSING = "PROCESSING"
+    SHARD_END = "SHARD_END"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    FAILED = "FAILED"
+
+
+class ShardConsumer:
+    """Reads one leased shard from its checkpoint to its end."""
+
+    def __init__(
+        self,
+        *,
+        stream_arn: str,
+        lease: HeldLease,
+        streams: StreamReader,
+        pool: WriterPool,
+        stats: Stats,
+        get_records_limit: int,
+        idle_interval: float,
+        checkpoint_interval: float,
+        skip_trimmed: bool = False,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.stream_arn = stream_arn
+        self.shard_id = lease.shard_id
+        self.lease = lease
+        self.tracker = CheckpointTracker(lease.lease.checkpoint)
+        self.state = ShardState.INITIALIZING
+        self._streams = streams
+        self._pool = pool
+        self._stats = stats
+        self._limit = get_records_limit
+        self._idle = idle_interval
+        self._checkpoint_interval = checkpoint_interval
+        self._skip_trimmed = skip_trimmed
+        self._backoff = backoff or Backoff()
+        self._last_checkpoint_at = time.monotonic()
+        #: When the latest GetRecords that found nothing began (monotonic), or -inf.
+        self.empty_read_started_at = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"<ShardConsumer {self.shard_id} {self.state} {self.tracker!r}>"
+
+    async def run(self) -> ShardState:
+        """Read until the shard ends. Returns SHARD_END; raises on failure.
+
+        Cancellation (shutdown, lost lease) passes through; whatever the writers
+        had applied by then is checkpointed by the coordinator.
+        """
+        structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
+        self._stats.trackers[self.shard_id] = self.tracker
+        try:
+            iterator: str | None = await self._initial_iterator()
+            self.state = ShardState.PROCESSING
+            log.info("shard started", checkpoint=self.tracker.written)
+            while iterator is not None:
+                read_started = time.monotonic()
+                page = await self._read(iterator)
+                if page is None:  # iterator expired: every read record is applied by now
+                    iterator = await self._iterator_after(self.tracker.checkpointable)
+                    continue
+                await self._hand_over(page)
+                await self._maybe_checkpoint()
+                iterator = page.next_iterator
+                if iterator is not None and not page.records:
+                    self.empty_read_started_at = read_started
+                    await asyncio.sleep(self._idle)
+            await self.tracker.wait_drained()
+            # One conditional write marks the shard finished and frees its lease.
+            await self.lease.release(Sentinel.SHARD_END)
+            self.tracker.written = Sentinel.SHARD_END
+            self._stats.checkpoints_written += 1
+            self.state = ShardState.SHARD_END
+            log.info("shard finished")
+            return self.state
+        except asyncio.CancelledError:
+            self.state = ShardState.SHUTTING_DOWN
+            raise
+        except BaseException:
+            self.state = ShardState.FAILED
+            self.tracker.cancelled = True
+            raise
+        finally:
+            self._stats.trackers.pop(self.shard_id, None)
+
+    async def _initial_iterator(self) -> str:
+        checkpoint = self.tracker.written
+        if checkpoint == Sentinel.TRIM_HORIZON or checkpoint == Sentinel.LATEST:
+            return await self._get_iterator(checkpoint)
+        if is_sentinel(checkpoint):
+            raise ValueError(f"shard {self.shard_id} cannot start from {checkpoint}")
+        return await self._iterator_after(checkpoint)
+
+    async def _iterator_after(self, checkpoint: str) -> str:
+        if is_sentinel(checkpoint):  # nothing read yet
+            return await self._get_iterator(checkpoint)
+        try:
+            return await self._get_iterator("AFTER_SEQUENCE_NUMBER", checkpoint)
+        except TrimmedDataError as exc:
+            return await self._trimmed(checkpoint, exc)
+
+    async def _get_iterator(self, iterator_type: str, sequence_number: str | None = None) -> str:
+        return await retry_forever(
+            lambda: self._streams.get_shard_iterator(
+                self.stream_arn, self.shard_id, iterator_type, sequence_number
+            ),
+            what="GetShardIterator",
+            backoff=self._backoff,
+            on_retry=self._stats.count_retry,
+        )
+
+    async def _read(self, iterator: str) -> RecordsPage | None:
+        """One GetRecords, retried while retriable. None when the iterator expired."""
+        try:
+            page = await retry_forever(
+                lambda: self._streams.get_records(iterator, self._limit),
+                what="GetRecords",
+                backoff=self._backoff,
+                on_retry=self._stats.count_retry,
+            )
+        except ExpiredIteratorError:
+            # Re-acquire after the last applied record: wait for the writers to
+            # apply what was handed over, so nothing is read or applied twice.
+            self._stats.expired_iterators += 1
+            log.info("shard iterator expired; re-acquiring", after=self.tracker.last_read)
+            await self.tracker.wait_drained()
+            return None
+        except TrimmedDataError as exc:
+            await self.tracker.wait_drained()
+            resumed = await self._trimmed(self.tracker.checkpointable, exc)
+            return RecordsPage(records=[], next_iterator=resumed)
+        self._stats.get_records_calls += 1
+        return page
+
+    async def _trimmed(self, checkpoint: str, exc: TrimmedDataError) -> str:
+        """Records after ``checkpoint`` are gone from the stream: data loss, said loudly."""
+        self._stats.trimmed_events += 1
+        after = "its start" if is_sentinel(checkpoint) else f"sequence number {checkpoint}"
+        message = (
+            f"shard {self.shard_id}: records after {after} were trimmed from the stream "
+            "(24-hour retention) before they were applied, so the destination is missing "
+            "them; copy the table again (bootstrap) and restart, or set "
+            "REPLICATOR_ON_TRIMMED_DATA=skip to go on from the oldest record still in the stream"
+        )
+        log.error("trimmed data: records lost", shard_id=self.shard_id, checkpoint=checkpoint,
+                  skipping=self._skip_trimmed, error=str(exc))
+        if not self._skip_trimmed:
+            raise DataLossError(message) from exc
+        return await self._get_iterator(Sentinel.TRIM_HORIZON)
+
+    async def _hand_over(self, page: RecordsPage) -> None:
+        tracker = self.tracker
+        for raw in page.records:
+            record = StreamRecord.from_wire(self.shard_id, raw)
+            pending = tracker.add(record.sequence_number, record.created_at)
+            await self._pool.put(WorkItem(record, pending, tracker))
+            if tracker.failure is not None:
+                raise tracker.failure
+        self._stats.records_read += len(page.records)
+
+    async def _maybe_checkpoint(self) -> None:
+        if self.tracker.failure is not None:
+            raise self.tracker.failure
+        now = time.monotonic()
+        if now - self._last_checkpoint_at < self._checkpoint_interval:
+            return
+        self._last_checkpoint_at = now
+        await self.write_checkpoint()
+
+    async def write_checkpoint(self) -> None:
+        """Write the highest checkpoint that covers only applied records, if it moved."""
+        value = self.tracker.checkpointable
+        if value == self.tracker.written:
+            return
+        await self.lease.checkpoint(value)
+        self.tracker.written = value
+        self._stats.checkpoints_written += 1
