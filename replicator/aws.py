@@ -51,6 +51,8 @@ _BY_CODE: dict[str, type[errors.AwsError]] = {
     "ResourceNotFoundException": errors.ResourceNotFoundError,
     "ValidationException": errors.ValidationError,
     "SerializationException": errors.ValidationError,
+    # An item that can never be written (its LSI item collection is full).
+    "ItemCollectionSizeLimitExceededException": errors.ValidationError,
     "ConditionalCheckFailedException": errors.ConditionFailedError,
     "ExpiredIteratorException": errors.ExpiredIteratorError,
     "TrimmedDataAccessException": errors.TrimmedDataError,

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import pydantic
+import structlog
 
 from replicator.config import JAVA_FLAGS, Settings, env_name, flag_name
 from replicator.errors import ConfigError, ReplicatorError
@@ -137,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: keep the traceback in the log, one line on stderr
+        structlog.get_logger("replicator").exception("unexpected error")
+        print(f"replicator: internal error: {type(exc).__name__}: {exc} "
+              "(the log has the traceback)", file=sys.stderr)
+        return 1
 
 
 def entry() -> None:

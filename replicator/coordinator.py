@@ -116,22 +116,24 @@ class ShardCoordinator:
 
     async def _lease_loop(self, group: asyncio.TaskGroup) -> None:
         while not self._stop.is_set():
+            # Cleared before the cycle, so a shard ending during it wakes the next one.
+            sync_shards = self._wake.is_set()
+            self._wake.clear()
             try:
-                await self._cycle(group)
+                await self._cycle(group, sync_shards=sync_shards)
             except ReplicatorError as exc:
                 if not exc.retriable:
                     self._fail(exc)
                     return
                 self._stats.count_retry(exc)
                 log.warning("coordinator cycle failed; trying again", error=str(exc))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.coordinator_interval):
                     await _first_of(self._stop, self._wake)
 
-    async def _cycle(self, group: asyncio.TaskGroup) -> None:
+    async def _cycle(self, group: asyncio.TaskGroup, *, sync_shards: bool) -> None:
         now = time.monotonic()
-        if self._wake.is_set() or now - self._last_shard_sync >= self._settings.shard_sync_interval:
+        if sync_shards or now - self._last_shard_sync >= self._settings.shard_sync_interval:
             self._shards = await self._streams.list_shards(self.stream_arn)
             self._last_shard_sync = now
         listed = {shard.shard_id for shard in self._shards}
@@ -225,6 +227,8 @@ class ShardCoordinator:
         while True:
             await asyncio.sleep(self._settings.lease_renew_interval)
             for shard_id, held in list(self.held.items()):
+                if held.lost:  # released at SHARD_END, or already known lost
+                    continue
                 try:
                     await held.renew()
                 except LeaseLostError as exc:

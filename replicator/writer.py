@@ -9,10 +9,11 @@ BatchWriteItem. Unprocessed items and retriable errors are retried with
 backoff, never dropped. Only when a whole batch is applied are its records
 marked done in their shard's ``CheckpointTracker``.
 
-A batch that the destination rejects outright is replayed one key at a time
+A batch that the destination rejects as invalid is replayed one key at a time
 to find the record it refuses; that record's shard is failed with a
 ``PoisonRecordError`` and nothing of it is marked done, so no checkpoint
-passes it.
+passes it. Any other non-retriable error (the table is gone, access was
+revoked) fails every shard of the batch with that error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import structlog
 
 from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import CheckpointTracker, Pending
-from replicator.errors import PoisonRecordError, ReplicatorError
+from replicator.errors import PoisonRecordError, ReplicatorError, ValidationError
 from replicator.protocols import DestinationWriter
 from replicator.records import KeyId, StreamRecord
 from replicator.stats import Stats
@@ -123,9 +124,16 @@ class WriterPool:
         if not live:
             return
         try:
-            await self._write([items[-1].record.write_request() for items in live.values()])
-        except ReplicatorError:
-            await self._isolate(live)
+            try:
+                await self._write([items[-1].record.write_request() for items in live.values()])
+            except ValidationError:
+                await self._isolate(live)
+                return
+        except ReplicatorError as exc:
+            # Not about one item (the table is gone, access was revoked): every
+            # shard in the batch stops with the error, and nothing is checkpointed.
+            for items in live.values():
+                items[-1].tracker.fail(exc)
             return
         for items in live.values():
             self._done(items)
@@ -156,7 +164,7 @@ class WriterPool:
                 continue
             try:
                 await self._write([last.record.write_request()])
-            except ReplicatorError as exc:
+            except ValidationError as exc:
                 record = last.record
                 self._stats.poison_records += 1
                 error = PoisonRecordError(
