@@ -332,6 +332,30 @@ class DynamoLeaseStore:
                 return leases
             kwargs["ExclusiveStartKey"] = last
 
+    async def scan_rows(self) -> list[dict[str, Any]]:
+        """Every row of the table, of every stream, as plain values (for ``status``)."""
+        rows: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            async with map_errors("Scan", self._timeout):
+                response = await self._client.scan(**kwargs)
+            for item in response.get("Items", []):
+                lease = _lease_from_item(item)
+                rows.append({
+                    "stream_arn": lease.stream_arn,
+                    "shard_id": lease.shard_id,
+                    "parent_shard_id": lease.parent_shard_id,
+                    "owner": lease.owner,
+                    "lease_counter": lease.counter,
+                    "checkpoint": lease.checkpoint,
+                    "owner_switches": int(item.get("owner_switches", {}).get("N", 0)),
+                    "updated_at": item.get("updated_at", {}).get("S"),
+                })
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return rows
+            kwargs["ExclusiveStartKey"] = last
+
     async def create_lease(self, lease: Lease) -> bool:
         try:
             async with map_errors("PutItem", self._timeout):

@@ -1,7 +1,8 @@
 """``replicator`` / ``python -m replicator``: parse the command line and run a command.
 
-Commands: ``run`` (the default: replicate for ever) and ``demo`` (an end-to-end
-replication between two local moto servers). Every error a user can cause
+Commands: ``run`` (the default: replicate for ever), ``status`` (the task's
+shards, owners and checkpoints) and ``demo`` (an end-to-end replication
+between two local moto servers). Every error a user can cause
 ends in one line on stderr and a non-zero exit, never a traceback.
 """
 
@@ -19,7 +20,7 @@ import structlog
 from replicator.config import JAVA_FLAGS, Settings, env_name, flag_name
 from replicator.errors import ConfigError, ReplicatorError
 
-COMMANDS = ("run", "demo")
+COMMANDS = ("run", "status", "demo")
 
 
 def _settings_parser(prog: str) -> argparse.ArgumentParser:
@@ -128,6 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = _demo_parser().parse_args(args)
             return run_async(run_demo(seconds=options.seconds, rate=options.rate,
                                       keys=options.keys))
+        if command == "status":
+            parser = _settings_parser("replicator status")
+            parser.description = "Show the task's shards, their owners and checkpoints, and " \
+                "each worker's share, from the checkpoint table."
+            parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                help="print JSON instead of a table")
+            namespace = parser.parse_args(args)
+            as_json = bool(vars(namespace).pop("json", False))
+            settings = load_settings(_given(namespace))
+            from replicator.status import run_status
+
+            return run_async(run_status(settings, as_json=as_json))
         namespace = _settings_parser("replicator [run]").parse_args(args)
         settings = load_settings(_given(namespace))
         from replicator.service import run_service

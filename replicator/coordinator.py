@@ -218,7 +218,7 @@ class ShardCoordinator:
     def _fail(self, exc: ReplicatorError) -> None:
         if self.fatal is None:
             self.fatal = exc
-        log.error("replication stopped", error=str(exc))
+        log.error("replication failed", error=str(exc))
         self._stop.set()
 
     # -- lease renewal -----------------------------------------------------------

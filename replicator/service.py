@@ -150,6 +150,8 @@ class Replicator:
 async def run_service(settings: Settings) -> int:
     """``replicator run``: replicate until SIGTERM or SIGINT, then shut down gracefully."""
     configure_logging(settings.log_level, settings.log_format)
+    # Bound here too, so that lines logged from signal handlers carry them.
+    structlog.contextvars.bind_contextvars(task=settings.task_name, worker_id=settings.worker_id)
     replicator = Replicator(settings)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()

@@ -30,7 +30,7 @@ class Prepared:
     view_type: str
 
 
-async def _call(awaitable: Awaitable[T], *, what: str, setting: str, endpoint: str | None,
+async def call_checked(awaitable: Awaitable[T], *, what: str, setting: str, endpoint: str | None,
                 region: str | None) -> T:
     """Run a start-up call, turning endpoint and credential failures into one-line errors."""
     where = endpoint or f"the AWS endpoint of region {region}"
@@ -77,7 +77,7 @@ async def check(
     store: DynamoLeaseStore,
 ) -> Prepared:
     timeout = settings.call_timeout
-    source_table = await _call(
+    source_table = await call_checked(
         describe_table(source, settings.source_table, call_timeout=timeout),
         what=f"source table {settings.source_table}", setting="REPLICATOR_SOURCE_ENDPOINT",
         endpoint=settings.source_endpoint, region=settings.source_region,
@@ -95,7 +95,7 @@ async def check(
             f"aws dynamodb update-table --table-name {settings.source_table} "
             "--stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
         )
-    stream = await _call(
+    stream = await call_checked(
         streams.describe_stream(stream_arn),
         what=f"the stream of {settings.source_table}",
         setting="REPLICATOR_SOURCE_STREAMS_ENDPOINT",
@@ -109,7 +109,7 @@ async def check(
             "again with StreamViewType NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
         )
 
-    destination_table = await _call(
+    destination_table = await call_checked(
         describe_table(destination, settings.destination_table, call_timeout=timeout),
         what=f"destination table {settings.destination_table}",
         setting="REPLICATOR_DESTINATION_ENDPOINT",
@@ -131,7 +131,7 @@ async def check(
             "attributes, key types and attribute types"
         )
 
-    await _call(
+    await call_checked(
         store.ensure_table(),
         what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
         endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
