@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import pydantic
 import structlog
@@ -23,8 +23,15 @@ from replicator.errors import ConfigError, ReplicatorError
 COMMANDS = ("run", "status", "demo")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one ``ConfigError`` line instead of usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message}; see {self.prog} --help")
+
+
 def _settings_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Replicate a DynamoDB table into another from its stream, for ever. "
         "Every setting is a flag and an environment variable; a flag wins over the "
@@ -98,7 +105,7 @@ def _one_line(exc: pydantic.ValidationError) -> str:
 
 
 def _demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="replicator demo",
         description="Start two local moto servers, replicate a live workload from one to "
         "the other, and compare the tables at the end.",

@@ -188,10 +188,22 @@ class HeldLease:
         async with self._lock:
             if self.lost:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
+            # A write cancelled in flight (a shard stopped at shutdown) may still reach
+            # the table and bump the counter: let it finish (it has a timeout) so that
+            # the next write, the final checkpoint and release, expects the right counter.
+            write = asyncio.ensure_future(
+                self._store.update_lease(self.lease, new_owner=new_owner, checkpoint=checkpoint)
+            )
             try:
-                self.lease = await self._store.update_lease(
-                    self.lease, new_owner=new_owner, checkpoint=checkpoint
-                )
+                self.lease = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await asyncio.wait([write])
+                if not write.cancelled():
+                    if write.exception() is None:
+                        self.lease = write.result()
+                    elif isinstance(write.exception(), ConditionFailedError):
+                        self.lost = True
+                raise
             except ConditionFailedError as exc:
                 self.lost = True
                 raise LeaseLostError(
