@@ -159,6 +159,11 @@ class ShardCoordinator:
         ):
             await self._take(lease)
 
+        if self._stop.is_set():
+            # A shard failed (or shutdown began) while this cycle waited on the table:
+            # starting a consumer now would restart the failed shard and replace the
+            # tracker its final checkpoint is taken from.
+            return
         for shard_id, held in list(self.held.items()):
             if (
                 shard_id not in self.consumers

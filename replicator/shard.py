@@ -23,6 +23,7 @@ from replicator.checkpoint import CheckpointTracker, Sentinel, is_sentinel
 from replicator.errors import (
     DataLossError,
     ExpiredIteratorError,
+    ReplicatorError,
     TrimmedDataError,
 )
 from replicator.leases import HeldLease
@@ -105,7 +106,12 @@ class ShardConsumer:
                     await asyncio.sleep(self._idle)
             await self.tracker.wait_drained()
             # One conditional write marks the shard finished and frees its lease.
-            await self.lease.release(Sentinel.SHARD_END)
+            await retry_forever(
+                lambda: self.lease.release(Sentinel.SHARD_END),
+                what="UpdateItem",
+                backoff=self._backoff,
+                on_retry=self._stats.count_retry,
+            )
             self.tracker.written = Sentinel.SHARD_END
             self._stats.checkpoints_written += 1
             self.state = ShardState.SHARD_END
@@ -203,7 +209,14 @@ class ShardConsumer:
         if now - self._last_checkpoint_at < self._checkpoint_interval:
             return
         self._last_checkpoint_at = now
-        await self.write_checkpoint()
+        try:
+            await self.write_checkpoint()
+        except ReplicatorError as exc:
+            if not exc.retriable:
+                raise
+            # The checkpoint table throttled or timed out: the next interval tries again.
+            self._stats.count_retry(exc)
+            log.warning("checkpoint write failed; will try again", error=str(exc))
 
     async def write_checkpoint(self) -> None:
         """Write the highest checkpoint that covers only applied records, if it moved."""

@@ -120,7 +120,13 @@ class WriterPool:
     async def _apply(self, batch: dict[KeyId, list[WorkItem]]) -> None:
         # Records of a stopped shard (lost lease, poison record) are dropped:
         # they are not checkpointed, so whoever reads the shard next applies them.
-        live = {key: items for key, items in batch.items() if not items[0].tracker.cancelled}
+        # Filtered record by record: one key's list can hold a stopped shard's stale
+        # records followed by those of the consumer that took the shard over.
+        live: dict[KeyId, list[WorkItem]] = {}
+        for key, items in batch.items():
+            kept = [item for item in items if not item.tracker.cancelled]
+            if kept:
+                live[key] = kept
         if not live:
             return
         try:

@@ -1,0 +1,191 @@
+"""The real ShardCoordinator, WriterPool and ShardConsumers wired to the fakes.
+
+Also the checks several tests share: which stream records the destination has
+applied (traced through the fakes' shared dicts), and "no checkpoint ever
+covers an unapplied record".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from replicator.backoff import Backoff
+from replicator.checkpoint import Sentinel, is_sentinel
+from replicator.coordinator import CoordinatorSettings, ShardCoordinator
+from replicator.leases import Lease
+from replicator.records import Item, KeyId, key_id, sequence_key
+from replicator.stats import Stats
+from replicator.writer import WriterPool
+from tests.fakes import FakeDestination, FakeLeaseStore, FakeStream
+
+#: Backoff for tests: retries after at most 2 ms.
+FAST = Backoff(base=0.0005, cap=0.002)
+WORKER = "worker-1"
+
+
+def settings(**overrides: Any) -> CoordinatorSettings:
+    values: dict[str, Any] = {
+        "worker_id": WORKER,
+        "initial_position": Sentinel.TRIM_HORIZON,
+        "get_records_limit": 10,
+        "idle_interval": 0.005,
+        "checkpoint_interval": 0.01,
+        "coordinator_interval": 0.02,
+        "shard_sync_interval": 0.02,
+        "lease_duration": 30.0,
+        "lease_renew_interval": 0.05,
+        "shutdown_timeout": 2.0,
+        "skip_trimmed": False,
+    }
+    values.update(overrides)
+    return CoordinatorSettings(**values)
+
+
+class Replication:
+    """One worker replicating ``stream`` into ``destination``, run in a background task.
+
+    ``async with Replication(...) as r:`` starts it; leaving the block stops it
+    gracefully (drain, final checkpoints, lease release) and re-raises whatever
+    the coordinator raised.
+    """
+
+    def __init__(self, stream: FakeStream, destination: FakeDestination, store: FakeLeaseStore,
+                 *, writers: int = 4, queue_size: int = 100, backoff: Backoff = FAST,
+                 **overrides: Any) -> None:
+        self.stream = stream
+        self.destination = destination
+        self.store = store
+        self.stats = Stats()
+        self.stop = asyncio.Event()
+        self.pool = WriterPool(destination, writers=writers, queue_size=queue_size,
+                               stats=self.stats, backoff=backoff)
+        self.coordinator = ShardCoordinator(
+            stream_arn=stream.stream_arn, streams=stream, store=store, pool=self.pool,
+            stats=self.stats, settings=settings(**overrides), stop=self.stop, backoff=backoff,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Replication:
+        self.task = asyncio.create_task(self.coordinator.run(), name="coordinator")
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is None:
+            await self.shutdown()
+            return
+        # The test failed already: stop quietly, its error is the one to report.
+        with contextlib.suppress(BaseException):
+            await self.shutdown()
+
+    async def shutdown(self, within: float = 5.0) -> None:
+        self.stop.set()
+        await self.ended(within)
+
+    async def ended(self, within: float = 5.0) -> None:
+        """Wait until the coordinator has returned (stopped by a fatal error, or by ``stop``)."""
+        assert self.task is not None
+        async with asyncio.timeout(within):
+            await asyncio.shield(self.task)
+
+
+def caught_up(stream: FakeStream) -> Callable[[dict[str, Lease]], bool]:
+    """For ``FakeLeaseStore.wait_until``: every closed shard's row is at SHARD_END and
+    every open shard's row has checkpointed its last record."""
+
+    def check(rows: dict[str, Lease]) -> bool:
+        for shard_id, shard in stream.shards.items():
+            if not shard.listed:
+                continue
+            row = rows.get(shard_id)
+            if row is None:
+                return False
+            if shard.closed:
+                if not row.finished:
+                    return False
+            elif shard.records and row.checkpoint != shard.sequence_numbers[-1]:
+                return False
+        return True
+
+    return check
+
+
+# -- tracing writes back to stream records -------------------------------------------
+
+
+def applied_sequence_numbers(stream: FakeStream, destination: FakeDestination) -> list[str]:
+    """The sequence numbers of the records whose writes the destination applied, in order."""
+    return [
+        stream.record_of(write.payload)["dynamodb"]["SequenceNumber"]
+        for write in destination.log
+    ]
+
+
+def record_key(raw: dict[str, Any]) -> KeyId:
+    keys: Item = raw["dynamodb"]["Keys"]
+    return key_id(keys)
+
+
+def unapplied_up_to(stream: FakeStream, destination: FakeDestination, shard_id: str,
+                    checkpoint: str) -> list[str]:
+    """Records of the shard at or below ``checkpoint`` that are neither applied nor
+    superseded by an applied later record of the same key."""
+    if is_sentinel(checkpoint):
+        return []
+    newest_applied: dict[KeyId, int] = defaultdict(lambda: -1)
+    for write in destination.log:
+        raw = stream.record_of(write.payload)
+        number = sequence_key(raw["dynamodb"]["SequenceNumber"])
+        key = record_key(raw)
+        newest_applied[key] = max(newest_applied[key], number)
+    limit = sequence_key(checkpoint)
+    missing = []
+    for raw in stream.records(shard_id):
+        number = sequence_key(raw["dynamodb"]["SequenceNumber"])
+        if number <= limit and newest_applied[record_key(raw)] < number:
+            missing.append(raw["dynamodb"]["SequenceNumber"])
+    return missing
+
+
+def guard_checkpoints(stream: FakeStream, destination: FakeDestination,
+                      store: FakeLeaseStore) -> list[str]:
+    """Check every checkpoint the store is given; returns the list of violations found."""
+    violations: list[str] = []
+
+    def observe(operation: str, lease: Lease) -> None:
+        if operation != "UpdateItem" or lease.shard_id not in stream.shards:
+            return
+        missing = unapplied_up_to(stream, destination, lease.shard_id, lease.checkpoint)
+        if missing:
+            violations.append(
+                f"checkpoint {lease.checkpoint} of {lease.shard_id} covers unapplied {missing}"
+            )
+        if lease.checkpoint == Sentinel.SHARD_END:
+            last = stream.records(lease.shard_id)[-1:]
+            if last and unapplied_up_to(stream, destination, lease.shard_id,
+                                        last[0]["dynamodb"]["SequenceNumber"]):
+                violations.append(f"{lease.shard_id} marked SHARD_END with records unapplied")
+
+    store.observer = observe
+    return violations
+
+
+def duplicate_writes(stream: FakeStream, destination: FakeDestination) -> list[str]:
+    """Records written more than once, or written after a later record of their key."""
+    problems = []
+    seen: set[str] = set()
+    newest: dict[KeyId, int] = {}
+    for write in destination.log:
+        raw = stream.record_of(write.payload)
+        sequence_number = raw["dynamodb"]["SequenceNumber"]
+        if sequence_number in seen:
+            problems.append(f"{sequence_number} applied twice")
+        seen.add(sequence_number)
+        key = record_key(raw)
+        if newest.get(key, -1) > sequence_key(sequence_number):
+            problems.append(f"{sequence_number} applied after a newer record of its key")
+        newest[key] = max(newest.get(key, -1), sequence_key(sequence_number))
+    return problems

@@ -1,0 +1,312 @@
+"""The fakes behave like the real clients; the other unit tests rely on it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from replicator.checkpoint import Sentinel
+from replicator.errors import (
+    ConditionFailedError,
+    ExpiredIteratorError,
+    ResourceNotFoundError,
+    ThrottledError,
+    TrimmedDataError,
+    ValidationError,
+)
+from replicator.leases import Lease
+from replicator.records import EventName, Shard, StreamRecord, key_id
+from tests.fakes import (
+    STREAM_ARN,
+    FakeDestination,
+    FakeLeaseStore,
+    FakeStream,
+    every_nth,
+    expired_iterator,
+    item,
+    key_of,
+    on_calls,
+    unprocessed_every,
+)
+
+# -- FakeStream ------------------------------------------------------------------------
+
+
+async def read_to_end(stream: FakeStream, iterator: str | None, limit: int = 2) -> list[str]:
+    """Every sequence number of a closed shard, page by page."""
+    numbers: list[str] = []
+    for _ in range(100):
+        if iterator is None:
+            return numbers
+        page = await stream.get_records(iterator, limit)
+        numbers += [raw["dynamodb"]["SequenceNumber"] for raw in page.records]
+        iterator = page.next_iterator
+    raise AssertionError("a closed shard never ended")
+
+
+async def test_records_parse_and_sequence_numbers_grow_across_the_stream() -> None:
+    stream = FakeStream(first_sequence_number=98)
+    a = stream.add_shard()
+    first = stream.put(a, item("x", v=1))
+    second = stream.put(a, item("x", v=2))
+    b = stream.add_shard()
+    third = stream.delete(b, key_of("x"))
+    assert [first, second, third] == ["98", "99", "100"]
+    records = [StreamRecord.from_wire(a, raw) for raw in stream.records(a)]
+    assert [r.event_name for r in records] == [EventName.INSERT, EventName.MODIFY]
+    assert records[1].new_image == item("x", v=2)
+    assert records[0].created_at > 1_600_000_000
+    assert isinstance(stream.records(a)[0]["dynamodb"]["ApproximateCreationDateTime"], datetime)
+    removed = StreamRecord.from_wire(b, stream.records(b)[0])
+    assert (removed.event_name, removed.new_image) == (EventName.REMOVE, None)
+    assert stream.source == {}
+    epoch = FakeStream(epoch_timestamps=True)
+    shard = epoch.add_shard()
+    epoch.put(shard, item("y"))
+    assert isinstance(epoch.records(shard)[0]["dynamodb"]["ApproximateCreationDateTime"], float)
+
+
+async def test_iterator_types() -> None:
+    stream = FakeStream()
+    shard = stream.add_shard()
+    numbers = [stream.put(shard, item(f"k{i}", v=i)) for i in range(5)]
+    arn = stream.stream_arn
+
+    async def first(kind: str, number: str | None = None) -> list[str]:
+        page = await stream.get_records(
+            await stream.get_shard_iterator(arn, shard, kind, number), 1
+        )
+        return [raw["dynamodb"]["SequenceNumber"] for raw in page.records]
+
+    assert await first("TRIM_HORIZON") == numbers[:1]
+    assert await first("AT_SEQUENCE_NUMBER", numbers[2]) == [numbers[2]]
+    assert await first("AFTER_SEQUENCE_NUMBER", numbers[2]) == [numbers[3]]
+    assert await first("LATEST") == []
+    with pytest.raises(ValidationError):
+        await stream.get_shard_iterator(arn, shard, "AT_TIMESTAMP")
+    with pytest.raises(ValidationError):
+        await stream.get_shard_iterator(arn, shard, "AFTER_SEQUENCE_NUMBER", "1")
+    with pytest.raises(ResourceNotFoundError):
+        await stream.get_shard_iterator(arn, "shardId-nope", "TRIM_HORIZON")
+    with pytest.raises(ResourceNotFoundError):
+        await stream.get_shard_iterator("arn:other", shard, "TRIM_HORIZON")
+
+
+async def test_open_shards_never_end_and_closed_shards_do() -> None:
+    stream = FakeStream()
+    parent = stream.add_shard()
+    numbers = [stream.put(parent, item(f"k{i}")) for i in range(5)]
+    iterator = await stream.get_shard_iterator(stream.stream_arn, parent, "TRIM_HORIZON")
+    page = await stream.get_records(iterator, 10)
+    assert len(page.records) == 5
+    assert page.next_iterator is not None
+    empty = await stream.get_records(page.next_iterator, 10)
+    assert (empty.records, empty.next_iterator is not None) == ([], True)
+
+    children = stream.split(parent)
+    listed = await stream.list_shards(stream.stream_arn)
+    assert listed == [
+        Shard(parent, None, numbers[0], numbers[-1]),
+        Shard(children[0], parent, str(int(numbers[-1]) + 1)),
+        Shard(children[1], parent, str(int(numbers[-1]) + 1)),
+    ]
+    assert empty.next_iterator is not None
+    end = await stream.get_records(empty.next_iterator, 10)
+    assert (end.records, end.next_iterator) == ([], None)
+    iterator = await stream.get_shard_iterator(stream.stream_arn, parent, "TRIM_HORIZON")
+    assert await read_to_end(stream, iterator) == numbers
+
+
+async def test_trimming() -> None:
+    stream = FakeStream()
+    shard = stream.add_shard()
+    numbers = [stream.put(shard, item(f"k{i}")) for i in range(6)]
+    early = await stream.get_shard_iterator(stream.stream_arn, shard, "TRIM_HORIZON")
+    stream.trim(shard, 3)
+    with pytest.raises(TrimmedDataError):
+        await stream.get_records(early, 10)
+    with pytest.raises(TrimmedDataError):
+        await stream.get_shard_iterator(stream.stream_arn, shard, "AFTER_SEQUENCE_NUMBER",
+                                        numbers[1])
+    horizon = await stream.get_shard_iterator(stream.stream_arn, shard, "TRIM_HORIZON")
+    page = await stream.get_records(horizon, 10)
+    assert [raw["dynamodb"]["SequenceNumber"] for raw in page.records] == numbers[3:]
+    stream.unlist(shard)
+    assert await stream.list_shards(stream.stream_arn) == []
+    with pytest.raises(ResourceNotFoundError):
+        await stream.get_shard_iterator(stream.stream_arn, shard, "TRIM_HORIZON")
+
+
+async def test_stream_faults_and_hooks() -> None:
+    stream = FakeStream()
+    shard = stream.add_shard()
+    stream.put(shard, item("a"))
+    stream.get_records_fault = on_calls({2}, expired_iterator)
+    stream.get_shard_iterator_fault = every_nth(2)
+    seen = []
+    stream.on_call = lambda call: seen.append((call.operation, call.number, call.position))
+    iterator = await stream.get_shard_iterator(stream.stream_arn, shard, "TRIM_HORIZON")
+    with pytest.raises(ThrottledError) as throttled:
+        await stream.get_shard_iterator(stream.stream_arn, shard, "TRIM_HORIZON")
+    assert throttled.value.operation == "GetShardIterator"
+    assert throttled.value.retriable
+    page = await stream.get_records(iterator, 5)
+    assert len(page.records) == 1
+    with pytest.raises(ExpiredIteratorError):
+        await stream.get_records(iterator, 5)
+    assert seen == [("GetShardIterator", 1, None), ("GetShardIterator", 2, None),
+                    ("GetRecords", 1, 0), ("GetRecords", 2, 0)]
+    assert stream.injected == {"GetShardIterator": 1, "GetRecords": 1}
+
+
+async def test_stream_wait_until_is_woken_by_calls() -> None:
+    stream = FakeStream()
+    shard = stream.add_shard()
+    waiter = asyncio.create_task(
+        stream.wait_until(lambda calls: any(c.operation == "DescribeStream" for c in calls), 1)
+    )
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await stream.list_shards(stream.stream_arn)
+    await waiter
+    with pytest.raises(AssertionError, match="not met within"):
+        await stream.wait_until(lambda calls: shard in str(calls), 0.01)
+
+
+# -- FakeDestination -----------------------------------------------------------------------
+
+
+def put(pk: str, **attributes: object) -> dict[str, object]:
+    return {"PutRequest": {"Item": item(pk, **attributes)}}
+
+
+def delete(pk: str) -> dict[str, object]:
+    return {"DeleteRequest": {"Key": key_of(pk)}}
+
+
+async def test_destination_applies_and_logs_writes() -> None:
+    dest = FakeDestination()
+    assert await dest.batch_write([put("a", v=1), put("b", v=1)]) == []
+    assert await dest.batch_write([delete("a"), put("b", v=2), delete("zz")]) == []
+    assert dest.table == {key_id(key_of("b")): item("b", v=2)}
+    assert [(w.call, w.kind, w.key) for w in dest.log] == [
+        (1, "put", key_id(key_of("a"))), (1, "put", key_id(key_of("b"))),
+        (2, "delete", key_id(key_of("a"))), (2, "put", key_id(key_of("b"))),
+        (2, "delete", key_id(key_of("zz"))),
+    ]
+
+
+async def test_destination_enforces_batch_rules() -> None:
+    dest = FakeDestination()
+    with pytest.raises(ValidationError):
+        await dest.batch_write([put(f"k{i}") for i in range(26)])
+    with pytest.raises(ValidationError):
+        await dest.batch_write([put("a", v=1), delete("a")])
+    with pytest.raises(ValidationError):
+        await dest.batch_write([])
+    assert len(dest.violations) == 3
+    with pytest.raises(ValidationError):
+        await dest.batch_write([put("a"), put("b", poison="yes")])
+    assert len(dest.violations) == 3  # a poison item is the test's wish, not a violation
+    assert dest.rejected == 1
+    assert dest.table == {}
+    assert dest.log == []
+
+
+async def test_destination_faults_and_unprocessed_items() -> None:
+    dest = FakeDestination()
+    dest.fault = on_calls({1})
+    dest.unprocessed = unprocessed_every(2)
+    with pytest.raises(ThrottledError) as caught:
+        await dest.batch_write([put("a")])
+    assert caught.value.operation == "BatchWriteItem"
+    requests = [put("a"), put("b"), put("c")]
+    left = await dest.batch_write(requests)
+    assert left == requests[1:]
+    assert left[0] is requests[1]
+    assert list(dest.table) == [key_id(key_of("a"))]
+    assert await dest.batch_write(left) == []
+    assert len(dest.table) == 3
+    assert (dest.injected, dest.unprocessed_calls) == (1, 1)
+
+
+async def test_destination_wait_until() -> None:
+    dest = FakeDestination()
+    waiter = asyncio.create_task(dest.wait_until(lambda table: len(table) == 2, 1))
+    await dest.batch_write([put("a")])
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await dest.batch_write([put("b")])
+    await waiter
+
+
+# -- FakeLeaseStore: the conditions of DynamoLeaseStore ------------------------------------
+
+
+def row(owner: str | None = None, counter: int = 0,
+        checkpoint: str = Sentinel.TRIM_HORIZON) -> Lease:
+    return Lease(STREAM_ARN, "s1", "s0", owner, counter, checkpoint)
+
+
+async def test_create_only_if_absent() -> None:
+    store = FakeLeaseStore()
+    assert await store.create_lease(row())
+    assert not await store.create_lease(row(owner="x", counter=5))
+    assert store.row("s1") == row()
+    assert await store.list_leases(STREAM_ARN) == [row()]
+    assert await store.list_leases("arn:other") == []
+
+
+async def test_update_is_conditional_on_counter_and_owner() -> None:
+    store = FakeLeaseStore()
+    await store.create_lease(row())
+    taken = await store.update_lease(row(), new_owner="w1")
+    assert taken == row(owner="w1", counter=1)
+    with pytest.raises(ConditionFailedError):  # stale counter
+        await store.update_lease(row(), new_owner="w2")
+    with pytest.raises(ConditionFailedError):  # owner expected absent, but present
+        await store.update_lease(row(counter=1), new_owner="w2")
+    with pytest.raises(ConditionFailedError):  # another owner
+        await store.update_lease(row(owner="w2", counter=1), new_owner="w2")
+    moved = await store.update_lease(taken, new_owner="w1", checkpoint="150")
+    assert moved == row(owner="w1", counter=2, checkpoint="150")
+    kept = await store.update_lease(moved, new_owner=None)
+    assert kept == row(owner=None, counter=3, checkpoint="150")
+    assert store.row("s1") == kept
+    assert store.owner_switches[(STREAM_ARN, "s1")] == 2
+    with pytest.raises(ConditionFailedError):  # no row at all
+        await store.update_lease(replace_shard(row(), "s9"), new_owner="w1")
+
+
+def replace_shard(lease: Lease, shard_id: str) -> Lease:
+    return Lease(lease.stream_arn, shard_id, lease.parent_shard_id, lease.owner, lease.counter,
+                 lease.checkpoint)
+
+
+async def test_delete_is_conditional_on_the_counter() -> None:
+    store = FakeLeaseStore()
+    await store.create_lease(row())
+    await store.update_lease(row(), new_owner=None, checkpoint=Sentinel.SHARD_END)
+    with pytest.raises(ConditionFailedError):
+        await store.delete_lease(row(checkpoint=Sentinel.SHARD_END))
+    await store.delete_lease(row(counter=1, checkpoint=Sentinel.SHARD_END))
+    assert store.rows == {}
+    with pytest.raises(ConditionFailedError):
+        await store.delete_lease(row(counter=1))
+
+
+async def test_store_waits_and_observes() -> None:
+    store = FakeLeaseStore()
+    observed = []
+    store.observer = lambda operation, lease: observed.append((operation, lease.counter))
+    waiter = asyncio.create_task(store.wait_until(lambda rows: "s1" in rows, 1))
+    calls = asyncio.create_task(store.wait_for_calls("Query", 2, 1))
+    await store.create_lease(row())
+    await store.update_lease(row(), new_owner="w")
+    await store.list_leases(STREAM_ARN)
+    await store.list_leases(STREAM_ARN)
+    await waiter
+    await calls
+    assert observed == [("PutItem", 0), ("UpdateItem", 1)]
