@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit integration clean
+.PHONY: setup demo test lint typecheck unit integration bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ integration: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/takeover.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -109,7 +109,7 @@ async def map_errors(operation: str, seconds: float) -> AsyncIterator[None]:
             f"{operation}: {type(exc).__name__}: {exc}", operation=operation
         ) from exc
     except TimeoutError as exc:
-        raise errors.TransientError(
+        raise errors.CallTimeoutError(
             f"{operation}: no answer within {seconds:g}s", operation=operation
         ) from exc
 

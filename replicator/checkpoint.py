@@ -27,6 +27,49 @@ def is_sentinel(checkpoint: str) -> bool:
     return checkpoint in Sentinel.__members__
 
 
+class LeaseFence:
+    """Until when this worker may write a shard's records, by its own clock.
+
+    Another worker may take a lease once its counter has stood still for
+    ``lease_duration`` by *that* worker's clock, whose count starts no earlier
+    than our last successful lease write was sent. A destination write that
+    begins at ``now`` ends, or times out, by ``now + window``; it is safe while
+    ``now + window <= sent + lease_duration``. Writers wait while that does not
+    hold; the fence is renewed by each lease write and revoked when the lease
+    is lost or released.
+    """
+
+    __slots__ = ("_changed", "lease_duration", "revoked", "valid_until")
+
+    def __init__(self, lease_duration: float, sent_at: float) -> None:
+        self.lease_duration = lease_duration
+        self.valid_until = sent_at + lease_duration
+        self.revoked = False
+        self._changed = asyncio.Event()
+
+    def renewed(self, sent_at: float) -> None:
+        self.valid_until = max(self.valid_until, sent_at + self.lease_duration)
+        self._wake()
+
+    def revoke(self) -> None:
+        self.revoked = True
+        self._wake()
+
+    def allows(self, now: float, window: float) -> bool:
+        return not self.revoked and now + window <= self.valid_until
+
+    async def wait_changed(self) -> None:
+        """Wait for the next renewal or revocation."""
+        await self._changed.wait()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<LeaseFence valid_until={self.valid_until:.3f} revoked={self.revoked}>"
+
+
 @dataclass(slots=True)
 class Pending:
     """One record handed to the writers, not yet known to be applied."""
@@ -50,12 +93,15 @@ class CheckpointTracker:
         "cancelled",
         "checkpointable",
         "failure",
+        "fence",
         "last_read",
         "written",
     )
 
-    def __init__(self, checkpoint: str) -> None:
+    def __init__(self, checkpoint: str, fence: LeaseFence | None = None) -> None:
         self._in_flight: deque[Pending] = deque()
+        #: Whether the shard's lease still allows writes (None: always).
+        self.fence = fence
         #: Highest checkpoint that may be written (a sequence number or a sentinel).
         self.checkpointable: str = checkpoint
         #: Sequence number of the last record handed to the writers.

@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from replicator.checkpoint import Sentinel
 
 ENV_PREFIX = "REPLICATOR_"
+#: Seconds, on top of the call timeout, by which a worker stops writing before its lease
+#: could expire in another worker's eyes.
+FENCE_SAFETY = 0.25
 
 
 def _endpoint(value: str | None) -> str | None:
@@ -121,7 +124,7 @@ class Settings(BaseSettings):
         5.0, description="Seconds between checkpoint writes of a shard."
     )
     coordinator_interval: Seconds = Field(
-        2.0,
+        1.0,
         description="Seconds between reads of the lease table (take leases, start children "
         "whose parents finished).",
     )
@@ -187,6 +190,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "REPLICATOR_LEASE_RENEW_INTERVAL must be shorter than REPLICATOR_LEASE_DURATION "
                 "(a third of it is usual)"
+            )
+        if self.lease_duration <= self.lease_renew_interval + self.call_timeout + FENCE_SAFETY:
+            raise ValueError(
+                "REPLICATOR_LEASE_DURATION must exceed REPLICATOR_LEASE_RENEW_INTERVAL plus "
+                f"REPLICATOR_CALL_TIMEOUT plus {FENCE_SAFETY:g}s: a worker stops writing a shard "
+                "a call timeout before its lease could expire, so a renewal must fit in between"
             )
         same = (
             self.source_table == self.destination_table

@@ -30,6 +30,7 @@ from replicator.leases import (
     parent_done,
     plan_deletions,
     plan_new_leases,
+    plan_steal,
     plan_takes,
 )
 from replicator.protocols import LeaseStore, StreamReader
@@ -53,6 +54,9 @@ class CoordinatorSettings:
     lease_duration: float
     lease_renew_interval: float
     shutdown_timeout: float
+    #: How long a destination write may take, timeout and safety margin included: a
+    #: write starts only if it ends before this worker's hold on the lease could lapse.
+    write_window: float = 0.0
     skip_trimmed: bool = False
 
 
@@ -147,17 +151,23 @@ class ShardCoordinator:
                 leases[lease.shard_id] = lease
         if not leases:
             return
-        for lease in plan_deletions(leases, listed):
+        for lease in plan_deletions(leases, self._shards):
             with contextlib.suppress(ConditionFailedError):
                 await self._store.delete_lease(lease)
                 log.info("finished lease deleted", shard_id=lease.shard_id)
             del leases[lease.shard_id]
 
         self._clock.observe(leases.values(), now)
-        for lease in plan_takes(
-            leases.values(), self._settings.worker_id, self._clock, now, held=set(self.held)
-        ):
+        worker_id = self._settings.worker_id
+        takes = plan_takes(leases.values(), worker_id, self._clock, now, held=set(self.held))
+        for lease in takes:
             await self._take(lease)
+        if not takes:
+            victim = plan_steal(leases.values(), worker_id, self._clock, now, held=set(self.held))
+            if victim is not None:
+                # Its owner may write until its own fence closes, a lease duration
+                # after its last renewal at the latest: start reading only then.
+                await self._take(victim, start_after=now + self._settings.lease_duration)
 
         if self._stop.is_set():
             # A shard failed (or shutdown began) while this cycle waited on the table:
@@ -168,20 +178,25 @@ class ShardCoordinator:
             if (
                 shard_id not in self.consumers
                 and not held.lost
+                and now >= held.start_after
                 and not held.lease.finished
                 and shard_id in leases
                 and parent_done(shard_id, leases, listed)
             ):
                 self._start(group, held)
 
-    async def _take(self, lease: Lease) -> None:
+    async def _take(self, lease: Lease, *, start_after: float = float("-inf")) -> None:
+        sent_at = time.monotonic()
         try:
             taken = await self._store.update_lease(lease, new_owner=self._settings.worker_id)
         except ConditionFailedError:
             return  # another worker was faster
         log.info("lease taken", shard_id=lease.shard_id, previous_owner=lease.owner,
-                 checkpoint=taken.checkpoint)
-        self.held[lease.shard_id] = HeldLease(self._store, taken)
+                 checkpoint=taken.checkpoint, stolen=start_after > sent_at)
+        self.held[lease.shard_id] = HeldLease(
+            self._store, taken, lease_duration=self._settings.lease_duration,
+            sent_at=sent_at, start_after=start_after,
+        )
 
     def _start(self, group: asyncio.TaskGroup, held: HeldLease) -> None:
         settings = self._settings
@@ -231,24 +246,35 @@ class ShardCoordinator:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.lease_renew_interval)
-            for shard_id, held in list(self.held.items()):
-                if held.lost:  # released at SHARD_END, or already known lost
-                    continue
-                try:
-                    await held.renew()
-                except LeaseLostError as exc:
-                    log.warning("lease lost; shard stopped", shard_id=shard_id, error=str(exc))
-                    self._drop(shard_id)
-                except ReplicatorError as exc:
-                    self._stats.count_retry(exc)
-                    log.warning("lease renewal failed", shard_id=shard_id, error=str(exc))
+            async with asyncio.TaskGroup() as group:
+                for held in list(self.held.values()):
+                    if not held.lost:  # released at SHARD_END, or already known lost
+                        group.create_task(self._renew(held))
 
-    def _drop(self, shard_id: str) -> None:
+    async def _renew(self, held: HeldLease) -> None:
+        try:
+            await held.renew()
+        except LeaseLostError as exc:
+            log.warning("lease lost; shard stopped", shard_id=held.shard_id, error=str(exc))
+            self._drop(held)
+        except ReplicatorError as exc:
+            # The shard's reader and writers wait on the lease's fence once it closes,
+            # so nothing is read or written after another worker could take the lease.
+            # The next renewal either reopens the fence or finds the lease taken.
+            self._stats.count_retry(exc)
+            paused = not held.fence.allows(time.monotonic(), self._settings.write_window)
+            log.warning("lease renewal failed", shard_id=held.shard_id, error=str(exc),
+                        writes_paused=paused)
+
+    def _drop(self, held: HeldLease) -> None:
         """Stop a shard whose lease is gone: no more reads, its pending writes dropped."""
-        self.held.pop(shard_id, None)
-        self.trackers.pop(shard_id, None)
+        held.abandon()  # wakes writers waiting on its fence, which then drop its records
+        shard_id = held.shard_id
+        if self.held.get(shard_id) is held:
+            del self.held[shard_id]
+            self.trackers.pop(shard_id, None)
         running = self.consumers.get(shard_id)
-        if running is not None:
+        if running is not None and running[0].lease is held:
             consumer, task = running
             consumer.tracker.cancelled = True
             task.cancel()

@@ -53,6 +53,10 @@ class TransientError(AwsError):
     retriable = True
 
 
+class CallTimeoutError(TransientError):
+    """No answer within the call timeout."""
+
+
 class EndpointUnreachableError(TransientError):
     """Nothing answers at the endpoint. Retriable while running, fatal at start-up."""
 

@@ -15,11 +15,14 @@ in the coordinator.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replicator.checkpoint import Sentinel
+from replicator.checkpoint import LeaseFence, Sentinel, is_sentinel
 from replicator.errors import ConditionFailedError, LeaseLostError
 
 if TYPE_CHECKING:
@@ -46,6 +49,11 @@ class Lease:
 # -- pure decisions ------------------------------------------------------------
 
 
+def progressed(lease: Lease) -> bool:
+    """Whether the shard has been read: its checkpoint is a sequence number or SHARD_END."""
+    return not is_sentinel(lease.checkpoint) or lease.finished
+
+
 def plan_new_leases(
     stream_arn: str,
     shards: Iterable[Shard],
@@ -58,12 +66,18 @@ def plan_new_leases(
     yet). After that every new shard is a descendant of one we track, so it is
     read from its TRIM_HORIZON: starting it at LATEST would skip its records.
     On a first start at LATEST, closed shards are marked SHARD_END (they lie
-    before the starting point) and open ones start at LATEST.
+    before the starting point) and open ones start at LATEST. A shard whose
+    child has already been read is finished, and its row was deleted on
+    purpose (``plan_deletions``): it is not created again.
     """
     first_start = not leases
+    read_parents = {
+        lease.parent_shard_id for lease in leases.values()
+        if lease.parent_shard_id is not None and progressed(lease)
+    }
     created = []
     for shard in shards:
-        if shard.shard_id in leases:
+        if shard.shard_id in leases or shard.shard_id in read_parents:
             continue
         if not first_start or initial_position is Sentinel.TRIM_HORIZON:
             checkpoint = Sentinel.TRIM_HORIZON
@@ -89,24 +103,41 @@ def parent_done(shard_id: str, leases: dict[str, Lease], listed: set[str]) -> bo
 
     A parent still listed blocks its child, even if its lease row is missing:
     reading the child first could overwrite a newer image with an older one.
+    A child that has been read before (a checkpoint past its start) started
+    with its parent done, whoever read it then.
     """
     lease = leases[shard_id]
     parent = lease.parent_shard_id
-    if parent is None or parent not in listed:
+    if parent is None or parent not in listed or progressed(lease):
         return True
     parent_lease = leases.get(parent)
     return parent_lease is not None and parent_lease.finished
 
 
-def plan_deletions(leases: dict[str, Lease], listed: set[str]) -> list[Lease]:
-    """Finished rows whose shard the stream no longer lists (trimmed after 24 hours).
+def plan_deletions(leases: dict[str, Lease], shards: Iterable[Shard]) -> list[Lease]:
+    """Finished rows that no worker needs any more.
 
-    Only then is a row safe to remove: while the shard is listed, its row is what
-    tells its children that it is finished.
+    A finished row tells its children that they may start, so it stays until
+    every child the stream lists has a row that has been read (a checkpoint
+    past its start), or until the stream no longer lists the shard (trimmed
+    after 24 hours).
     """
-    return [
-        lease for lease in leases.values() if lease.finished and lease.shard_id not in listed
-    ]
+    children: dict[str, list[str]] = {}
+    listed = set()
+    for shard in shards:
+        listed.add(shard.shard_id)
+        if shard.parent_shard_id is not None:
+            children.setdefault(shard.parent_shard_id, []).append(shard.shard_id)
+    deletions = []
+    for lease in leases.values():
+        if not lease.finished:
+            continue
+        kids = children.get(lease.shard_id, [])
+        if lease.shard_id not in listed or (
+            kids and all(kid in leases and progressed(leases[kid]) for kid in kids)
+        ):
+            deletions.append(lease)
+    return deletions
 
 
 class ExpiryClock:
@@ -137,6 +168,47 @@ class ExpiryClock:
         return now - seen[2] >= self.lease_duration
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """How the active (unfinished) leases divide among the live workers.
+
+    Live workers are counted from the table: the owners of unexpired active
+    leases, and this worker. ``target`` is the fair share, ceil(active / workers).
+    """
+
+    active: list[Lease]
+    #: Unexpired active leases per other live worker.
+    others: dict[str, list[Lease]]
+    #: Active leases this worker could take without stealing: free, expired, or
+    #: naming this worker without it holding them.
+    available: list[Lease]
+    mine: int
+    target: int
+
+
+def share_of(
+    leases: Iterable[Lease], worker_id: str, clock: ExpiryClock, now: float, *, held: set[str]
+) -> Share:
+    active = [lease for lease in leases if not lease.finished]
+    others: dict[str, list[Lease]] = {}
+    available = []
+    for lease in active:
+        if lease.shard_id in held:
+            continue
+        if lease.owner is None or lease.owner == worker_id or clock.expired(lease, now):
+            available.append(lease)
+        else:
+            others.setdefault(lease.owner, []).append(lease)
+    mine = sum(1 for lease in active if lease.shard_id in held)
+    target = math.ceil(len(active) / (len(others) + 1)) if active else 0
+    # Own rows first (taken back at once), then an order of this worker's own, so
+    # that workers starting together reach for different leases.
+    available.sort(key=lambda lease: (
+        lease.owner != worker_id, zlib.crc32(f"{worker_id}/{lease.shard_id}".encode())
+    ))
+    return Share(active=active, others=others, available=available, mine=mine, target=target)
+
+
 def plan_takes(
     leases: Iterable[Lease],
     worker_id: str,
@@ -145,22 +217,41 @@ def plan_takes(
     *,
     held: set[str],
 ) -> list[Lease]:
-    """Leases this worker should take: unfinished ones that are free or expired.
+    """Leases this worker should take: free or expired ones, up to its fair share.
 
     A row naming this worker that it does not hold (a restart under a fixed
-    ``worker_id``) is taken back at once.
+    ``worker_id``, or a shard it stopped when its lease was about to expire) is
+    taken back first.
     """
-    return [
-        lease
-        for lease in leases
-        if not lease.finished
-        and lease.shard_id not in held
-        and (
-            lease.owner is None
-            or lease.owner == worker_id
-            or clock.expired(lease, now)
-        )
-    ]
+    share = share_of(leases, worker_id, clock, now, held=held)
+    return share.available[: max(0, share.target - share.mine)]
+
+
+def plan_steal(
+    leases: Iterable[Lease],
+    worker_id: str,
+    clock: ExpiryClock,
+    now: float,
+    *,
+    held: set[str],
+) -> Lease | None:
+    """One lease to take from the most loaded worker, when this one is below its share.
+
+    Only when nothing is free or expired. The victim must hold more than the fair
+    share, or exactly the share while this worker is more than one below it: so
+    leases settle within one of the fair share and never swing back and forth.
+    Ties between the most loaded workers go to the smallest worker id.
+    """
+    share = share_of(leases, worker_id, clock, now, held=held)
+    if share.available or share.mine >= share.target or not share.others:
+        return None
+    _, victim_leases = min(
+        share.others.items(), key=lambda item: (-len(item[1]), item[0])
+    )
+    count = len(victim_leases)
+    if count > share.target or (count == share.target and share.mine < share.target - 1):
+        return min(victim_leases, key=lambda lease: lease.shard_id)
+    return None
 
 
 # -- I/O around a held lease ---------------------------------------------------
@@ -171,14 +262,30 @@ class HeldLease:
 
     Renewals and checkpoints both bump the counter, so they must not race each
     other inside one worker: a lock orders them. A failed condition means the
-    lease was lost; ``lost`` is set and ``LeaseLostError`` raised.
+    lease was lost; ``lost`` is set and ``LeaseLostError`` raised. Each
+    successful write renews the ``fence`` that lets writers apply this shard's
+    records; losing or releasing the lease revokes it. A stolen lease may be
+    read only from ``start_after``: its previous owner's fence has closed by then.
     """
 
-    def __init__(self, store: LeaseStore, lease: Lease) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        lease: Lease,
+        *,
+        lease_duration: float = math.inf,
+        sent_at: float | None = None,
+        start_after: float = -math.inf,
+    ) -> None:
         self._store = store
         self._lock = asyncio.Lock()
         self.lease = lease
         self.lost = False
+        self.released = False
+        self.start_after = start_after
+        self.fence = LeaseFence(
+            lease_duration, time.monotonic() if sent_at is None else sent_at
+        )
 
     @property
     def shard_id(self) -> str:
@@ -188,6 +295,7 @@ class HeldLease:
         async with self._lock:
             if self.lost:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
+            sent_at = time.monotonic()
             # A write cancelled in flight (a shard stopped at shutdown) may still reach
             # the table and bump the counter: let it finish (it has a timeout) so that
             # the next write, the final checkpoint and release, expects the right counter.
@@ -201,16 +309,24 @@ class HeldLease:
                 if not write.cancelled():
                     if write.exception() is None:
                         self.lease = write.result()
+                        self.fence.renewed(sent_at)
                     elif isinstance(write.exception(), ConditionFailedError):
-                        self.lost = True
+                        self._lose()
                 raise
             except ConditionFailedError as exc:
-                self.lost = True
+                self._lose()
                 raise LeaseLostError(
                     f"lease on shard {self.shard_id} was taken by another worker"
                 ) from exc
+            self.fence.renewed(sent_at)
+
+    def _lose(self) -> None:
+        self.lost = True
+        self.fence.revoke()
 
     async def renew(self) -> None:
+        if self.released:  # a renewal queued behind the release has nothing to do
+            return
         await self._update(new_owner=self.lease.owner, checkpoint=None)
 
     async def checkpoint(self, checkpoint: str) -> None:
@@ -219,7 +335,15 @@ class HeldLease:
     async def release(self, checkpoint: str | None = None) -> None:
         """Give the lease up (owner cleared) so another worker may take it at once."""
         await self._update(new_owner=None, checkpoint=checkpoint)
-        self.lost = True
+        self.released = True
+        self._lose()
+
+    def abandon(self) -> None:
+        """Stop using the lease without a write (its fence closed, or it was lost)."""
+        self._lose()
 
     def __repr__(self) -> str:
-        return f"<HeldLease shard={self.shard_id} counter={self.lease.counter} lost={self.lost}>"
+        return (
+            f"<HeldLease shard={self.shard_id} counter={self.lease.counter} "
+            f"lost={self.lost} {self.fence!r}>"
+        )

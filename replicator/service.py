@@ -18,7 +18,7 @@ from replicator.aws import (
     DynamoStreamReader,
     Endpoint,
 )
-from replicator.config import Settings
+from replicator.config import FENCE_SAFETY, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
 from replicator.logs import configure_logging
 from replicator.stats import Stats
@@ -88,6 +88,7 @@ class Replicator:
             pool = WriterPool(
                 DynamoDestination(destination, settings.destination_table, call_timeout=timeout),
                 writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
+                write_window=settings.call_timeout + FENCE_SAFETY,
             )
             coordinator = ShardCoordinator(
                 stream_arn=prepared.stream_arn, streams=streams, store=store, pool=pool,
@@ -104,6 +105,7 @@ class Replicator:
                     lease_renew_interval=settings.lease_renew_interval,
                     shutdown_timeout=settings.shutdown_timeout,
                     skip_trimmed=settings.on_trimmed_data == "skip",
+                    write_window=settings.call_timeout + FENCE_SAFETY,
                 ),
             )
             self.coordinator = coordinator

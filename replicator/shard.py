@@ -21,8 +21,10 @@ import structlog
 from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import CheckpointTracker, Sentinel, is_sentinel
 from replicator.errors import (
+    CallTimeoutError,
     DataLossError,
     ExpiredIteratorError,
+    LeaseLostError,
     ReplicatorError,
     TrimmedDataError,
 )
@@ -63,12 +65,15 @@ class ShardConsumer:
         self.stream_arn = stream_arn
         self.shard_id = lease.shard_id
         self.lease = lease
-        self.tracker = CheckpointTracker(lease.lease.checkpoint)
+        self.tracker = CheckpointTracker(lease.lease.checkpoint, fence=lease.fence)
         self.state = ShardState.INITIALIZING
         self._streams = streams
         self._pool = pool
         self._stats = stats
-        self._limit = get_records_limit
+        self._max_limit = get_records_limit
+        #: The GetRecords limit in use: halved after a call times out (a page too
+        #: slow to fetch in time), doubled back after each page that arrives.
+        self.limit = get_records_limit
         self._idle = idle_interval
         self._checkpoint_interval = checkpoint_interval
         self._skip_trimmed = skip_trimmed
@@ -93,6 +98,7 @@ class ShardConsumer:
             self.state = ShardState.PROCESSING
             log.info("shard started", checkpoint=self.tracker.written)
             while iterator is not None:
+                await self._hold_lease()
                 read_started = time.monotonic()
                 page = await self._read(iterator)
                 if page is None:  # iterator expired: every read record is applied by now
@@ -127,6 +133,14 @@ class ShardConsumer:
         finally:
             self._stats.trackers.pop(self.shard_id, None)
 
+    async def _hold_lease(self) -> None:
+        """Read only while this worker surely holds the lease (see ``LeaseFence``)."""
+        fence = self.lease.fence
+        while not fence.allows(time.monotonic(), 0.0):
+            if fence.revoked:
+                raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
+            await fence.wait_changed()
+
     async def _initial_iterator(self) -> str:
         checkpoint = self.tracker.written
         if checkpoint == Sentinel.TRIM_HORIZON or checkpoint == Sentinel.LATEST:
@@ -157,10 +171,10 @@ class ShardConsumer:
         """One GetRecords, retried while retriable. None when the iterator expired."""
         try:
             page = await retry_forever(
-                lambda: self._streams.get_records(iterator, self._limit),
+                lambda: self._streams.get_records(iterator, self.limit),
                 what="GetRecords",
                 backoff=self._backoff,
-                on_retry=self._stats.count_retry,
+                on_retry=self._read_failed,
             )
         except ExpiredIteratorError:
             # Re-acquire after the last applied record: wait for the writers to
@@ -174,7 +188,14 @@ class ShardConsumer:
             resumed = await self._trimmed(self.tracker.checkpointable, exc)
             return RecordsPage(records=[], next_iterator=resumed)
         self._stats.get_records_calls += 1
+        self.limit = min(self._max_limit, self.limit * 2)
         return page
+
+    def _read_failed(self, error: ReplicatorError) -> None:
+        self._stats.count_retry(error)
+        if isinstance(error, CallTimeoutError) and self.limit > 1:
+            self.limit = max(1, self.limit // 2)
+            log.warning("GetRecords timed out; asking for fewer records", limit=self.limit)
 
     async def _trimmed(self, checkpoint: str, exc: TrimmedDataError) -> str:
         """Records after ``checkpoint`` are gone from the stream: data loss, said loudly."""

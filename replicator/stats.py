@@ -29,6 +29,8 @@ class Stats:
         self.expired_iterators = 0
         self.checkpoints_written = 0
         self.get_records_calls = 0
+        #: Writes held back until a late lease renewal came through.
+        self.fence_waits = 0
         #: Open shards' trackers, by shard id, for the lag figure.
         self.trackers: dict[str, CheckpointTracker] = {}
 

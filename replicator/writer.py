@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import CheckpointTracker, Pending
 from replicator.errors import PoisonRecordError, ReplicatorError, ValidationError
 from replicator.protocols import DestinationWriter
-from replicator.records import KeyId, StreamRecord
+from replicator.records import KeyId, StreamRecord, key_id
 from replicator.stats import Stats
 
 MAX_BATCH = 25
@@ -61,8 +62,10 @@ class WriterPool:
         queue_size: int,
         stats: Stats,
         backoff: Backoff | None = None,
+        write_window: float = 0.0,
     ) -> None:
         self._destination = destination
+        self._write_window = write_window
         self._stats = stats
         self._backoff = backoff or Backoff()
         self._closing = False
@@ -118,58 +121,90 @@ class WriterPool:
                 return
 
     async def _apply(self, batch: dict[KeyId, list[WorkItem]]) -> None:
-        # Records of a stopped shard (lost lease, poison record) are dropped:
-        # they are not checkpointed, so whoever reads the shard next applies them.
-        # Filtered record by record: one key's list can hold a stopped shard's stale
-        # records followed by those of the consumer that took the shard over.
-        live: dict[KeyId, list[WorkItem]] = {}
-        for key, items in batch.items():
-            kept = [item for item in items if not item.tracker.cancelled]
-            if kept:
-                live[key] = kept
-        if not live:
-            return
         try:
             try:
-                await self._write([items[-1].record.write_request() for items in live.values()])
+                await self._send(batch)
             except ValidationError:
-                await self._isolate(live)
-                return
+                await self._isolate(batch)
         except ReplicatorError as exc:
             # Not about one item (the table is gone, access was revoked): every
             # shard in the batch stops with the error, and nothing is checkpointed.
-            for items in live.values():
-                items[-1].tracker.fail(exc)
-            return
-        for items in live.values():
-            self._done(items)
+            for items in batch.values():
+                for item in items:
+                    item.tracker.fail(exc)
 
-    async def _write(self, requests: list[dict[str, Any]]) -> None:
-        """BatchWriteItem until nothing is left unprocessed; raises non-retriable errors."""
+    async def _send(self, pending: dict[KeyId, list[WorkItem]]) -> None:
+        """Write the last record of each key until every key is applied.
+
+        Keys are marked done as soon as their write succeeds; those left
+        unprocessed are sent again after a backoff. Raises non-retriable errors.
+        """
         attempt = 0
-        remaining = requests
         while True:
-            remaining = await retry_forever(
-                functools.partial(self._destination.batch_write, remaining),
+            left = await retry_forever(
+                functools.partial(self._attempt, pending),
                 what="BatchWriteItem",
                 backoff=self._backoff,
                 on_retry=self._stats.count_retry,
             )
-            self._stats.batches += 1
-            if not remaining:
+            unprocessed = {_request_key(request, pending) for request in left}
+            for key in [key for key in pending if key not in unprocessed]:
+                self._done(pending.pop(key))
+            if not pending:
                 return
             self._stats.unprocessed_retries += 1
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
 
+    async def _attempt(self, pending: dict[KeyId, list[WorkItem]]) -> list[dict[str, Any]]:
+        """One BatchWriteItem of what is still pending and still allowed to be written."""
+        await self._wait_for_fences(pending)
+        # Records of a stopped shard (lost lease, poison record) are dropped: they are
+        # not checkpointed, so whoever reads the shard next applies them. Filtered
+        # record by record: one key's list can hold a stopped shard's stale records
+        # followed by those of the consumer that took the shard over.
+        for key in list(pending):
+            kept = [item for item in pending[key] if not item.tracker.cancelled]
+            if kept:
+                pending[key] = kept
+            else:
+                del pending[key]
+        if not pending:
+            return []
+        left = await self._destination.batch_write(
+            [items[-1].record.write_request() for items in pending.values()]
+        )
+        self._stats.batches += 1
+        return left
+
+    async def _wait_for_fences(self, pending: dict[KeyId, list[WorkItem]]) -> None:
+        """Wait until every shard in the batch holds its lease for the whole write.
+
+        A shard whose lease renewal is late waits here; once it is renewed the
+        write goes ahead, and once it is lost the shard's records are dropped.
+        """
+        trackers = {id(item.tracker): item.tracker for items in pending.values() for item in items}
+        for tracker in trackers.values():
+            fence = tracker.fence
+            while (
+                fence is not None
+                and not tracker.cancelled
+                and not fence.allows(time.monotonic(), self._write_window)
+            ):
+                if fence.revoked:
+                    tracker.cancelled = True
+                    break
+                self._stats.fence_waits += 1
+                await fence.wait_changed()
+
     async def _isolate(self, batch: dict[KeyId, list[WorkItem]]) -> None:
         """Apply a rejected batch one key at a time, failing the shard of each refused record."""
-        for items in batch.values():
+        for key, items in batch.items():
             last = items[-1]
             if last.tracker.cancelled:
                 continue
             try:
-                await self._write([last.record.write_request()])
+                await self._send({key: items})
             except ValidationError as exc:
                 record = last.record
                 self._stats.poison_records += 1
@@ -186,14 +221,22 @@ class WriterPool:
                     error=str(exc),
                 )
                 last.tracker.fail(error)
-                continue
-            self._done(items)
 
     def _done(self, items: list[WorkItem]) -> None:
         stats = self._stats
         for item in items:
             item.tracker.mark_done(item.pending)
             stats.record_applied(item.record)
+
+
+def _request_key(request: dict[str, Any], pending: dict[KeyId, list[WorkItem]]) -> KeyId:
+    """The key a (put or delete) request writes, in the form the batch is keyed by."""
+    names = next(iter(pending.values()))[-1].record.keys
+    if "PutRequest" in request:
+        item = request["PutRequest"]["Item"]
+    else:
+        item = request["DeleteRequest"]["Key"]
+    return key_id({name: item[name] for name in names})
 
 
 def _describe_key(record: StreamRecord) -> str:

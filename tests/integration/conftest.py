@@ -48,10 +48,10 @@ FAST: dict[str, Any] = {
     "idle_interval": 0.05,
     "checkpoint_interval": 0.2,
     "coordinator_interval": 0.2,
-    "lease_duration": 2.0,
+    "lease_duration": 4.0,
     "lease_renew_interval": 0.5,
     "progress_interval": 3600.0,
-    "call_timeout": 5.0,
+    "call_timeout": 2.0,
     "shutdown_timeout": 10.0,
 }
 

@@ -183,7 +183,7 @@ async def test_sigkill_mid_workload_then_a_restart_loses_nothing(
     spawn: Callable[..., ReplicatorProcess],
 ) -> None:
     await create_pair(source, destination)
-    env = environment_for(servers, lease_duration=2, lease_renew_interval=0.5,
+    env = environment_for(servers, lease_duration=4, lease_renew_interval=0.5,
                           checkpoint_interval=0.2, worker_id="worker-one")
     first = spawn("first", env)
     await first.wait_for_event("shard started")

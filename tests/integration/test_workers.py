@@ -23,7 +23,7 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-LEASE_DURATION = 3.0
+LEASE_DURATION = 4.0
 CYCLE = 0.5
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel, is_sentinel
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
-from replicator.leases import Lease
+from replicator.leases import Lease, progressed
 from replicator.records import Item, KeyId, key_id, sequence_key
 from replicator.stats import Stats
 from replicator.writer import WriterPool
@@ -102,6 +102,12 @@ def caught_up(stream: FakeStream) -> Callable[[dict[str, Lease]], bool]:
                 continue
             row = rows.get(shard_id)
             if row is None:
+                # A finished parent's row is deleted once its children have been read.
+                if shard.closed and any(
+                    child.parent_shard_id == shard_id and progressed(child)
+                    for child in rows.values()
+                ):
+                    continue
                 return False
             if shard.closed:
                 if not row.finished:

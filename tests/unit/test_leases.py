@@ -18,6 +18,7 @@ from replicator.leases import (
     parent_done,
     plan_deletions,
     plan_new_leases,
+    plan_steal,
     plan_takes,
 )
 from replicator.records import Shard
@@ -99,14 +100,44 @@ def test_parent_done() -> None:
     assert parent_done("trimmed-parent", leases, listed)  # unlisted parent's row is stale
 
 
-def test_plan_deletions_removes_only_finished_unlisted_rows() -> None:
+def test_plan_deletions_keeps_a_finished_row_until_every_child_was_read() -> None:
+    shards = [
+        closed("listed-done"), open_("child-a", parent="listed-done"),
+        open_("child-b", parent="listed-done"),
+        closed("parent-2"), open_("child-c", parent="parent-2"),
+        closed("no-children-yet"), open_("listed"),
+    ]
     leases = {
         "gone-done": lease("gone-done", checkpoint=Sentinel.SHARD_END),
-        "listed-done": lease("listed-done", checkpoint=Sentinel.SHARD_END),
         "gone-unfinished": lease("gone-unfinished", checkpoint="10"),
+        "listed-done": lease("listed-done", checkpoint=Sentinel.SHARD_END),
+        "child-a": lease("child-a", parent="listed-done", checkpoint="30"),
+        "child-b": lease("child-b", parent="listed-done", checkpoint=Sentinel.TRIM_HORIZON),
+        "parent-2": lease("parent-2", checkpoint=Sentinel.SHARD_END),
+        "child-c": lease("child-c", parent="parent-2", checkpoint="40"),
+        "no-children-yet": lease("no-children-yet", checkpoint=Sentinel.SHARD_END),
         "listed": lease("listed", owner=ME, checkpoint="20"),
     }
-    assert plan_deletions(leases, {"listed-done", "listed"}) == [leases["gone-done"]]
+    # Unlisted and finished: gone. A parent whose every child was read: gone. A parent
+    # with a child still at TRIM_HORIZON, or whose children are not listed yet: kept.
+    assert plan_deletions(leases, shards) == [leases["gone-done"], leases["parent-2"]]
+
+    leases["child-b"] = replace(leases["child-b"], checkpoint="31")
+    assert leases["listed-done"] in plan_deletions(leases, shards)
+
+
+def test_a_deleted_parent_is_not_created_again_and_does_not_block_its_read_child() -> None:
+    shards = [closed("parent"), open_("child", parent="parent"), open_("fresh", parent="other")]
+    leases = {
+        "child": lease("child", parent="parent", checkpoint="50"),
+        "other": lease("other", checkpoint=Sentinel.TRIM_HORIZON),
+    }
+    planned = plan_new_leases(STREAM_ARN, shards, leases, Sentinel.TRIM_HORIZON)
+    assert [row.shard_id for row in planned] == ["fresh"]
+    listed = {shard.shard_id for shard in shards}
+    assert parent_done("child", leases, listed)  # read before: its parent was done then
+    leases["child"] = replace(leases["child"], checkpoint=Sentinel.TRIM_HORIZON)
+    assert not parent_done("child", leases, listed)
 
 
 # -- ExpiryClock and plan_takes ----------------------------------------------------------
@@ -149,25 +180,6 @@ def test_a_row_that_disappears_and_comes_back_starts_afresh() -> None:
     assert clock.expired(row, 18.0)
 
 
-def test_plan_takes() -> None:
-    clock = ExpiryClock(lease_duration=10.0)
-    rows = [
-        lease("free"),
-        lease("stale", owner=OTHER, counter=5),
-        lease("fresh", owner=OTHER, counter=7),
-        lease("mine-not-held", owner=ME, counter=2),
-        lease("mine-held", owner=ME, counter=9),
-        lease("finished-free", checkpoint=Sentinel.SHARD_END),
-        lease("finished-stale", owner=OTHER, checkpoint=Sentinel.SHARD_END),
-    ]
-    clock.observe(rows, now=0.0)
-    fresh = replace(rows[2], counter=8)  # renewed since
-    clock.observe([*rows[:2], fresh, *rows[3:]], now=10.0)
-    current = [*rows[:2], fresh, *rows[3:]]
-    taken = plan_takes(current, ME, clock, now=10.0, held={"mine-held"})
-    assert [row.shard_id for row in taken] == ["free", "stale", "mine-not-held"]
-
-
 def test_plan_takes_waits_for_the_full_lease_duration() -> None:
     clock = ExpiryClock(lease_duration=10.0)
     rows = [lease("stale", owner=OTHER, counter=5)]
@@ -176,35 +188,148 @@ def test_plan_takes_waits_for_the_full_lease_duration() -> None:
     assert plan_takes(rows, ME, clock, now=10.0, held=set()) == rows
 
 
-@settings(max_examples=50, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from([None, ME, OTHER]),
-            st.integers(0, 3),
-            st.sampled_from(["TRIM_HORIZON", "SHARD_END", "500"]),
-            st.booleans(),
-        ),
-        max_size=12,
-    ),
-    st.floats(0, 30),
-)
-def test_plan_takes_never_takes_finished_or_held_leases(
-    rows: list[tuple[str | None, int, str, bool]], elapsed: float
-) -> None:
-    leases = [lease(f"s{i}", owner=o, counter=c, checkpoint=cp) for i, (o, c, cp, _) in
-              enumerate(rows)]
-    held = {f"s{i}" for i, (_, _, _, h) in enumerate(rows) if h}
+def rows_owned(counts: dict[str | None, int], *, finished: int = 0) -> list[Lease]:
+    """Active leases owned as ``counts`` says (None: free), plus finished ones."""
+    rows = []
+    for owner, count in counts.items():
+        for _ in range(count):
+            rows.append(lease(f"s{len(rows):02d}", owner=owner, counter=len(rows)))
+    for index in range(finished):
+        rows.append(lease(f"done{index}", checkpoint=Sentinel.SHARD_END))
+    return rows
+
+
+def observed(rows: list[Lease], now: float = 0.0) -> ExpiryClock:
     clock = ExpiryClock(lease_duration=10.0)
-    clock.observe(leases, now=0.0)
-    taken = plan_takes(leases, ME, clock, now=elapsed, held=held)
-    for row in taken:
-        assert not row.finished
-        assert row.shard_id not in held
-        assert row.owner in (None, ME) or elapsed >= 10.0
-    for row in leases:
-        if not row.finished and row.shard_id not in held and row.owner in (None, ME):
-            assert row in taken
+    clock.observe(rows, now=now)
+    return clock
+
+
+def test_a_lone_worker_takes_every_free_lease_but_no_finished_one() -> None:
+    rows = rows_owned({None: 5}, finished=3)
+    taken = plan_takes(rows, ME, observed(rows), now=0.0, held=set())
+    assert sorted(row.shard_id for row in taken) == [f"s{i:02d}" for i in range(5)]
+
+
+def test_free_leases_are_taken_only_up_to_the_fair_share() -> None:
+    # 6 active leases, 2 live workers (OTHER holds 2): the fair share is 3.
+    rows = rows_owned({OTHER: 2, None: 4})
+    taken = plan_takes(rows, ME, observed(rows), now=1.0, held=set())
+    assert len(taken) == 3
+    assert all(row.owner is None for row in taken)
+    assert plan_steal(rows, ME, observed(rows), now=1.0, held=set()) is None  # free ones exist
+
+
+def test_an_expired_lease_is_taken_and_its_vanished_owner_not_counted() -> None:
+    rows = rows_owned({OTHER: 4, ME: 0})
+    clock = observed(rows)
+    assert plan_takes(rows, ME, clock, now=9.0, held=set()) == []  # OTHER still alive
+    taken = plan_takes(rows, ME, clock, now=10.0, held=set())
+    # OTHER vanished: it no longer counts as a live worker, so the fair share is all 4.
+    assert sorted(row.shard_id for row in taken) == ["s00", "s01", "s02", "s03"]
+
+
+def test_a_released_lease_is_free_at_once() -> None:
+    held_row = lease("a", owner=OTHER, counter=7)
+    released = replace(held_row, owner=None, counter=8)
+    clock = observed([held_row])
+    clock.observe([released], now=0.5)
+    assert plan_takes([released], ME, clock, now=0.5, held=set()) == [released]
+
+
+def test_own_rows_not_held_are_taken_back_first() -> None:
+    rows = [lease("a"), lease("b", owner=ME, counter=3), lease("c", owner=OTHER)]
+    taken = plan_takes(rows, ME, observed(rows), now=0.0, held=set())
+    # Two live workers, three leases: a share of two, and this worker's own row first.
+    assert [row.shard_id for row in taken][:1] == ["b"]
+    assert len(taken) == 2
+
+
+def test_at_or_over_the_fair_share_nothing_is_taken_or_stolen() -> None:
+    rows = rows_owned({ME: 3, OTHER: 3, None: 0})
+    held = {row.shard_id for row in rows if row.owner == ME}
+    clock = observed(rows)
+    assert plan_takes(rows, ME, clock, now=0.0, held=held) == []
+    assert plan_steal(rows, ME, clock, now=0.0, held=held) is None
+
+
+def test_under_the_share_steals_one_lease_from_the_most_loaded_worker() -> None:
+    rows = rows_owned({"worker-a": 2, "worker-b": 5, "worker-c": 5})
+    clock = observed(rows)
+    # 12 leases, 4 workers: a share of 3. Nothing free: steal one, from the most
+    # loaded; the tie between b and c goes to the smaller worker id.
+    assert plan_takes(rows, ME, clock, now=1.0, held=set()) == []
+    stolen = plan_steal(rows, ME, clock, now=1.0, held=set())
+    assert stolen is not None
+    assert stolen.owner == "worker-b"
+
+
+def test_no_steal_from_a_worker_exactly_at_the_share_when_within_one() -> None:
+    rows = rows_owned({ME: 1, OTHER: 2})  # share 2: ME is one below, OTHER at it
+    held = {row.shard_id for row in rows if row.owner == ME}
+    assert plan_steal(rows, ME, observed(rows), now=0.0, held=held) is None
+    rows = rows_owned({ME: 0, "worker-a": 3, "worker-b": 3, "worker-c": 3, "worker-d": 3})
+    # Share 3: ME is more than one below, so it steals even from workers at the share.
+    stolen = plan_steal(rows, ME, observed(rows), now=0.0, held=set())
+    assert stolen is not None
+    assert stolen.owner == "worker-a"
+
+
+def test_a_stealer_never_counts_expired_leases_as_load() -> None:
+    rows = rows_owned({OTHER: 4})
+    clock = observed(rows)
+    # Once OTHER's leases expire they are available, not stolen.
+    assert plan_steal(rows, ME, clock, now=10.0, held=set()) is None
+    assert len(plan_takes(rows, ME, clock, now=10.0, held=set())) == 4
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shards=st.integers(min_value=1, max_value=16),
+    workers=st.integers(min_value=1, max_value=6),
+    skew=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=16),
+)
+def test_leases_balance_to_within_one_of_the_fair_share(
+    shards: int, workers: int, skew: list[int]
+) -> None:
+    """Every worker runs a cycle in turn, taking and stealing as planned, with conditional
+    takes; from any start, the leases settle within one of the fair share, no lease is
+    ever unowned at the end, and a settled assignment stays put."""
+    names = [f"w{i}" for i in range(workers)]
+    owners: dict[str, str | None] = {
+        f"s{i:02d}": names[skew[i % len(skew)] % workers] if skew[i % len(skew)] else None
+        for i in range(shards)
+    }
+    counters = dict.fromkeys(owners, 0)
+
+    def table() -> list[Lease]:
+        return [lease(shard, owner=owners[shard], counter=counters[shard]) for shard in owners]
+
+    def cycle(worker: str) -> bool:
+        rows = table()
+        held = {row.shard_id for row in rows if row.owner == worker}
+        clock = ExpiryClock(lease_duration=10.0)
+        clock.observe(rows, now=0.0)
+        moves = plan_takes(rows, worker, clock, now=0.0, held=held)
+        if not moves:
+            stolen = plan_steal(rows, worker, clock, now=0.0, held=held)
+            moves = [stolen] if stolen is not None else []
+        for row in moves:
+            if (owners[row.shard_id], counters[row.shard_id]) == (row.owner, row.counter):
+                owners[row.shard_id] = worker
+                counters[row.shard_id] += 1
+        return bool(moves)
+
+    for _ in range(shards * workers + 2):  # bounded: at most one steal per worker per cycle
+        moved = [cycle(worker) for worker in names]
+        if not any(moved):
+            break
+    else:
+        raise AssertionError(f"still moving after {shards * workers + 2} rounds: {owners}")
+    share = -(-shards // workers)
+    loads = [sum(1 for owner in owners.values() if owner == name) for name in names]
+    assert None not in owners.values()
+    assert all(share - 1 <= load <= share for load in loads), loads
 
 
 # -- HeldLease ------------------------------------------------------------------------------
