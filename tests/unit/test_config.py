@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from replicator import settings_doc
 from replicator.cli import _given, _settings_parser, load_settings, main
 from replicator.config import Settings, env_name
 from replicator.errors import ConfigError
@@ -201,9 +202,11 @@ def test_env_example_names_every_setting_and_only_real_ones() -> None:
     text = (Path(__file__).parents[2] / ".env.example").read_text()
     named = set(re.findall(r"^#? ?(REPLICATOR_[A-Z_]+)=", text, flags=re.MULTILINE))
     assert named == {env_name(name) for name in Settings.model_fields}
+    assert text == settings_doc.env_example(), "run: python -m replicator.settings_doc"
 
 
-def test_readme_documents_every_setting() -> None:
+def test_readme_settings_table_is_current() -> None:
     text = (Path(__file__).parents[2] / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`{env_name(name)}`" in text, name
+    assert settings_doc.readme_with_table(text) == text, "run: python -m replicator.settings_doc"
