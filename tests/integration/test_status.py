@@ -1,0 +1,64 @@
+"""``replicator status`` against a running task's checkpoint table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from replicator.errors import StartupCheckError
+from replicator.status import run_status
+from tests.integration.conftest import (
+    SOURCE_TABLE,
+    Servers,
+    create_pair,
+    replicating,
+    settings_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_status_shows_the_shard_its_owner_and_checkpoint(
+    servers: Servers, source: Any, destination: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream_arn = await create_pair(source, destination)
+    await source.put_item(TableName=SOURCE_TABLE, Item={"pk": {"S": "a"}, "sk": {"N": "1"}})
+    settings = settings_for(servers, worker_id="status-worker")
+    async with replicating(settings) as running:
+        await running.wait_caught_up(since=0.0)
+        consumer = next(iter(running.replicator.coordinator.consumers.values()))[0]
+        await consumer.write_checkpoint()
+        capsys.readouterr()
+
+        assert await run_status(settings, as_json=True) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["task"] == settings.task_name
+        assert report["stream_arn"] == stream_arn
+        (shard,) = report["shards"]
+        assert shard["owner"] == "status-worker"
+        assert shard["state"] == "leased"
+        assert shard["checkpoint"].isdigit()
+        assert shard["parent_shard_id"] is None
+        assert report["workers"] == [{"worker_id": "status-worker", "leases": 1}]
+        assert report["fair_share"] == 1
+
+        assert await run_status(settings, as_json=False) == 0
+        table = capsys.readouterr().out
+        assert shard["shard_id"] in table
+        assert "status-worker: 1" in table
+        assert shard["checkpoint"] in table
+
+    # Stopped gracefully: the lease is released, the row stays with its checkpoint.
+    assert await run_status(settings, as_json=True) == 0
+    (shard,) = json.loads(capsys.readouterr().out)["shards"]
+    assert shard["owner"] is None
+    assert shard["state"] == "free"
+
+
+async def test_status_of_a_task_that_never_ran(servers: Servers, source: Any,
+                                               destination: Any) -> None:
+    await create_pair(source, destination)
+    with pytest.raises(StartupCheckError, match="checkpoint table never-ran does not exist"):
+        await run_status(settings_for(servers, task_name="never-ran"), as_json=True)
