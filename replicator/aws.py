@@ -241,19 +241,58 @@ async def describe_table(client: Any, table: str, *, call_timeout: float) -> dic
     return description
 
 
-class DynamoDestination:
-    """``DestinationWriter`` over BatchWriteItem."""
+class DynamoTable:
+    """Scan, BatchGetItem and BatchWriteItem on one table.
+
+    The destination of the stream (a ``DestinationWriter``) and both sides of
+    copy and verify.
+    """
 
     def __init__(self, client: Any, table: str, *, call_timeout: float) -> None:
         self._client = client
-        self._table = table
+        self.table = table
         self._timeout = call_timeout
+
+    async def scan_page(
+        self, *, segment: int, total_segments: int, start_key: dict[str, Any] | None,
+        limit: int | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, float]:
+        """One page of a parallel Scan: (items, LastEvaluatedKey, read units consumed)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Segment": segment,
+            "TotalSegments": total_segments,
+            "ConsistentRead": True,
+            "ReturnConsumedCapacity": "TOTAL",
+        }
+        if start_key is not None:
+            kwargs["ExclusiveStartKey"] = start_key
+        if limit is not None:
+            kwargs["Limit"] = limit
+        async with map_errors("Scan", self._timeout):
+            response = await self._client.scan(**kwargs)
+        consumed = float(response.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
+        return response.get("Items", []), response.get("LastEvaluatedKey"), consumed
+
+    async def batch_get(
+        self, keys: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One BatchGetItem (at most 100 keys): (items found, keys left unprocessed)."""
+        async with map_errors("BatchGetItem", self._timeout):
+            response = await self._client.batch_get_item(
+                RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+            )
+        found: list[dict[str, Any]] = response.get("Responses", {}).get(self.table, [])
+        left: list[dict[str, Any]] = (
+            response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        )
+        return found, left
 
     async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with map_errors("BatchWriteItem", self._timeout):
-            response = await self._client.batch_write_item(RequestItems={self._table: requests})
+            response = await self._client.batch_write_item(RequestItems={self.table: requests})
         unprocessed: list[dict[str, Any]] = response.get("UnprocessedItems", {}).get(
-            self._table, []
+            self.table, []
         )
         return unprocessed
 

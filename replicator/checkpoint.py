@@ -23,8 +23,18 @@ class Sentinel(enum.StrEnum):
     SHARD_END = "SHARD_END"
 
 
+#: A checkpoint ``AT:<sequence number>`` starts a shard at that record (inclusive):
+#: the first record written after a bootstrap copy began.
+AT_PREFIX = "AT:"
+
+
 def is_sentinel(checkpoint: str) -> bool:
     return checkpoint in Sentinel.__members__
+
+
+def at_sequence(checkpoint: str) -> str | None:
+    """The sequence number of an ``AT:`` checkpoint, or None."""
+    return checkpoint.removeprefix(AT_PREFIX) if checkpoint.startswith(AT_PREFIX) else None
 
 
 class LeaseFence:

@@ -1,8 +1,10 @@
 """``replicator`` / ``python -m replicator``: parse the command line and run a command.
 
-Commands: ``run`` (the default: replicate for ever), ``status`` (the task's
-shards, owners and checkpoints) and ``demo`` (an end-to-end replication
-between two local moto servers). Every error a user can cause
+Commands: ``run`` (the default: copy the table when needed, then replicate
+for ever), ``copy`` (only the bootstrap copy), ``verify`` (compare the two
+tables, ``--repair`` what differs), ``status`` (the task's shards, owners and
+checkpoints) and ``demo`` (an end-to-end replication between two local moto
+servers). Every error a user can cause
 ends in one line on stderr and a non-zero exit, never a traceback.
 """
 
@@ -19,8 +21,9 @@ import structlog
 
 from replicator.config import JAVA_FLAGS, Settings, env_name, flag_name
 from replicator.errors import ConfigError, ReplicatorError
+from replicator.logs import configure_logging
 
-COMMANDS = ("run", "status", "demo")
+COMMANDS = ("run", "copy", "verify", "status", "demo")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,6 +139,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = _demo_parser().parse_args(args)
             return run_async(run_demo(seconds=options.seconds, rate=options.rate,
                                       keys=options.keys))
+        if command == "copy":
+            parser = _settings_parser("replicator copy")
+            parser.description = (
+                "Copy the source table into the destination (a parallel Scan), record "
+                "where the stream must start so that nothing written meanwhile is missed, "
+                "and exit. A copy that was interrupted resumes where it stopped."
+            )
+            settings = load_settings(_given(parser.parse_args(args)))
+            from replicator.service import run_service
+
+            return run_async(run_service(settings, copy_only=True))
+        if command == "verify":
+            parser = _settings_parser("replicator verify")
+            parser.description = (
+                "Compare the source and destination tables (parallel scans); exit 0 only "
+                "when they are equal. --repair rewrites what differs from the source."
+            )
+            parser.add_argument("--repair", action="store_true", default=argparse.SUPPRESS,
+                                help="write missing and different items, delete extra ones")
+            namespace = parser.parse_args(args)
+            repair = bool(vars(namespace).pop("repair", False))
+            settings = load_settings(_given(namespace))
+            configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+            from replicator.verify import run_verify
+
+            return run_async(run_verify(settings, repair=repair))
         if command == "status":
             parser = _settings_parser("replicator status")
             parser.description = "Show the task's shards, their owners and checkpoints, and " \

@@ -109,6 +109,32 @@ class Settings(BaseSettings):
         "(the oldest record, up to 24 hours back) or LATEST (only new records).",
     )
 
+    # -- bootstrap copy ----------------------------------------------------------
+    bootstrap: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Copy the source table before streaming: auto (when the task has no "
+        "checkpoints yet, or a copy was interrupted), always, or never.",
+    )
+    copy_segments: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="Parallel Scan segments of the copy (default: 4 per 256 MB of table, "
+        "at least 4).",
+    )
+    copy_concurrency: int = Field(
+        8, ge=1, le=1000, description="Segments the copy scans at once."
+    )
+    copy_writers: int = Field(
+        16, ge=1, le=1000, description="BatchWriteItem calls the copy makes at once."
+    )
+    copy_max_rcu: float | None = Field(
+        None, gt=0, description="Cap on the read units per second the copy consumes "
+        "(default: no cap)."
+    )
+    copy_max_wcu: float | None = Field(
+        None, gt=0, description="Cap on the write units per second the copy consumes "
+        "(default: no cap)."
+    )
+
     # -- tuning ------------------------------------------------------------------
     writers: int = Field(8, ge=1, le=256, description="Concurrent destination writers.")
     queue_size: int = Field(

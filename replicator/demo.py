@@ -14,10 +14,10 @@ import time
 
 from replicator.aws import Endpoint, open_client
 from replicator.cli import load_settings
-from replicator.compare import compare_tables
 from replicator.local import LOCAL_CREDENTIALS, MotoServer
 from replicator.logs import configure_logging
 from replicator.service import Replicator
+from replicator.verify import compare_tables
 from replicator.workload import KEY_NAMES, create_table, run_workload
 
 SOURCE_TABLE = "demo-source"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,3 +117,33 @@ class RecordsPage:
 
     records: list[dict[str, Any]]
     next_iterator: str | None
+
+
+def encode_key(key: Item) -> str:
+    """A key (a LastEvaluatedKey, say) as a JSON string; binary values as base64."""
+    return json.dumps(_to_json(key), sort_keys=True, separators=(",", ":"))
+
+
+def decode_key(text: str) -> Item:
+    decoded: Item = _from_json(json.loads(text))
+    return decoded
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"$b64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$b64"}:
+            return base64.b64decode(value["$b64"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value

@@ -13,13 +13,14 @@ import structlog
 from replicator import startup
 from replicator.aws import (
     AwsClients,
-    DynamoDestination,
     DynamoLeaseStore,
     DynamoStreamReader,
+    DynamoTable,
     Endpoint,
 )
 from replicator.config import FENCE_SAFETY, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
+from replicator.copy import CopySettings, TableCopy, bootstrap_needed
 from replicator.logs import configure_logging
 from replicator.stats import Stats
 from replicator.writer import WriterPool
@@ -36,6 +37,7 @@ class Replicator:
         self.stop_requested = asyncio.Event()
         self.started = asyncio.Event()
         self.coordinator: ShardCoordinator | None = None
+        self.copy: TableCopy | None = None
 
     def stop(self) -> None:
         """Begin a graceful shutdown: stop reading, drain, checkpoint, release."""
@@ -52,7 +54,9 @@ class Replicator:
             for consumer, _ in coordinator.consumers.values()
         )
 
-    async def run(self) -> int:
+    async def run(self, *, copy_only: bool = False) -> int:
+        """Replicate (after a bootstrap copy when one is needed) until stopped; with
+        ``copy_only``, copy the table afresh and return."""
         settings = self.settings
         structlog.contextvars.bind_contextvars(
             task=settings.task_name, worker_id=settings.worker_id
@@ -83,10 +87,25 @@ class Replicator:
             prepared = await startup.check(
                 settings, source=source, streams=streams, destination=destination, store=store
             )
+            destination_table = DynamoTable(
+                destination, settings.destination_table, call_timeout=timeout
+            )
+            mode = "always" if copy_only else settings.bootstrap
+            if await bootstrap_needed(store, prepared.stream_arn, mode):
+                self.copy = TableCopy(
+                    source=DynamoTable(source, settings.source_table, call_timeout=timeout),
+                    destination=destination_table, streams=streams, store=store,
+                    stream_arn=prepared.stream_arn, settings=self._copy_settings(),
+                    stats=self.stats, stop=self.stop_requested,
+                    table_items=int(prepared.source_table.get("ItemCount") or 0),
+                    table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
+                )
+                if not await self.copy.run(fresh=copy_only) or copy_only:
+                    return 0
             log.info("replication starting", stream_arn=prepared.stream_arn,
                      view_type=prepared.view_type, **settings.describe())
             pool = WriterPool(
-                DynamoDestination(destination, settings.destination_table, call_timeout=timeout),
+                destination_table,
                 writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
                 write_window=settings.call_timeout + FENCE_SAFETY,
             )
@@ -119,6 +138,23 @@ class Replicator:
             raise coordinator.fatal
         return 0
 
+    def _copy_settings(self) -> CopySettings:
+        settings = self.settings
+        return CopySettings(
+            worker_id=str(settings.worker_id),
+            segments=settings.copy_segments,
+            concurrency=settings.copy_concurrency,
+            writers=settings.copy_writers,
+            max_rcu=settings.copy_max_rcu,
+            max_wcu=settings.copy_max_wcu,
+            lease_duration=settings.lease_duration,
+            lease_renew_interval=settings.lease_renew_interval,
+            coordinator_interval=settings.coordinator_interval,
+            idle_interval=settings.idle_interval,
+            write_window=settings.call_timeout + FENCE_SAFETY,
+            progress_interval=settings.progress_interval,
+        )
+
     async def _report_progress(self) -> None:
         stats = self.stats
         last_applied, last_time = 0, time.monotonic()
@@ -149,8 +185,9 @@ class Replicator:
         )
 
 
-async def run_service(settings: Settings) -> int:
-    """``replicator run``: replicate until SIGTERM or SIGINT, then shut down gracefully."""
+async def run_service(settings: Settings, *, copy_only: bool = False) -> int:
+    """``replicator run`` (or ``copy``): replicate until SIGTERM or SIGINT, then shut
+    down gracefully."""
     configure_logging(settings.log_level, settings.log_format)
     # Bound here too, so that lines logged from signal handlers carry them.
     structlog.contextvars.bind_contextvars(task=settings.task_name, worker_id=settings.worker_id)
@@ -170,7 +207,7 @@ async def run_service(settings: Settings) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await replicator.run()
+        return await replicator.run(copy_only=copy_only)
     except asyncio.CancelledError:
         print("replicator: stopped by a second signal before the shutdown finished",
               file=sys.stderr)

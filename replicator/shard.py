@@ -19,7 +19,7 @@ import time
 import structlog
 
 from replicator.backoff import Backoff, retry_forever
-from replicator.checkpoint import CheckpointTracker, Sentinel, is_sentinel
+from replicator.checkpoint import CheckpointTracker, Sentinel, at_sequence, is_sentinel
 from replicator.errors import (
     CallTimeoutError,
     DataLossError,
@@ -152,6 +152,12 @@ class ShardConsumer:
     async def _iterator_after(self, checkpoint: str) -> str:
         if is_sentinel(checkpoint):  # nothing read yet
             return await self._get_iterator(checkpoint)
+        at = at_sequence(checkpoint)
+        if at is not None:  # nothing read yet since a bootstrap copy
+            try:
+                return await self._get_iterator("AT_SEQUENCE_NUMBER", at)
+            except TrimmedDataError as exc:
+                return await self._trimmed(checkpoint, exc)
         try:
             return await self._get_iterator("AFTER_SEQUENCE_NUMBER", checkpoint)
         except TrimmedDataError as exc:
@@ -169,9 +175,16 @@ class ShardConsumer:
 
     async def _read(self, iterator: str) -> RecordsPage | None:
         """One GetRecords, retried while retriable. None when the iterator expired."""
+
+        async def get_records() -> RecordsPage:
+            # Retries can outlast the lease (a partition fails renewals and reads alike):
+            # every attempt waits on the fence, not only the first.
+            await self._hold_lease()
+            return await self._streams.get_records(iterator, self.limit)
+
         try:
             page = await retry_forever(
-                lambda: self._streams.get_records(iterator, self.limit),
+                get_records,
                 what="GetRecords",
                 backoff=self._backoff,
                 on_retry=self._read_failed,

@@ -28,6 +28,8 @@ REPLICABLE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 class Prepared:
     stream_arn: str
     view_type: str
+    #: DescribeTable of the source (ItemCount and TableSizeBytes are approximate).
+    source_table: dict[str, Any]
 
 
 async def call_checked(awaitable: Awaitable[T], *, what: str, setting: str, endpoint: str | None,
@@ -136,4 +138,4 @@ async def check(
         what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
         endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
     )
-    return Prepared(stream_arn=stream_arn, view_type=view_type)
+    return Prepared(stream_arn=stream_arn, view_type=view_type, source_table=source_table)

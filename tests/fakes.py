@@ -47,6 +47,8 @@ class Call:
     sequence_number: str | None = None
     #: GetRecords: index in the shard's records the iterator points at.
     position: int | None = None
+    #: GetRecords: the Limit asked for.
+    limit: int | None = None
 
 
 #: Decides whether a call fails: returns the error to raise, or None.
@@ -72,6 +74,13 @@ def transient(call: Call) -> errors.TransientError:
     code = "InternalServerError"
     return errors.TransientError(
         f"{call.operation}: {code}: fake", code=code, operation=call.operation
+    )
+
+
+def timed_out(call: Call) -> errors.CallTimeoutError:
+    """What ``map_errors`` raises when a call gets no answer within the call timeout."""
+    return errors.CallTimeoutError(
+        f"{call.operation}: no answer within the call timeout (fake)", operation=call.operation
     )
 
 
@@ -280,6 +289,10 @@ class FakeStream:
         """The stream record whose NewImage (put) or Keys (delete) is ``payload``."""
         return self._by_payload[id(payload)][1]
 
+    def shard_of(self, payload: Item) -> str:
+        """The shard whose record has ``payload`` as its NewImage (put) or Keys (delete)."""
+        return self._by_payload[id(payload)][0]
+
     def records(self, shard_id: str) -> list[dict[str, Any]]:
         return self.shards[shard_id].records
 
@@ -367,7 +380,8 @@ class FakeStream:
     async def get_records(self, iterator: str, limit: int) -> RecordsPage:
         where = self._iterators.get(iterator)
         shard_id, position = where if where is not None else (None, None)
-        call = Call("GetRecords", self._count("GetRecords"), shard_id=shard_id, position=position)
+        call = Call("GetRecords", self._count("GetRecords"), shard_id=shard_id, position=position,
+                    limit=limit)
         await self._enter(call, self.get_records_fault)
         if shard_id is None or position is None:
             raise self._validation(call, f"invalid shard iterator {iterator!r}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from replicator.compare import normalize
+from replicator.verify import normalize
 from replicator.workload import KEY_NAMES, run_workload
 
 from .conftest import (

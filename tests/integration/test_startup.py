@@ -384,11 +384,11 @@ class StopsWhenCaughtUp(Replicator):
 
     ran: list[StopsWhenCaughtUp] = []
 
-    async def run(self) -> int:
+    async def run(self, *, copy_only: bool = False) -> int:
         StopsWhenCaughtUp.ran.append(self)
         watcher = asyncio.ensure_future(self._stop_when_caught_up(time.monotonic()))
         try:
-            return await super().run()
+            return await super().run(copy_only=copy_only)
         finally:
             watcher.cancel()
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel, is_sentinel
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
 from replicator.leases import Lease, progressed
+from replicator.protocols import DestinationWriter, LeaseStore, StreamReader
 from replicator.records import Item, KeyId, key_id, sequence_key
 from replicator.stats import Stats
 from replicator.writer import WriterPool
@@ -51,21 +54,32 @@ class Replication:
     ``async with Replication(...) as r:`` starts it; leaving the block stops it
     gracefully (drain, final checkpoints, lease release) and re-raises whatever
     the coordinator raised.
+
+    ``reads_through``, ``writes_through`` and ``leases_through`` put a wrapper
+    (recording, slow, failing) between this worker and the shared fakes; several
+    ``Replication`` objects with their own ``worker_id`` over one set of fakes
+    are several workers. The writer pool gets the settings' ``write_window``.
     """
 
     def __init__(self, stream: FakeStream, destination: FakeDestination, store: FakeLeaseStore,
                  *, writers: int = 4, queue_size: int = 100, backoff: Backoff = FAST,
+                 reads_through: StreamReader | None = None,
+                 writes_through: DestinationWriter | None = None,
+                 leases_through: LeaseStore | None = None,
                  **overrides: Any) -> None:
         self.stream = stream
         self.destination = destination
         self.store = store
         self.stats = Stats()
         self.stop = asyncio.Event()
-        self.pool = WriterPool(destination, writers=writers, queue_size=queue_size,
-                               stats=self.stats, backoff=backoff)
+        self.settings = settings(**overrides)
+        self.pool = WriterPool(writes_through or destination, writers=writers,
+                               queue_size=queue_size, stats=self.stats, backoff=backoff,
+                               write_window=self.settings.write_window)
         self.coordinator = ShardCoordinator(
-            stream_arn=stream.stream_arn, streams=stream, store=store, pool=self.pool,
-            stats=self.stats, settings=settings(**overrides), stop=self.stop, backoff=backoff,
+            stream_arn=stream.stream_arn, streams=reads_through or stream,
+            store=leases_through or store, pool=self.pool, stats=self.stats,
+            settings=self.settings, stop=self.stop, backoff=backoff,
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -117,6 +131,95 @@ def caught_up(stream: FakeStream) -> Callable[[dict[str, Lease]], bool]:
         return True
 
     return check
+
+
+# -- when things happened ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimedBatch:
+    """One BatchWriteItem that a worker sent and the destination answered."""
+
+    worker: str
+    started: float
+    ended: float
+    #: Sequence numbers of the records whose requests the batch carried.
+    sequence_numbers: tuple[str, ...]
+    #: The shards those records came from.
+    shards: frozenset[str]
+
+
+class RecordingDestination:
+    """A ``DestinationWriter`` in front of a (shared) ``FakeDestination`` that logs, for
+    each batch, the worker that sent it, the shards of its records and when it ran
+    (``time.monotonic``). Several workers may log into one list."""
+
+    def __init__(self, destination: FakeDestination, stream: FakeStream, *,
+                 worker: str = WORKER, log: list[TimedBatch] | None = None) -> None:
+        self.destination = destination
+        self.stream = stream
+        self.worker = worker
+        self.log: list[TimedBatch] = [] if log is None else log
+
+    async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        payloads = [
+            request["PutRequest"]["Item"] if "PutRequest" in request
+            else request["DeleteRequest"]["Key"]
+            for request in requests
+        ]
+        started = time.monotonic()
+        left = await self.destination.batch_write(requests)
+        self.log.append(TimedBatch(
+            worker=self.worker,
+            started=started,
+            ended=time.monotonic(),
+            sequence_numbers=tuple(
+                self.stream.record_of(payload)["dynamodb"]["SequenceNumber"]
+                for payload in payloads
+            ),
+            shards=frozenset(self.stream.shard_of(payload) for payload in payloads),
+        ))
+        return left
+
+    def batches_of(self, shard_id: str) -> list[TimedBatch]:
+        return [batch for batch in self.log if shard_id in batch.shards]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseWrite:
+    """A successful write to the lease table, with the owner the row had before it."""
+
+    at: float
+    operation: str
+    lease: Lease
+    previous_owner: str | None
+
+    @property
+    def taken(self) -> bool:
+        """Whether this write gave the row to a (new) owner."""
+        return (
+            self.operation == "UpdateItem" and self.lease.owner is not None
+            and self.lease.owner != self.previous_owner
+        )
+
+
+def time_lease_writes(store: FakeLeaseStore) -> list[LeaseWrite]:
+    """Log every successful write to ``store`` with its time (``time.monotonic``).
+
+    Chains to the observer already set (``guard_checkpoints``), so call it after that.
+    """
+    writes: list[LeaseWrite] = []
+    owners = {shard_id: lease.owner for shard_id, lease in store.by_shard().items()}
+    chained = store.observer
+
+    def observe(operation: str, lease: Lease) -> None:
+        writes.append(LeaseWrite(time.monotonic(), operation, lease, owners.get(lease.shard_id)))
+        owners[lease.shard_id] = None if operation == "DeleteItem" else lease.owner
+        if chained is not None:
+            chained(operation, lease)
+
+    store.observer = observe
+    return writes
 
 
 # -- tracing writes back to stream records -------------------------------------------

@@ -1,0 +1,500 @@
+"""The bootstrap copy: what the source table holds, copied before streaming starts.
+
+The hand-off to the stream is race-free. Before the first Scan, every open
+shard gets a lease row at TRIM_HORIZON, so that whatever the copy misses the
+stream applies again afterwards. A copied item may be older than a streamed
+one, and the stream wins because it is applied later. A watcher per open
+shard then reads the shard from LATEST (taken before the scan began) and, at
+the first record written after that moment, moves the row's checkpoint to
+``AT:<sequence number>``: the stream replays only what was written during the
+copy, not the whole 24 hours. Closed shards end before the copy began, so
+their rows start at SHARD_END.
+
+The copy's progress lives in the checkpoint table, in rows under the key
+``copy|<stream ARN>``. A header row ``copy`` holds ``RUNNING/<segments>`` or
+``DONE``, and its owner and counter make it a lease: one worker copies,
+the others wait, and if the copier dies another takes the copy over once
+the lease expires. One row per Scan segment holds ``START``, the
+LastEvaluatedKey reached (as JSON), or ``DONE``. It is written after each
+page has been written to the destination, so a resumed copy neither skips
+items nor copies finished segments again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from replicator.aws import DynamoTable
+from replicator.backoff import Backoff, retry_forever
+from replicator.checkpoint import AT_PREFIX, Sentinel
+from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
+from replicator.leases import ExpiryClock, HeldLease, Lease
+from replicator.protocols import LeaseStore, StreamReader
+from replicator.records import decode_key, encode_key
+from replicator.scan import RateLimiter, default_segments, scan_segment
+from replicator.stats import Stats
+
+log = structlog.get_logger("replicator.copy")
+
+COPY_PREFIX = "copy|"
+HEADER = "copy"
+RUNNING = "RUNNING"
+DONE = "DONE"
+START = "START"
+#: DynamoDB Streams keeps records 24 hours.
+RETENTION_SECONDS = 24 * 3600.0
+MAX_BATCH = 25
+
+
+def copy_key(stream_arn: str) -> str:
+    return COPY_PREFIX + stream_arn
+
+
+def segment_id(index: int) -> str:
+    return f"segment-{index:06d}"
+
+
+async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str) -> bool:
+    """Whether ``run`` copies first: always; or, for auto, when the task has no
+    checkpoints yet or a copy was interrupted."""
+    if mode == "never":
+        return False
+    if mode == "always":
+        return True
+    header = {row.shard_id: row for row in await store.list_leases(copy_key(stream_arn))}.get(
+        HEADER
+    )
+    if header is not None:
+        return header.checkpoint != DONE
+    return not await store.list_leases(stream_arn)
+
+
+@dataclass(frozen=True, slots=True)
+class CopySettings:
+    worker_id: str
+    segments: int | None = None
+    concurrency: int = 8
+    writers: int = 16
+    max_rcu: float | None = None
+    max_wcu: float | None = None
+    lease_duration: float = 10.0
+    lease_renew_interval: float = 3.0
+    coordinator_interval: float = 1.0
+    idle_interval: float = 0.25
+    write_window: float = 0.0
+    progress_interval: float = 10.0
+
+
+@dataclass
+class CopyProgress:
+    """What the copy did in this process."""
+
+    segments: int = 0
+    segments_skipped: int = 0
+    segments_done: int = 0
+    items_written: int = 0
+    started_at: float = 0.0
+    resumed: bool = False
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started_at
+        return self.items_written / elapsed if elapsed > 0 else 0.0
+
+
+class TableCopy:
+    """Copies the source table into the destination; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        source: DynamoTable,
+        destination: DynamoTable,
+        streams: StreamReader,
+        store: LeaseStore,
+        stream_arn: str,
+        settings: CopySettings,
+        stats: Stats,
+        stop: asyncio.Event,
+        table_items: int = 0,
+        table_bytes: int = 0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._source = source
+        self._destination = destination
+        self._streams = streams
+        self._store = store
+        self.stream_arn = stream_arn
+        self._key = copy_key(stream_arn)
+        self._settings = settings
+        self._stats = stats
+        self._stop = stop
+        self._table_items = table_items
+        self._table_bytes = table_bytes
+        self._backoff = backoff or Backoff()
+        self._reads = RateLimiter(settings.max_rcu)
+        self._writes = RateLimiter(settings.max_wcu)
+        self._writer_slots = asyncio.Semaphore(settings.writers)
+        self.progress = CopyProgress()
+        self._header: HeldLease | None = None
+        self._segments: dict[str, HeldLease] = {}
+        self._watch: list[str] = []
+        self._warned_retention = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<TableCopy segments={self.progress.segments} done={self.progress.segments_done} "
+            f"items={self.progress.items_written}>"
+        )
+
+    # -- the copy lease ----------------------------------------------------------
+
+    async def run(self, *, fresh: bool = False) -> bool:
+        """Copy, resume a copy, or wait for another worker's. True once the copy is
+        done (by anyone); False when stopped first. ``fresh`` starts over a copy
+        that was done before."""
+        while not self._stop.is_set():
+            header = await self._acquire(fresh)
+            if header is None:
+                return not self._stop.is_set()
+            fresh = False
+            try:
+                if await self._copy(header):
+                    return True
+            except LeaseLostError:
+                log.warning("copy taken over by another worker; waiting for it")
+                continue
+            return False
+        return False
+
+    async def _acquire(self, fresh: bool) -> HeldLease | None:
+        """Hold the copy's header lease, creating the copy if there is none.
+
+        None when the copy is done (or ``stop`` was set while another worker copies).
+        """
+        clock = ExpiryClock(self._settings.lease_duration)
+        worker = self._settings.worker_id
+        waiting_logged = False
+        while not self._stop.is_set():
+            rows = {row.shard_id: row for row in await self._store.list_leases(self._key)}
+            header = rows.get(HEADER)
+            if header is None:
+                created = await self._create()
+                if created is not None:
+                    return created
+                continue
+            if header.checkpoint == DONE:
+                if not fresh:
+                    return None
+                await self._forget(rows.values())
+                fresh = False
+                continue
+            now = time.monotonic()
+            clock.observe([header], now)
+            if header.owner in (None, worker) or clock.expired(header, now):
+                held = await self._take(header, rows)
+                if held is not None:
+                    return held
+                continue
+            if not waiting_logged:
+                log.info("another worker is copying the table; waiting", owner=header.owner)
+                waiting_logged = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.coordinator_interval):
+                    await self._stop.wait()
+        return None
+
+    async def _create(self) -> HeldLease | None:
+        segments = self._settings.segments or default_segments(self._table_bytes)
+        worker = self._settings.worker_id
+        sent_at = time.monotonic()
+        header = Lease(self._key, HEADER, None, worker, 0, f"{RUNNING}/{segments}")
+        if not await self._store.create_lease(header):
+            return None  # another worker created the copy first
+        held = self._hold(header, sent_at)
+        # Positions first: every write from now on is in the stream after them.
+        await self._record_positions(watch=True)
+        for index in range(segments):
+            row = Lease(self._key, segment_id(index), None, worker, 0, START)
+            await self._store.create_lease(row)
+            self._segments[row.shard_id] = self._hold(row, sent_at)
+        log.info("copy started", segments=segments, items=self._table_items,
+                 bytes=self._table_bytes)
+        return held
+
+    async def _take(self, header: Lease, rows: dict[str, Lease]) -> HeldLease | None:
+        worker = self._settings.worker_id
+        sent_at = time.monotonic()
+        try:
+            taken = await self._store.update_lease(header, new_owner=worker)
+        except ConditionFailedError:
+            return None
+        held = self._hold(taken, sent_at)
+        for shard_id, row in rows.items():
+            if shard_id == HEADER or row.checkpoint == DONE:
+                continue
+            sent_at = time.monotonic()
+            with contextlib.suppress(ConditionFailedError):
+                self._segments[shard_id] = self._hold(
+                    await self._store.update_lease(row, new_owner=worker), sent_at
+                )
+        # Shards the interrupted copy did not get to: read them from TRIM_HORIZON.
+        await self._record_positions(watch=False)
+        self.progress.resumed = True
+        log.info("copy resumed", previous_owner=header.owner,
+                 segments_left=len(self._segments))
+        return held
+
+    def _hold(self, lease: Lease, sent_at: float) -> HeldLease:
+        return HeldLease(self._store, lease, lease_duration=self._settings.lease_duration,
+                         sent_at=sent_at)
+
+    async def _forget(self, rows: Any) -> None:
+        """Delete a finished copy's rows, so that ``always`` copies again."""
+        for row in rows:
+            with contextlib.suppress(ConditionFailedError):
+                await self._store.delete_lease(row)
+
+    # -- positions for the stream ---------------------------------------------
+
+    async def _record_positions(self, *, watch: bool) -> None:
+        shards = await self._streams.list_shards(self.stream_arn)
+        existing = {row.shard_id for row in await self._store.list_leases(self.stream_arn)}
+        for shard in shards:
+            if shard.shard_id in existing:
+                continue  # already streamed from: its checkpoint stands
+            checkpoint = Sentinel.SHARD_END if shard.closed else Sentinel.TRIM_HORIZON
+            row = Lease(self.stream_arn, shard.shard_id, shard.parent_shard_id, None, 0,
+                        checkpoint)
+            if await self._store.create_lease(row) and watch and not shard.closed:
+                self._watch.append(shard.shard_id)
+
+    async def _watch_shard(self, shard_id: str, iterator: str) -> None:
+        """Move the shard's start from TRIM_HORIZON to the first record after the copy began."""
+        next_iterator: str | None = iterator
+        while next_iterator is not None:
+            page = await retry_forever(
+                functools.partial(self._streams.get_records, next_iterator, 1),
+                what="GetRecords", backoff=self._backoff, on_retry=self._stats.count_retry,
+            )
+            if page.records:
+                sequence = page.records[0]["dynamodb"]["SequenceNumber"]
+                row = Lease(self.stream_arn, shard_id, None, None, 0, Sentinel.TRIM_HORIZON)
+                with contextlib.suppress(ConditionFailedError):  # already streamed from
+                    await self._store.update_lease(
+                        row, new_owner=None, checkpoint=f"{AT_PREFIX}{sequence}"
+                    )
+                    log.info("stream position recorded", shard_id=shard_id, at=sequence)
+                return
+            next_iterator = page.next_iterator
+            await asyncio.sleep(self._settings.idle_interval)
+
+    # -- copying -----------------------------------------------------------------
+
+    async def _copy(self, header: HeldLease) -> bool:
+        """Copy every unfinished segment. True when all are done; False when stopped."""
+        self._header = header
+        self.progress.started_at = time.monotonic()
+        rows = {row.shard_id: row for row in await self._store.list_leases(self._key)}
+        total = int(rows[HEADER].checkpoint.split("/")[1]) if HEADER in rows else 0
+        if HEADER in rows and rows[HEADER].checkpoint == DONE:
+            return True
+        self.progress.segments = total
+        self.progress.segments_skipped = sum(
+            1 for shard_id, row in rows.items() if shard_id != HEADER and row.checkpoint == DONE
+        )
+        if self.progress.segments_skipped:
+            log.info("segments already copied are skipped",
+                     skipped=self.progress.segments_skipped, total=total)
+        # LATEST iterators are taken before any Scan page is read.
+        iterators = {
+            shard_id: await retry_forever(
+                functools.partial(self._streams.get_shard_iterator, self.stream_arn, shard_id,
+                                  "LATEST"),
+                what="GetShardIterator", backoff=self._backoff,
+                on_retry=self._stats.count_retry,
+            )
+            for shard_id in self._watch
+        }
+        scanners = asyncio.Semaphore(self._settings.concurrency)
+        async with asyncio.TaskGroup() as group:
+            helpers = [
+                group.create_task(self._renew_loop(), name="copy-renewer"),
+                group.create_task(self._report(), name="copy-progress"),
+            ]
+            watchers = [
+                group.create_task(self._watch_shard(shard_id, iterator))
+                for shard_id, iterator in iterators.items()
+            ]
+            copiers = [
+                group.create_task(self._copy_segment(held, total, scanners))
+                for held in self._segments.values()
+            ]
+            if copiers:
+                await asyncio.wait(copiers)
+            stopped = self._stop.is_set() or any(task.cancelled() for task in copiers)
+            lost = header.lost and not header.released
+            for task in watchers + helpers:
+                task.cancel()
+        if lost:
+            raise LeaseLostError("the copy's lease was taken by another worker")
+        self._watch = []
+        if stopped:
+            await header.release()
+            log.info("copy stopped; it resumes where it stopped on the next start",
+                     items_written=self.progress.items_written)
+            return False
+        await header.release(DONE)
+        log.info("copy finished", items_written=self.progress.items_written,
+                 segments=total, segments_skipped=self.progress.segments_skipped,
+                 seconds=round(time.monotonic() - self.progress.started_at, 1),
+                 items_per_second=round(self.progress.rate(), 1))
+        return True
+
+    async def _copy_segment(self, held: HeldLease, total: int,
+                            scanners: asyncio.Semaphore) -> None:
+        index = int(held.shard_id.removeprefix("segment-"))
+        checkpoint = held.lease.checkpoint
+        start = None if checkpoint == START else decode_key(checkpoint)
+        async with scanners:
+            pages = scan_segment(
+                self._source, segment=index, total_segments=total, start_key=start,
+                limiter=self._reads, backoff=self._backoff, stats=self._stats,
+            )
+            async for items, last_key in pages:
+                await self._write_items(items)
+                await retry_forever(
+                    functools.partial(held.checkpoint,
+                                      DONE if last_key is None else encode_key(last_key)),
+                    what="UpdateItem", backoff=self._backoff, on_retry=self._stats.count_retry,
+                )
+                if last_key is None:
+                    self.progress.segments_done += 1
+                    return
+                if self._stop.is_set() or held.lost:
+                    return
+
+    async def _write_items(self, items: list[dict[str, Any]]) -> None:
+        async with asyncio.TaskGroup() as group:
+            for start in range(0, len(items), MAX_BATCH):
+                requests = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
+                group.create_task(self._write_batch(requests))
+
+    async def _write_batch(self, requests: list[dict[str, Any]]) -> None:
+        async with self._writer_slots:
+            if self._writes.rate is not None:
+                await self._writes.acquire(sum(_write_units(r) for r in requests))
+            remaining = requests
+            attempt = 0
+            while remaining:
+                remaining = await retry_forever(
+                    functools.partial(self._fenced_write, remaining),
+                    what="BatchWriteItem", backoff=self._backoff,
+                    on_retry=self._stats.count_retry,
+                )
+                self.progress.items_written += len(requests) - len(remaining)
+                requests = remaining
+                if remaining:
+                    self._stats.unprocessed_retries += 1
+                    await asyncio.sleep(self._backoff.delay(attempt))
+                    attempt += 1
+
+    async def _fenced_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write only while this worker surely holds the copy (see ``LeaseFence``)."""
+        header = self._header
+        assert header is not None
+        while not header.fence.allows(time.monotonic(), self._settings.write_window):
+            if header.fence.revoked:
+                raise LeaseLostError("the copy's lease was lost")
+            await header.fence.wait_changed()
+        return await self._destination.batch_write(requests)
+
+    # -- lease renewal and progress ------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.lease_renew_interval)
+            held = [lease for lease in (self._header, *self._segments.values())
+                    if lease is not None and not lease.lost]
+            async with asyncio.TaskGroup() as group:
+                for lease in held:
+                    group.create_task(self._renew(lease))
+
+    async def _renew(self, lease: HeldLease) -> None:
+        try:
+            await lease.renew()
+        except LeaseLostError:
+            log.warning("copy lease lost", row=lease.shard_id)
+        except ReplicatorError as exc:
+            self._stats.count_retry(exc)
+            log.warning("copy lease renewal failed", row=lease.shard_id, error=str(exc))
+
+    async def _report(self) -> None:
+        progress = self.progress
+        bar = _progress_bar(self._table_items)
+        try:
+            interval = 0.5 if bar is not None else self._settings.progress_interval
+            last = 0
+            while True:
+                await asyncio.sleep(interval)
+                rate = progress.rate()
+                eta = (max(0, self._table_items - progress.items_written) / rate
+                       if rate > 0 else None)
+                if bar is not None:
+                    bar.update(progress.items_written - last)
+                    last = progress.items_written
+                else:
+                    log.info("copy progress", items_written=progress.items_written,
+                             items_per_second=round(rate, 1),
+                             segments_done=progress.segments_done
+                             + progress.segments_skipped,
+                             segments=progress.segments,
+                             eta_seconds=None if eta is None else round(eta))
+                self._check_retention(eta)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _check_retention(self, eta: float | None) -> None:
+        """Warn when the copy may outlast the stream's 24-hour retention."""
+        if eta is None or self._warned_retention:
+            return
+        elapsed = time.monotonic() - self.progress.started_at
+        if elapsed < 10:  # too early to measure a rate
+            return
+        total = elapsed + eta
+        if total > 0.5 * RETENTION_SECONDS:
+            self._warned_retention = True
+            level = log.error if total > 0.9 * RETENTION_SECONDS else log.warning
+            level(
+                "the copy may outlast the stream's 24-hour retention",
+                estimated_hours=round(total / 3600, 1),
+                advice="records written when the copy began are trimmed after 24 hours; "
+                "raise the destination's write capacity or REPLICATOR_COPY_WRITERS and "
+                "REPLICATOR_COPY_CONCURRENCY, or the copy must be redone",
+            )
+
+
+def _write_units(request: dict[str, Any]) -> float:
+    """Write units of a put: one per started KB of the item (estimated from its JSON)."""
+    item = request["PutRequest"]["Item"]
+    return float(math.ceil((len(json.dumps(item, default=str)) + 1) / 1024))
+
+
+def _progress_bar(total: int) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total or None, unit="items", desc="copy", smoothing=0.1)

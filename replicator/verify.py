@@ -1,0 +1,283 @@
+"""``replicator verify``: are the two tables equal? ``--repair`` makes them so.
+
+Two parallel scans, with the copy's scan code. The source's pages are looked
+up in the destination with BatchGetItem (missing and different items), and the
+destination's pages in the source (extra items). Memory stays bounded by a
+page, whatever the table's size. With ``repair``, missing and different items
+are written again from the source and extra ones deleted. Then the tables are
+compared once more, and that second comparison is the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from replicator.aws import DynamoTable
+from replicator.backoff import Backoff, retry_forever
+from replicator.config import Settings
+from replicator.errors import StartupCheckError
+from replicator.records import Item, KeyId, key_id
+from replicator.scan import RateLimiter, default_segments, scan_segment
+from replicator.stats import Stats
+
+log = structlog.get_logger("replicator.verify")
+
+#: How many keys of each kind a report lists.
+EXAMPLES = 10
+
+
+def normalize(value: Any) -> Any:
+    """A comparable form of a wire attribute value: sets are unordered, so sort them."""
+    if isinstance(value, dict):
+        out = {}
+        for type_, inner in value.items():
+            if type_ in ("SS", "NS", "BS"):
+                out[type_] = sorted(inner)
+            else:
+                out[type_] = normalize(inner)
+        return out
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    return value
+
+
+@dataclass
+class TableDiff:
+    """Counts of missing, extra and different items, with the first keys of each."""
+
+    source_items: int = 0
+    destination_items: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    examples: dict[str, list[KeyId]] = field(
+        default_factory=lambda: {"missing": [], "extra": [], "different": []}
+    )
+    repaired: int = 0
+
+    @property
+    def equal(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def note(self, kind: str, key: KeyId) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.examples[kind]) < EXAMPLES:
+            self.examples[kind].append(key)
+
+    def summary(self) -> str:
+        if self.equal:
+            return f"equal: {self.source_items} items in each table"
+        return (
+            f"NOT equal: {self.missing} missing, {self.extra} extra, "
+            f"{self.different} different (source {self.source_items} items, "
+            f"destination {self.destination_items})"
+        )
+
+    def report(self) -> list[str]:
+        lines = [self.summary()]
+        for kind in ("missing", "extra", "different"):
+            if self.examples[kind]:
+                keys = "; ".join(describe_key(key) for key in self.examples[kind])
+                lines.append(f"first {kind}: {keys}")
+        return lines
+
+
+def describe_key(key: KeyId) -> str:
+    return ", ".join(f"{name}={value!r}" for name, _, value in key)
+
+
+class Verifier:
+    def __init__(
+        self,
+        source: DynamoTable,
+        destination: DynamoTable,
+        key_names: list[str],
+        *,
+        segments: int = 4,
+        concurrency: int = 8,
+        stats: Stats | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._source = source
+        self._destination = destination
+        self._key_names = key_names
+        self._segments = segments
+        self._concurrency = asyncio.Semaphore(concurrency)
+        self._stats = stats or Stats()
+        self._backoff = backoff or Backoff()
+        self._unlimited = RateLimiter(None)
+
+    async def compare(self, *, repair: bool = False) -> TableDiff:
+        diff = TableDiff()
+        await self._pass(self._source, self._destination, diff, self._source_page, repair)
+        await self._pass(self._destination, self._source, diff, self._destination_page, repair)
+        return diff
+
+    async def verify(self, *, repair: bool = False) -> TableDiff:
+        """Compare; with ``repair``, fix what differs and return a second comparison."""
+        diff = await self.compare(repair=repair)
+        if not repair or diff.equal:
+            return diff
+        repaired = diff.missing + diff.extra + diff.different
+        log.info("repaired; comparing again", repaired=repaired)
+        after = await self.compare()
+        after.repaired = repaired
+        return after
+
+    async def _pass(
+        self,
+        scanned: DynamoTable,
+        other: DynamoTable,
+        diff: TableDiff,
+        judge: Callable[[list[Item], dict[KeyId, Item], TableDiff, bool], Any],
+        repair: bool,
+    ) -> None:
+        async def segment(index: int) -> None:
+            async with self._concurrency:
+                pages = scan_segment(
+                    scanned, segment=index, total_segments=self._segments, start_key=None,
+                    limiter=self._unlimited, backoff=self._backoff, stats=self._stats,
+                )
+                async for items, _ in pages:
+                    found = await self._look_up(other, items)
+                    await judge(items, found, diff, repair)
+
+        async with asyncio.TaskGroup() as group:
+            for index in range(self._segments):
+                group.create_task(segment(index))
+
+    async def _source_page(self, items: list[Item], found: dict[KeyId, Item], diff: TableDiff,
+                           repair: bool) -> None:
+        diff.source_items += len(items)
+        rewrite = []
+        for item in items:
+            key = self._key(item)
+            other = found.get(key)
+            if other is None:
+                diff.note("missing", key)
+            elif normalize(other) != normalize(item):
+                diff.note("different", key)
+            else:
+                continue
+            rewrite.append({"PutRequest": {"Item": item}})
+        if repair:
+            await self._write(self._destination, rewrite)
+
+    async def _destination_page(self, items: list[Item], found: dict[KeyId, Item],
+                                diff: TableDiff, repair: bool) -> None:
+        diff.destination_items += len(items)
+        deletes = []
+        for item in items:
+            key = self._key(item)
+            if key not in found:
+                diff.note("extra", key)
+                deletes.append({"DeleteRequest": {"Key": self._key_item(item)}})
+        if repair:
+            await self._write(self._destination, deletes)
+
+    def _key_item(self, item: Item) -> Item:
+        return {name: item[name] for name in self._key_names}
+
+    def _key(self, item: Item) -> KeyId:
+        return key_id(self._key_item(item))
+
+    async def _look_up(self, table: DynamoTable, items: list[Item]) -> dict[KeyId, Item]:
+        found: dict[KeyId, Item] = {}
+        for start in range(0, len(items), 100):
+            keys = [self._key_item(item) for item in items[start:start + 100]]
+            attempt = 0
+            while keys:
+                page, keys = await retry_forever(
+                    functools.partial(table.batch_get, keys), what="BatchGetItem",
+                    backoff=self._backoff, on_retry=self._stats.count_retry,
+                )
+                for item in page:
+                    found[self._key(item)] = item
+                if keys:
+                    await asyncio.sleep(self._backoff.delay(attempt))
+                    attempt += 1
+        return found
+
+    async def _write(self, table: DynamoTable, requests: list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), 25):
+            remaining = requests[start:start + 25]
+            attempt = 0
+            while remaining:
+                remaining = await retry_forever(
+                    functools.partial(table.batch_write, remaining), what="BatchWriteItem",
+                    backoff=self._backoff, on_retry=self._stats.count_retry,
+                )
+                if remaining:
+                    await asyncio.sleep(self._backoff.delay(attempt))
+                    attempt += 1
+
+
+def key_names_of(description: dict[str, Any]) -> list[str]:
+    """The key attribute names of a DescribeTable ``Table``, hash key first."""
+    order = {"HASH": 0, "RANGE": 1}
+    schema = sorted(description["KeySchema"], key=lambda element: order[element["KeyType"]])
+    return [element["AttributeName"] for element in schema]
+
+
+def segments_for(description: dict[str, Any]) -> int:
+    return default_segments(int(description.get("TableSizeBytes") or 0))
+
+
+async def compare_tables(
+    source: Any, source_table: str, destination: Any, destination_table: str,
+    key_names: list[str], *, segments: int = 4,
+) -> TableDiff:
+    """Compare two tables given their clients (for the demo and tests)."""
+    verifier = Verifier(
+        DynamoTable(source, source_table, call_timeout=30.0),
+        DynamoTable(destination, destination_table, call_timeout=30.0),
+        key_names, segments=segments,
+    )
+    return await verifier.compare()
+
+
+async def run_verify(settings: Settings, *, repair: bool) -> int:
+    """``replicator verify``: print the comparison; exit 0 only when the tables are equal."""
+    from replicator.aws import AwsClients, Endpoint, describe_table
+    from replicator.startup import call_checked
+
+    timeout = settings.call_timeout
+    async with AwsClients() as clients:
+        sides = []
+        for name, table, region, endpoint, setting in (
+            ("source", settings.source_table, settings.source_region,
+             settings.source_endpoint, "REPLICATOR_SOURCE_ENDPOINT"),
+            ("destination", settings.destination_table, settings.destination_region,
+             settings.destination_endpoint, "REPLICATOR_DESTINATION_ENDPOINT"),
+        ):
+            client = await clients.open(Endpoint("dynamodb", str(region), endpoint),
+                                        call_timeout=timeout, max_connections=32)
+            description = await call_checked(
+                describe_table(client, table, call_timeout=timeout),
+                what=f"{name} table {table}", setting=setting, endpoint=endpoint, region=region,
+            )
+            if description is None:
+                raise StartupCheckError(
+                    f"{name} table {table} does not exist in region {region}: check "
+                    f"REPLICATOR_{name.upper()}_TABLE and REPLICATOR_{name.upper()}_REGION"
+                )
+            sides.append((DynamoTable(client, table, call_timeout=timeout), description))
+        (source, source_description), (destination, _) = sides
+        verifier = Verifier(
+            source, destination, key_names_of(source_description),
+            segments=settings.copy_segments or segments_for(source_description),
+            concurrency=settings.copy_concurrency,
+        )
+        diff = await verifier.verify(repair=repair)
+    for line in diff.report():
+        print(line)
+    if diff.repaired:
+        print(f"repaired {diff.repaired} items")
+    return 0 if diff.equal else 1
+
