@@ -27,7 +27,10 @@ def _default(name: str) -> str:
     if field.is_required():
         return "required"
     if field.default is None:
-        return "derived" if "(default:" in (field.description or "") else "AWS's endpoint"
+        description = field.description or ""
+        if "no cap" in description:
+            return "no cap"
+        return "derived" if "(default:" in description else "AWS's endpoint"
     if isinstance(field.default, bool):
         return str(field.default).lower()
     return str(field.default)
@@ -57,7 +60,7 @@ def env_example() -> str:
             lines.append(f"{env_name(name)}={EXAMPLES[name]}")
         else:
             default = _default(name)
-            value = "" if default in ("derived", "AWS's endpoint") else default
+            value = "" if default in ("derived", "AWS's endpoint", "no cap") else default
             lines.append(f"# {env_name(name)}={value}")
         lines.append("")
     return "\n".join(lines)

@@ -155,20 +155,27 @@ class RecordingDestination:
     (``time.monotonic``). Several workers may log into one list."""
 
     def __init__(self, destination: FakeDestination, stream: FakeStream, *,
-                 worker: str = WORKER, log: list[TimedBatch] | None = None) -> None:
+                 worker: str = WORKER, log: list[TimedBatch] | None = None,
+                 latency: float = 0.0) -> None:
         self.destination = destination
         self.stream = stream
         self.worker = worker
         self.log: list[TimedBatch] = [] if log is None else log
+        #: Seconds each batch spends on the way before the destination applies it.
+        self.latency = latency
 
     async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        started = time.monotonic()
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        left = await self.destination.batch_write(requests)
+        unprocessed = {id(request) for request in left}
         payloads = [
             request["PutRequest"]["Item"] if "PutRequest" in request
             else request["DeleteRequest"]["Key"]
             for request in requests
+            if id(request) not in unprocessed
         ]
-        started = time.monotonic()
-        left = await self.destination.batch_write(requests)
         self.log.append(TimedBatch(
             worker=self.worker,
             started=started,
