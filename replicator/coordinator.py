@@ -142,6 +142,10 @@ class ShardCoordinator:
             self._last_shard_sync = now
         listed = {shard.shard_id for shard in self._shards}
         leases = {lease.shard_id: lease for lease in await self._store.list_leases(self.stream_arn)}
+        # A counter seen in these rows may have been written (and its owner's fence
+        # renewed) while DescribeStream or this Query was on the wire: expiry, and a
+        # stolen lease's wait, count from the answer, not from the start of the cycle.
+        now = time.monotonic()
 
         for lease in plan_new_leases(
             self.stream_arn, self._shards, leases, self._settings.initial_position

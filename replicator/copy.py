@@ -149,6 +149,11 @@ class TableCopy:
         self._segments: dict[str, HeldLease] = {}
         self._watch: list[str] = []
         self._warned_retention = False
+        #: Set when a segment meets a lost lease or a non-retriable error: the
+        #: other segments stop after their current page.
+        self._halt = asyncio.Event()
+        self._lost = False
+        self._failure: ReplicatorError | None = None
 
     def __repr__(self) -> str:
         return (
@@ -184,6 +189,9 @@ class TableCopy:
         clock = ExpiryClock(self._settings.lease_duration)
         worker = self._settings.worker_id
         waiting_logged = False
+        self._segments = {}
+        self._halt = asyncio.Event()
+        self._lost = False
         while not self._stop.is_set():
             rows = {row.shard_id: row for row in await self._store.list_leases(self._key)}
             header = rows.get(HEADER)
@@ -341,13 +349,15 @@ class TableCopy:
             ]
             if copiers:
                 await asyncio.wait(copiers)
-            stopped = self._stop.is_set() or any(task.cancelled() for task in copiers)
-            lost = header.lost and not header.released
+            stopped = self._stop.is_set() or self._halt.is_set()
             for task in watchers + helpers:
                 task.cancel()
-        if lost:
-            raise LeaseLostError("the copy's lease was taken by another worker")
         self._watch = []
+        if self._lost or (header.lost and not header.released):
+            raise LeaseLostError("the copy's lease was taken by another worker")
+        if self._failure is not None:
+            await header.release()
+            raise self._failure
         if stopped:
             await header.release()
             log.info("copy stopped; it resumes where it stopped on the next start",
@@ -366,22 +376,37 @@ class TableCopy:
         checkpoint = held.lease.checkpoint
         start = None if checkpoint == START else decode_key(checkpoint)
         async with scanners:
+            if self._stop.is_set() or self._halt.is_set():
+                return
             pages = scan_segment(
                 self._source, segment=index, total_segments=total, start_key=start,
                 limiter=self._reads, backoff=self._backoff, stats=self._stats,
             )
-            async for items, last_key in pages:
-                await self._write_items(items)
-                await retry_forever(
-                    functools.partial(held.checkpoint,
-                                      DONE if last_key is None else encode_key(last_key)),
-                    what="UpdateItem", backoff=self._backoff, on_retry=self._stats.count_retry,
-                )
-                if last_key is None:
-                    self.progress.segments_done += 1
-                    return
-                if self._stop.is_set() or held.lost:
-                    return
+            try:
+                async for items, last_key in pages:
+                    await self._write_items(items)
+                    await retry_forever(
+                        functools.partial(held.checkpoint,
+                                          DONE if last_key is None else encode_key(last_key)),
+                        what="UpdateItem", backoff=self._backoff,
+                        on_retry=self._stats.count_retry,
+                    )
+                    if last_key is None:
+                        self.progress.segments_done += 1
+                        return
+                    if self._stop.is_set() or self._halt.is_set():
+                        return
+            except (ReplicatorError, ExceptionGroup) as exc:
+                error = _first_error(exc)
+                if isinstance(error, LeaseLostError):
+                    self._lost = True
+                elif isinstance(error, ReplicatorError):
+                    if self._failure is None:
+                        self._failure = error
+                    log.error("copy failed", segment=index, error=str(error))
+                else:
+                    raise
+                self._halt.set()
 
     async def _write_items(self, items: list[dict[str, Any]]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -482,6 +507,13 @@ class TableCopy:
                 "raise the destination's write capacity or REPLICATOR_COPY_WRITERS and "
                 "REPLICATOR_COPY_CONCURRENCY, or the copy must be redone",
             )
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The first leaf of a (possibly nested) exception group, or the exception itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _write_units(request: dict[str, Any]) -> float:

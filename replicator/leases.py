@@ -68,16 +68,36 @@ def plan_new_leases(
     On a first start at LATEST, closed shards are marked SHARD_END (they lie
     before the starting point) and open ones start at LATEST. A shard whose
     child has already been read is finished, and its row was deleted on
-    purpose (``plan_deletions``): it is not created again.
+    purpose (``plan_deletions``): it is not created again. Nor is one whose
+    child's row was deleted in turn, once a grandchild was read: a stream
+    lists a whole lineage (a shard rolls over every few hours, kept 24 hours),
+    and the deletions climb down it.
     """
+    shards = list(shards)
     first_start = not leases
     read_parents = {
         lease.parent_shard_id for lease in leases.values()
         if lease.parent_shard_id is not None and progressed(lease)
     }
+    children: dict[str, list[str]] = {}
+    for shard in shards:
+        if shard.parent_shard_id is not None:
+            children.setdefault(shard.parent_shard_id, []).append(shard.shard_id)
+
+    def read(shard_id: str) -> bool:
+        """Whether the shard was read: its row progressed, or it is gone and a child was read."""
+        lease = leases.get(shard_id)
+        if lease is not None:
+            return progressed(lease)
+        return any(read(kid) for kid in children.get(shard_id, ()))
+
     created = []
     for shard in shards:
-        if shard.shard_id in leases or shard.shard_id in read_parents:
+        if (
+            shard.shard_id in leases
+            or shard.shard_id in read_parents
+            or any(read(kid) for kid in children.get(shard.shard_id, ()))
+        ):
             continue
         if not first_start or initial_position is Sentinel.TRIM_HORIZON:
             checkpoint = Sentinel.TRIM_HORIZON

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +10,7 @@ from typing import Any
 
 from replicator.aws import DynamoTable
 from replicator.backoff import Backoff, retry_forever
+from replicator.errors import CallTimeoutError, ReplicatorError
 from replicator.records import Item
 from replicator.stats import Stats
 
@@ -63,6 +63,12 @@ class RateLimiter:
         self._tokens -= units
 
 
+#: The page limit set after a Scan call times out (halved after each further
+#: timeout, and dropped again once pages arrive at this size). Until then no
+#: limit is set: DynamoDB serves 1 MB pages.
+PAGE_LIMIT = 1000
+
+
 async def scan_segment(
     table: DynamoTable,
     *,
@@ -75,19 +81,34 @@ async def scan_segment(
 ) -> AsyncIterator[tuple[list[dict[str, Any]], Item | None]]:
     """Pages of one segment, from ``start_key``: (items, LastEvaluatedKey or None at the end).
 
-    Throttling and transient errors are retried; read units are charged to ``limiter``.
+    Throttling and transient errors are retried; read units are charged to
+    ``limiter``. A page that times out is asked for again with a smaller limit
+    (a retried call would take as long, and pile onto the one still being
+    served); the limit doubles back after each page that arrives.
     """
     key = start_key
+    limit: int | None = None
+
+    def failed(error: ReplicatorError) -> None:
+        nonlocal limit
+        stats.count_retry(error)
+        if isinstance(error, CallTimeoutError):
+            limit = PAGE_LIMIT if limit is None else max(1, limit // 2)
+
     while True:
         await limiter.acquire(1.0)
+        # ``limit`` is read when each attempt is made, so that a retry asks for less.
         items, key, consumed = await retry_forever(
-            functools.partial(
-                table.scan_page, segment=segment, total_segments=total_segments, start_key=key
+            lambda start=key: table.scan_page(  # type: ignore[misc]
+                segment=segment, total_segments=total_segments, start_key=start,
+                limit=limit,  # noqa: B023
             ),
             what="Scan",
             backoff=backoff,
-            on_retry=stats.count_retry,
+            on_retry=failed,
         )
+        if limit is not None:
+            limit = None if limit * 2 > PAGE_LIMIT else limit * 2
         limiter.charge(max(0.0, consumed - 1.0))
         yield items, key
         if key is None:

@@ -110,6 +110,18 @@ def caught_up(stream: FakeStream) -> Callable[[dict[str, Lease]], bool]:
     """For ``FakeLeaseStore.wait_until``: every closed shard's row is at SHARD_END and
     every open shard's row has checkpointed its last record."""
 
+    def read_below(shard_id: str, rows: dict[str, Lease]) -> bool:
+        """Whether a child was read, or (its row deleted in turn) a later descendant."""
+        for child in stream.shards.values():
+            if child.parent_shard_id != shard_id:
+                continue
+            row = rows.get(child.shard_id)
+            if (row is not None and progressed(row)) or (
+                row is None and child.closed and read_below(child.shard_id, rows)
+            ):
+                return True
+        return False
+
     def check(rows: dict[str, Lease]) -> bool:
         for shard_id, shard in stream.shards.items():
             if not shard.listed:
@@ -117,10 +129,10 @@ def caught_up(stream: FakeStream) -> Callable[[dict[str, Lease]], bool]:
             row = rows.get(shard_id)
             if row is None:
                 # A finished parent's row is deleted once its children have been read.
-                if shard.closed and any(
+                if shard.closed and (any(
                     child.parent_shard_id == shard_id and progressed(child)
                     for child in rows.values()
-                ):
+                ) or read_below(shard_id, rows)):
                     continue
                 return False
             if shard.closed:
