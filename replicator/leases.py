@@ -223,10 +223,13 @@ def share_of(
     target = math.ceil(len(active) / (len(others) + 1)) if active else 0
     # Own rows first (taken back at once), then an order of this worker's own, so
     # that workers starting together reach for different leases.
-    available.sort(key=lambda lease: (
-        lease.owner != worker_id, zlib.crc32(f"{worker_id}/{lease.shard_id}".encode())
-    ))
+    available.sort(key=lambda lease: (lease.owner != worker_id, _spread(worker_id, lease)))
     return Share(active=active, others=others, available=available, mine=mine, target=target)
+
+
+def _spread(worker_id: str, lease: Lease) -> int:
+    """An order of the leases of this worker's own, stable across cycles."""
+    return zlib.crc32(f"{worker_id}/{lease.shard_id}".encode())
 
 
 def plan_takes(
@@ -270,7 +273,9 @@ def plan_steal(
     )
     count = len(victim_leases)
     if count > share.target or (count == share.target and share.mine < share.target - 1):
-        return min(victim_leases, key=lambda lease: lease.shard_id)
+        # Each thief prefers another lease of the victim's, so that workers joining
+        # together do not all reach for the same one.
+        return min(victim_leases, key=lambda lease: _spread(worker_id, lease))
     return None
 
 

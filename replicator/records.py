@@ -141,7 +141,9 @@ def _to_json(value: Any) -> Any:
 
 def _from_json(value: Any) -> Any:
     if isinstance(value, dict):
-        if set(value) == {"$b64"}:
+        # Only the encoding's own marker holds a string: a key attribute named "$b64"
+        # holds a {type: value} dict.
+        if set(value) == {"$b64"} and isinstance(value["$b64"], str):
             return base64.b64decode(value["$b64"])
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -36,6 +36,10 @@ from replicator.writer import WorkItem, WriterPool
 
 log = structlog.get_logger("replicator.shard")
 
+#: Pages that must arrive in a row, after a timed-out GetRecords, before the
+#: limit is doubled again.
+GROW_AFTER = 8
+
 
 class ShardState(enum.StrEnum):
     INITIALIZING = "INITIALIZING"
@@ -72,8 +76,10 @@ class ShardConsumer:
         self._stats = stats
         self._max_limit = get_records_limit
         #: The GetRecords limit in use: halved after a call times out (a page too
-        #: slow to fetch in time), doubled back after each page that arrives.
+        #: slow to fetch in time), doubled back after ``GROW_AFTER`` pages in a row
+        #: arrive, so that a lasting slowness does not time out every other call.
         self.limit = get_records_limit
+        self._pages_since_timeout = 0
         self._idle = idle_interval
         self._checkpoint_interval = checkpoint_interval
         self._skip_trimmed = skip_trimmed
@@ -201,13 +207,17 @@ class ShardConsumer:
             resumed = await self._trimmed(self.tracker.checkpointable, exc)
             return RecordsPage(records=[], next_iterator=resumed)
         self._stats.get_records_calls += 1
-        self.limit = min(self._max_limit, self.limit * 2)
+        self._pages_since_timeout += 1
+        if self.limit < self._max_limit and self._pages_since_timeout >= GROW_AFTER:
+            self.limit = min(self._max_limit, self.limit * 2)
+            self._pages_since_timeout = 0
         return page
 
     def _read_failed(self, error: ReplicatorError) -> None:
         self._stats.count_retry(error)
         if isinstance(error, CallTimeoutError) and self.limit > 1:
             self.limit = max(1, self.limit // 2)
+            self._pages_since_timeout = 0
             log.warning("GetRecords timed out; asking for fewer records", limit=self.limit)
 
     async def _trimmed(self, checkpoint: str, exc: TrimmedDataError) -> str:

@@ -12,13 +12,20 @@ What must hold while shards split and workers join, leave and die:
 - no shard is written by two workers at once (each worker's writes of a shard, per
   time it took the lease, span an interval; those intervals never overlap);
 - a child shard's first write comes after its parent's last one;
-- the destination ends equal to the source, nothing lost, and no key goes back to an
-  older image except where a new owner replays a shard from its checkpoint.
+- the destination ends equal to the source, nothing lost; no record is applied again
+  once a checkpoint covering it was written, and no key goes back to an older image
+  except where a new owner replays a shard from its checkpoint.
+
+Two regressions found here: a thief whose lease-table read was slow counted the lease
+duration from before that read (``test_a_thief_whose_lease_read_was_slow...``), and a
+lineage of three or more generations had its finished rows re-created and re-read
+(``test_a_lineage_rolled_over_many_times_is_read_once``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
@@ -32,10 +39,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from replicator.checkpoint import CheckpointTracker, Sentinel
+from replicator.checkpoint import Sentinel
+from replicator.coordinator import ShardCoordinator
 from replicator.errors import EndpointUnreachableError, ReplicatorError
 from replicator.leases import Lease, progressed
 from replicator.records import KeyId, RecordsPage, Shard, sequence_key
+from replicator.shard import ShardState
 from tests.fakes import (
     FakeDestination,
     FakeLeaseStore,
@@ -93,6 +102,7 @@ class LeaseCall:
     """An UpdateItem a worker sent: when, for which shard, to which owner, and its error."""
 
     sent: float
+    answered: float
     shard_id: str
     new_owner: str | None
     error: str | None
@@ -189,12 +199,13 @@ class WorkerStore:
             updated = await self._store.update_lease(lease, new_owner=new_owner,
                                                      checkpoint=checkpoint)
         except ReplicatorError as exc:
-            self.updates.append(LeaseCall(sent, lease.shard_id, new_owner, type(exc).__name__,
-                                          take))
+            self.updates.append(LeaseCall(sent, time.monotonic(), lease.shard_id, new_owner,
+                                          type(exc).__name__, take))
             raise
         finally:
             CALLER.reset(token)
-        self.updates.append(LeaseCall(sent, lease.shard_id, new_owner, None, take))
+        self.updates.append(LeaseCall(sent, time.monotonic(), lease.shard_id, new_owner, None,
+                                      take))
         return updated
 
     async def delete_lease(self, lease: Lease) -> None:
@@ -233,7 +244,7 @@ class Worker:
         self.died = False
 
     @property
-    def coordinator(self) -> Any:
+    def coordinator(self) -> ShardCoordinator:
         return self.replication.coordinator
 
     @property
@@ -281,10 +292,12 @@ class Cluster:
     async def __aenter__(self) -> Cluster:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        for worker in self.workers.values():
-            if worker.live:
-                await worker.stop()
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # After a failed test, stop quietly: its error is the one to report.
+        with contextlib.suppress(BaseException) if exc is not None else contextlib.nullcontext():
+            for worker in self.workers.values():
+                if worker.live:
+                    await worker.stop()
         for worker in self.workers.values():
             task = worker.replication.task
             if task is not None and not task.done():
@@ -605,14 +618,14 @@ def assert_one_writer_per_shard_and_lineage_order(cluster: Cluster) -> tuple[int
 #: a cycle succeeds in all; and a worker that owns nothing is not yet seen as live, so the
 #: first joiner may steal up to the share of two workers, ceil(active / 2), before the
 #: second takes any, then the second steals up to one below its share: steals =
-#: ceil(active / 2) + target - 1, plus a cycle for the first look and some for steals lost
-#: to the victim's own checkpoint writes.
+#: ceil(active / 2) + target - 1, plus a cycle for the first look and up to four steals
+#: lost to the victim's own renewals and checkpoints (each bumps the row's counter).
 #: Leaving gracefully (counted from the end of its shutdown): its rows are released, so
 #: free at once: taken in the survivors' next cycle (after the one in flight), or the
 #: one after when both survivors reached for the same row.
 #: Dying (counted from its death): its rows expire a lease duration after the last
 #: renewal the survivors saw, then are taken in the next cycle.
-JOIN_SLACK = 3
+JOIN_SLACK = 5
 LEAVE_BOUND = 3
 DEATH_BOUND = math.ceil(LEASE_DURATION / CYCLE) + 3
 
@@ -716,17 +729,30 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
     async with cluster:
         await cluster.join("worker-1", **slow)
         await cluster.join("worker-2", **slow)
-        await cluster.settle()
-        await cluster.store.wait_until(lambda _: cluster.running() == set(shards))
+        await cluster.store.wait_until(
+            lambda rows: owned(rows) == {"worker-1": 3, "worker-2": 3}
+            and cluster.running() == set(shards))
         await cluster.caught_up()
-        trackers: dict[str, tuple[str, CheckpointTracker]] = {}
-        for name in ("worker-1", "worker-2"):
-            for shard_id, tracker in cluster.workers[name].coordinator.trackers.items():
-                trackers[shard_id] = (name, tracker)
-        assert set(trackers) == set(shards)
+        consumers = {
+            shard_id: (name, consumer, task)
+            for name in ("worker-1", "worker-2")
+            for shard_id, (consumer, task) in cluster.workers[name].coordinator.consumers.items()
+        }
+        stopped: dict[str, float] = {}
+
+        def when_stopped(shard_id: str) -> Callable[[object], None]:
+            def record(_: object) -> None:
+                stopped.setdefault(shard_id, time.monotonic())
+            return record
+
+        for shard_id, (_, _, task) in consumers.items():
+            task.add_done_callback(when_stopped(shard_id))
         for shard_id in shards:
             for version in range(150):
                 cluster.stream.put(shard_id, item(f"{shard_id}-{version % 40}", v=version))
+        # Every shard has records read and queued behind the slow writers.
+        await cluster.store.wait_until(
+            lambda _: all(consumer.tracker.in_flight > 0 for _, consumer, _ in consumers.values()))
         since = cluster.cycles()
         with capture_logs() as logs:
             thief = await cluster.join("worker-3", **slow)
@@ -737,43 +763,52 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
     joined = min(thief.store.answers)
     thefts = [w for w in cluster.lease_writes
               if w.taken and w.lease.owner == "worker-3" and joined < w.at < ended]
-    assert sorted(str(w.previous_owner) for w in thefts) == ["worker-1", "worker-2"]
+    # One lease a cycle, from the most loaded worker (a tie: the smallest id) down to the
+    # fair share of two each.
+    assert [w.previous_owner for w in thefts] == ["worker-1", "worker-2"]
     assert cycles <= 2 + JOIN_SLACK
     for theft in thefts:
         shard_id, victim = theft.lease.shard_id, str(theft.previous_owner)
         # The thief decided on the lease table as its Query answered; it reads the shard
         # only a lease duration after that, when the victim's fence has surely closed.
         decided = max(at for at in thief.store.answers if at <= theft.at)
-        thief_reads = [r.at for r in cluster.reads
-                       if r.worker == "worker-3" and r.shard_id == shard_id]
-        started = min(thief_reads)
+        started = min(r.at for r in cluster.reads
+                      if r.worker == "worker-3" and r.shard_id == shard_id)
         assert started >= decided + LEASE_DURATION
         victim_renewed = max(w.at for w in cluster.lease_writes
                              if w.lease.shard_id == shard_id and w.lease.owner == victim
                              and w.at < theft.at)
         assert started >= victim_renewed + LEASE_DURATION
-        # The victim learnt of it on its next lease write, and stopped the shard there.
-        failed = [c for c in cluster.workers[victim].store.updates
-                  if c.shard_id == shard_id and c.error == "ConditionFailedError"]
-        assert failed
-        lost_at = failed[0].sent
-        assert lost_at - theft.at <= RENEW + 0.02
+        # The victim's next lease write on the shard met the failed condition; it tried
+        # no other, and the shard's consumer stopped.
+        after = [c for c in cluster.workers[victim].store.updates
+                 if c.shard_id == shard_id and c.sent > theft.at]
+        assert [(c.error, c.take) for c in after] == [("ConditionFailedError", False)]
+        assert after[0].sent - theft.at <= 2 * RENEW
         assert {"event": "lease lost; shard stopped", "shard_id": shard_id} in [
             {k: entry.get(k) for k in ("event", "shard_id")} for entry in logs]
+        owner, consumer, _ = consumers[shard_id]
+        assert owner == victim
+        assert consumer.state in (ShardState.SHUTTING_DOWN, ShardState.FAILED)
+        lost_at = stopped[shard_id]
+        assert lost_at >= after[0].answered
         assert [r for r in cluster.reads
                 if r.worker == victim and r.shard_id == shard_id and r.at > lost_at] == []
+        # Nothing of the shard written by the victim after that, nor once the thief began.
         victim_batches = [b for b in cluster.batches
                           if b.worker == victim and shard_id in b.shards]
         assert all(b.started <= lost_at for b in victim_batches)
         assert all(b.ended < started for b in victim_batches)
-        # Records it had queued were dropped: never applied by it, applied by the thief.
-        owner, tracker = trackers[shard_id]
-        assert owner == victim
-        assert tracker.cancelled
-        assert tracker.in_flight > 0
+        # The records it had queued were dropped (never marked applied); the thief read
+        # them again from the victim's checkpoint and applied them.
+        assert consumer.tracker.cancelled
+        assert consumer.tracker.in_flight > 0
         print(f"\n{shard_id}: stolen from {victim}; thief read it {started - theft.at:.3f}s "
               f"after the take; victim stopped {lost_at - theft.at:.3f}s after it with "
-              f"{tracker.in_flight} records dropped")
+              f"{consumer.tracker.in_flight} records dropped")
+    # The other shards' consumers ran on until shutdown.
+    kept = set(shards) - {theft.lease.shard_id for theft in thefts}
+    assert all(stopped[shard_id] > ended for shard_id in kept)
 
     assert_one_writer_per_shard_and_lineage_order(cluster)
     assert_destination_complete(cluster)
@@ -863,6 +898,9 @@ async def test_a_lineage_rolled_over_many_times_is_read_once() -> None:
         stream.put(child, item(f"hot{version % 3}", v=version))
         return child
 
+    def read(shard_id: str) -> Callable[[dict[str, Lease]], bool]:
+        return lambda rows: shard_id in rows and progressed(rows[shard_id])
+
     current = stream.add_shard()
     stream.put(current, item("hot0", v=0))
     for _ in range(3):
@@ -872,8 +910,7 @@ async def test_a_lineage_rolled_over_many_times_is_read_once() -> None:
         await cluster.join("worker-a")
         await cluster.join("worker-b")
         for _ in range(3):
-            await cluster.store.wait_until(
-                lambda rows, reading=current: reading in rows and progressed(rows[reading]))
+            await cluster.store.wait_until(read(current))
             current = roll(current)
         # Every finished row is deleted; then many more cycles bring none back.
         await cluster.store.wait_until(lambda rows: set(rows) == {current})
