@@ -37,7 +37,12 @@ import structlog
 from replicator.aws import DynamoTable
 from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import AT_PREFIX, Sentinel
-from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
+from replicator.errors import (
+    ConditionFailedError,
+    LeaseLostError,
+    ReplicatorError,
+    StartupCheckError,
+)
 from replicator.leases import ExpiryClock, HeldLease, Lease
 from replicator.protocols import LeaseStore, StreamReader
 from replicator.records import decode_key, encode_key
@@ -222,6 +227,7 @@ class TableCopy:
         return None
 
     async def _create(self) -> HeldLease | None:
+        await self._ensure_nobody_streams()
         segments = self._settings.segments or default_segments(self._table_bytes)
         worker = self._settings.worker_id
         sent_at = time.monotonic()
@@ -238,6 +244,41 @@ class TableCopy:
         log.info("copy started", segments=segments, items=self._table_items,
                  bytes=self._table_bytes)
         return held
+
+    async def _ensure_nobody_streams(self) -> None:
+        """Refuse to copy while other workers apply the task's stream.
+
+        Their checkpoints would not go back to before the copy, so an item they
+        update after it was scanned could be overwritten by its older, copied
+        image for good. Rows whose owner's counter does not move for a lease
+        duration belong to stopped (or dead) workers; then the copy may go on.
+        """
+        worker = self._settings.worker_id
+
+        def owned(rows: list[Lease]) -> dict[str, tuple[str | None, int]]:
+            return {row.shard_id: (row.owner, row.counter) for row in rows
+                    if row.owner not in (None, worker) and not row.finished}
+
+        first = owned(await self._store.list_leases(self.stream_arn))
+        if not first:
+            return
+        log.info("waiting to see whether the task's workers are stopped",
+                 owners=sorted({owner for owner, _ in first.values() if owner}),
+                 seconds=self._settings.lease_duration)
+        deadline = time.monotonic() + self._settings.lease_duration
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.coordinator_interval):
+                    await self._stop.wait()
+            current = owned(await self._store.list_leases(self.stream_arn))
+            live = sorted({owner for shard_id, (owner, counter) in current.items()
+                           if first.get(shard_id) != (owner, counter) and owner})
+            if live:
+                raise StartupCheckError(
+                    f"workers of this task are streaming ({', '.join(live)}): stop every "
+                    "worker before copying the table again, then start them; a copy made "
+                    "while the stream is applied can leave items older than the source"
+                )
 
     async def _take(self, header: Lease, rows: dict[str, Lease]) -> HeldLease | None:
         worker = self._settings.worker_id

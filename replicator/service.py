@@ -100,7 +100,8 @@ class Replicator:
                     table_items=int(prepared.source_table.get("ItemCount") or 0),
                     table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
                 )
-                if not await self.copy.run(fresh=copy_only) or copy_only:
+                # ``always`` copies on every start: a finished copy is started over.
+                if not await self.copy.run(fresh=mode == "always") or copy_only:
                     return 0
             log.info("replication starting", stream_arn=prepared.stream_arn,
                      view_type=prepared.view_type, **settings.describe())

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from replicator.records import Item
 from replicator.service import Replicator
 from replicator.stats import Stats
 from replicator.verify import TableDiff, compare_tables
+from replicator.workload import random_item
 
 T = TypeVar("T")
 
@@ -451,3 +453,47 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ReplicatorProcess]]:
     finally:
         for process in started:
             process.cleanup()
+
+
+# -- tables full of items (the bootstrap copy and verify) -------------------------------
+
+
+def numbered_key(index: int) -> Item:
+    """The key of item number ``index``: two items per hash key, so that a parallel
+    Scan's segments (chosen by hash key) hold about as many items each."""
+    return {"pk": {"S": f"item-{index // 2:06d}"}, "sk": {"N": str(index % 2)}}
+
+
+def numbered_item(rng: random.Random, index: int, *, pad: int = 0) -> Item:
+    """Item number ``index``: every tenth one carries every attribute type
+    (``workload.random_item``), the others two plain ones, since moto takes about
+    3 ms to serialize a rich item. ``pad`` characters of padding make an item bigger
+    at little cost, and a 1 MB Scan page shorter."""
+    key = numbered_key(index)
+    if index % 10 == 0:
+        item = random_item(rng, key)
+    else:
+        item = {**key, "v": {"N": str(index)}, "s": {"S": f"plain-{index}"}}
+    if pad:
+        item["pad"] = {"S": "p" * pad}
+    return item
+
+
+async def fill_table(
+    client: Any, items: list[Item], *, table: str = SOURCE_TABLE, concurrency: int = 8
+) -> None:
+    """Write ``items`` with BatchWriteItem, 25 a call, ``concurrency`` calls at once."""
+    batches = [items[start:start + 25] for start in range(0, len(items), 25)]
+    batches.reverse()
+
+    async def writer() -> None:
+        while batches:
+            batch = batches.pop()
+            requests: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in batch]
+            while requests:
+                response = await client.batch_write_item(RequestItems={table: requests})
+                requests = response.get("UnprocessedItems", {}).get(table, [])
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(writer())

@@ -36,7 +36,9 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         assert seconds >= 0
         self.slept.append(seconds)
-        self.now += seconds
+        # Real sleeps take at least a little time: a sleep for a rounding error's worth
+        # must still move the clock, or the limiter's wait loop would spin for ever.
+        self.now += max(seconds, 1e-9)
         await asyncio.sleep(0)
 
 
