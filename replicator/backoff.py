@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import structlog
 from replicator.errors import ReplicatorError
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = structlog.get_logger("replicator.retry")
 
 
@@ -56,3 +58,35 @@ async def retry_forever(
                 )
             attempt += 1
             await asyncio.sleep(delay)
+
+
+async def write_until_processed(
+    write: Callable[[list[R]], Awaitable[list[R]]],
+    requests: list[R],
+    *,
+    backoff: Backoff,
+    on_retry: Callable[[ReplicatorError], None] | None = None,
+    on_written: Callable[[int], None] | None = None,
+    on_unprocessed: Callable[[], None] | None = None,
+) -> None:
+    """Call ``write`` (a BatchWriteItem) until it leaves nothing unprocessed.
+
+    Errors are retried by ``retry_forever``; requests left unprocessed (the
+    service's way of throttling a batch) are sent again after a backoff.
+    """
+    remaining = requests
+    attempt = 0
+    while remaining:
+        left = await retry_forever(
+            functools.partial(write, remaining), what="BatchWriteItem", backoff=backoff,
+            on_retry=on_retry,
+        )
+        if on_written is not None:
+            on_written(len(remaining) - len(left))
+        remaining = left
+        if remaining:
+            if on_unprocessed is not None:
+                on_unprocessed()
+            await asyncio.sleep(backoff.delay(attempt))
+            attempt += 1
+

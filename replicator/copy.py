@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 
 from replicator.aws import DynamoTable
-from replicator.backoff import Backoff, retry_forever
+from replicator.backoff import Backoff, retry_forever, write_until_processed
 from replicator.checkpoint import AT_PREFIX, Sentinel
 from replicator.errors import (
     ConditionFailedError,
@@ -459,20 +459,14 @@ class TableCopy:
         async with self._writer_slots:
             if self._writes.rate is not None:
                 await self._writes.acquire(sum(_write_units(r) for r in requests))
-            remaining = requests
-            attempt = 0
-            while remaining:
-                remaining = await retry_forever(
-                    functools.partial(self._fenced_write, remaining),
-                    what="BatchWriteItem", backoff=self._backoff,
-                    on_retry=self._stats.count_retry,
-                )
-                self.progress.items_written += len(requests) - len(remaining)
-                requests = remaining
-                if remaining:
-                    self._stats.unprocessed_retries += 1
-                    await asyncio.sleep(self._backoff.delay(attempt))
-                    attempt += 1
+            await write_until_processed(
+                self._fenced_write, requests, backoff=self._backoff,
+                on_retry=self._stats.count_retry, on_written=self._written,
+                on_unprocessed=self._stats.count_unprocessed,
+            )
+
+    def _written(self, items: int) -> None:
+        self.progress.items_written += items
 
     async def _fenced_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write only while this worker surely holds the copy (see ``LeaseFence``)."""

@@ -44,6 +44,9 @@ class Stats:
         if isinstance(error, ThrottledError):
             self.throttles[operation] += 1
 
+    def count_unprocessed(self) -> None:
+        self.unprocessed_retries += 1
+
     @property
     def applied_total(self) -> int:
         return sum(self.records_applied.values())

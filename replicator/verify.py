@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from replicator.aws import DynamoTable
-from replicator.backoff import Backoff, retry_forever
+from replicator.backoff import Backoff, retry_forever, write_until_processed
 from replicator.config import Settings
 from replicator.errors import StartupCheckError
 from replicator.records import Item, KeyId, key_id
@@ -206,16 +206,10 @@ class Verifier:
 
     async def _write(self, table: DynamoTable, requests: list[dict[str, Any]]) -> None:
         for start in range(0, len(requests), 25):
-            remaining = requests[start:start + 25]
-            attempt = 0
-            while remaining:
-                remaining = await retry_forever(
-                    functools.partial(table.batch_write, remaining), what="BatchWriteItem",
-                    backoff=self._backoff, on_retry=self._stats.count_retry,
-                )
-                if remaining:
-                    await asyncio.sleep(self._backoff.delay(attempt))
-                    attempt += 1
+            await write_until_processed(
+                table.batch_write, requests[start:start + 25], backoff=self._backoff,
+                on_retry=self._stats.count_retry, on_unprocessed=self._stats.count_unprocessed,
+            )
 
 
 def key_names_of(description: dict[str, Any]) -> list[str]:
