@@ -251,10 +251,10 @@ async def wait_until(
 # -- settings ------------------------------------------------------------------------
 
 
-def settings_for(servers: Servers, **overrides: Any) -> Settings:
-    """Settings of a replication of the source server's table into the destination
-    server's, with small intervals, built the way the command line builds them."""
-    values: dict[str, Any] = {
+def _values(servers: Servers, **overrides: Any) -> dict[str, Any]:
+    """A replication of the source server's table into the destination server's,
+    with small intervals."""
+    return {
         "source_table": SOURCE_TABLE,
         "source_region": SOURCE_REGION,
         "source_endpoint": servers.source.url,
@@ -262,28 +262,20 @@ def settings_for(servers: Servers, **overrides: Any) -> Settings:
         "destination_region": DESTINATION_REGION,
         "destination_endpoint": servers.destination.url,
         "task_name": TASK_NAME,
-        "log_level": "warning",
         **FAST,
+        **overrides,
     }
-    values.update(overrides)
-    return load_settings(values, env_file=None)
+
+
+def settings_for(servers: Servers, **overrides: Any) -> Settings:
+    """The settings, built the way the command line builds them."""
+    return load_settings(_values(servers, **{"log_level": "warning", **overrides}),
+                         env_file=None)
 
 
 def environment_for(servers: Servers, **overrides: Any) -> dict[str, str]:
     """The same settings as REPLICATOR_* variables (None drops one)."""
-    values: dict[str, Any] = {
-        "source_table": SOURCE_TABLE,
-        "source_region": SOURCE_REGION,
-        "source_endpoint": servers.source.url,
-        "destination_table": DESTINATION_TABLE,
-        "destination_region": DESTINATION_REGION,
-        "destination_endpoint": servers.destination.url,
-        "task_name": TASK_NAME,
-        "log_level": "info",
-        "log_format": "json",
-        **FAST,
-    }
-    values.update(overrides)
+    values = _values(servers, **{"log_level": "info", "log_format": "json", **overrides})
     return {env_name(name): str(value) for name, value in values.items() if value is not None}
 
 
