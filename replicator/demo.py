@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
+from typing import Any
 
 from replicator.aws import Endpoint, open_client
 from replicator.cli import load_settings
@@ -18,7 +20,7 @@ from replicator.local import LOCAL_CREDENTIALS, MotoServer
 from replicator.logs import configure_logging
 from replicator.service import Replicator
 from replicator.verify import compare_tables
-from replicator.workload import KEY_NAMES, create_table, run_workload
+from replicator.workload import KEY_NAMES, create_table, random_item, run_workload
 
 SOURCE_TABLE = "demo-source"
 DESTINATION_TABLE = "demo-destination"
@@ -28,7 +30,9 @@ def say(message: str) -> None:
     print(f"demo: {message}", flush=True)
 
 
-async def run_demo(*, seconds: float = 8.0, rate: int = 200, keys: int = 400) -> int:
+async def run_demo(
+    *, seconds: float = 8.0, rate: int = 200, keys: int = 400, seed_items: int = 500
+) -> int:
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     configure_logging("warning", "console")
@@ -44,6 +48,9 @@ async def run_demo(*, seconds: float = 8.0, rate: int = 200, keys: int = 400) ->
             await create_table(source, SOURCE_TABLE, stream=True)
             await create_table(destination, DESTINATION_TABLE, stream=False)
             say(f"created {SOURCE_TABLE} (stream NEW_AND_OLD_IMAGES) and {DESTINATION_TABLE}")
+            await _seed(source, seed_items)
+            say(f"wrote {seed_items} items to the source before replication starts: "
+                "the replicator copies them first (bootstrap), then streams")
             settings = load_settings(
                 {
                     "source_table": SOURCE_TABLE,
@@ -68,6 +75,10 @@ async def run_demo(*, seconds: float = 8.0, rate: int = 200, keys: int = 400) ->
                     source, SOURCE_TABLE, seconds=seconds, rate=rate, keys=keys
                 )
                 finished = time.monotonic()
+                if replicator.copy is not None:
+                    copied = replicator.copy.progress
+                    say(f"bootstrap copy: {copied.items_written} items in "
+                        f"{copied.segments} segments")
                 say(f"workload done: {result.operations} operations {result.by_kind} "
                     f"in {finished - started:.1f}s; waiting for the destination to catch up")
                 await _caught_up(replicator, finished, service)
@@ -84,6 +95,19 @@ async def run_demo(*, seconds: float = 8.0, rate: int = 200, keys: int = 400) ->
             )
     say(f"source and destination tables are {diff.summary()}")
     return 0 if diff.equal and code == 0 else 1
+
+
+async def _seed(client: Any, items: int) -> None:
+    """Items the table holds before replication starts (keys apart from the workload's)."""
+    rng = random.Random(1)
+    for start in range(0, items, 25):
+        batch = [
+            {"PutRequest": {"Item": random_item(
+                rng, {"pk": {"S": f"seed-{n % 50}"}, "sk": {"N": str(n)}}
+            )}}
+            for n in range(start, min(items, start + 25))
+        ]
+        await client.batch_write_item(RequestItems={SOURCE_TABLE: batch})
 
 
 async def _caught_up(replicator: Replicator, since: float, service: asyncio.Task[int]) -> None:
