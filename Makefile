@@ -36,6 +36,7 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/takeover.py
+	$(BIN)/python bench/copy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

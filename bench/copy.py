@@ -8,14 +8,21 @@ then measures, side by side:
 * ceiling: the same items, pre-built into batches of 25 PutRequests, written
   to a fresh destination table with plain aiobotocore BatchWriteItem calls at
   each of several concurrencies (no Scan); the best items/s is the ceiling;
+* source Scan alone (not a target, to explain the copy): plain Scan calls over
+  one of the copy's segments, no writes;
 * copy: ``python -m replicator copy`` as a subprocess, as the product runs it
   (default copy settings unless ``--segments``, ``--concurrency`` or
   ``--writers`` override them), into another fresh destination table on the
   same server; timed from process start to exit, and also read from the
   copy's own "copy finished" log line. The destination must then hold
-  exactly ``--items`` items (a full Scan with Select=COUNT).
+  exactly ``--items`` items (DescribeTable's ItemCount, exact on moto).
 
-The order of the two measurements alternates between rounds; the medians are
+One setting is not the default: ``--call-timeout`` (120 s, with the lease
+duration raised to match). moto takes seconds to serialize a Scan page of
+these items, more than the default 5 s call timeout, and with the default the
+copy only times out and retries (pass ``--call-timeout 5`` to see it).
+
+The order of the measurements alternates between rounds; the medians are
 compared. The destination server is reset before every measurement.
 
     .venv/bin/python bench/copy.py [--items N] [--rounds R] [--profile DIR]
@@ -69,11 +76,13 @@ SOURCE_TABLE = "bench-source"
 CEILING_TABLE = "bench-ceiling"
 COPY_TABLE = "bench-copy"
 BATCH = 25
-CONCURRENCIES = (1, 4, 8, 16, 32)
+CONCURRENCIES = (1, 4, 16, 32)
 #: The copy should reach this share of the destination's raw write rate.
 TARGET = 0.80
 FILL_CONCURRENCY = 8
-CALL_TIMEOUT = 60.0
+CALL_TIMEOUT = 600.0  # the benchmark's own calls
+#: Seconds of lease beyond the call timeout, when ``--call-timeout`` raises it.
+LEASE_MARGIN = 10.0
 PROFILE_RATE = 100  # py-spy samples a second
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -119,21 +128,10 @@ async def write_batches(client: Any, table: str, batches: list[list[dict[str, An
 
 
 async def item_count(client: Any, table: str) -> int:
-    """DescribeTable's ItemCount: moto counts live (AWS only every six hours or so)."""
+    """DescribeTable's ItemCount: on moto the table's exact length at the time of the call
+    (AWS refreshes it only every six hours or so)."""
     response = await client.describe_table(TableName=table)
     return int(response["Table"]["ItemCount"])
-
-
-async def scan_count(client: Any, table: str) -> int:
-    """The items in the table, by a full Scan with Select=COUNT."""
-    total = 0
-    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT", "ConsistentRead": True}
-    while True:
-        response = await client.scan(**kwargs)
-        total += int(response["Count"])
-        if "LastEvaluatedKey" not in response:
-            return total
-        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 # -- CPU time of the processes involved ---------------------------------------------------
@@ -219,8 +217,18 @@ def copy_environment(args: argparse.Namespace, source: MotoServer, destination: 
                         ("copy_writers", args.writers)):
         if value is not None:
             settings[name] = str(value)
+    settings.update(timeout_settings(args.call_timeout))
     return {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1",
             **{env_name(name): value for name, value in settings.items()}}
+
+
+def timeout_settings(call_timeout: float) -> dict[str, str]:
+    """REPLICATOR_CALL_TIMEOUT, and a lease duration long enough for it (the replicator
+    requires lease_duration > lease_renew_interval + call_timeout + 0.25 s)."""
+    if call_timeout == copy_default("call_timeout"):
+        return {}
+    lease_duration = max(float(copy_default("lease_duration")), call_timeout + LEASE_MARGIN)
+    return {"call_timeout": f"{call_timeout:g}", "lease_duration": f"{lease_duration:g}"}
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
@@ -243,6 +251,18 @@ def log_time(line: dict[str, Any] | None) -> float | None:
     return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
+def retry_summary(lines: list[dict[str, Any]]) -> str:
+    """The copy's logged retries by operation and error, and its lease warnings."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        if line.get("event") == "retrying":
+            counts[f"{line.get('operation')} {line.get('error')}"] += 1
+        elif line.get("event") in ("copy lease renewal failed", "copy lease lost",
+                                   "copy taken over by another worker; waiting for it"):
+            counts[str(line["event"])] += 1
+    return "; ".join(f"{what}: {n}" for what, n in sorted(counts.items())) or "none"
+
+
 @dataclass
 class CopyRun:
     seconds: float  # process start to exit
@@ -254,6 +274,7 @@ class CopyRun:
     counted: int
     exit_code: int
     cpu: str
+    retries: str
 
     @property
     def rate(self) -> float:
@@ -273,6 +294,7 @@ class Bench:
         self.items = make_items(args.items, args.seed)
         self.batches = make_batches(self.items)
         self.copies = 0
+        self.segments = args.segments or default_segments(0)
 
     def endpoint(self, server: MotoServer, region: str) -> Endpoint:
         return Endpoint("dynamodb", region, server.url)
@@ -287,9 +309,10 @@ class Bench:
         count, size = int(description["ItemCount"]), int(description["TableSizeBytes"])
         if count != len(self.items):
             raise RuntimeError(f"the source holds {count} items, not {len(self.items)}")
-        segments = self.args.segments or default_segments(size)
+        # What the copy will choose: it sizes segments by the same TableSizeBytes.
+        self.segments = self.args.segments or default_segments(size)
         print(f"source filled: {count} items, {size / 1e6:.1f} MB (moto's TableSizeBytes), "
-              f"in {seconds:.1f}s; the copy will use {segments} segments")
+              f"in {seconds:.1f}s; the copy will use {self.segments} segments")
 
     async def fresh_destination(self, table: str) -> None:
         """An empty destination server holding only ``table``."""
@@ -348,12 +371,14 @@ class Bench:
                     *self.copy_command(profile_dir and profile_dir / "replicator.txt"),
                     env=env, cwd=self.work_dir,  # no stray .env file is read
                     stdout=out, stderr=err,
+                    start_new_session=True,  # its own process group: py-spy and its child
                 )
                 try:
                     code = await process.wait()
                 finally:
                     if process.returncode is None:
-                        process.kill()
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(process.pid, signal.SIGKILL)
                         await process.wait()
                 seconds = time.perf_counter() - started
         finally:
@@ -368,7 +393,7 @@ class Bench:
                                f"'copy finished' line; log {log_path}; stderr: {tail}")
         async with open_client(self.endpoint(self.destination_server, DESTINATION_REGION),
                                call_timeout=CALL_TIMEOUT) as destination:
-            counted = await scan_count(destination, COPY_TABLE)
+            counted = await item_count(destination, COPY_TABLE)
         run = CopyRun(
             seconds=seconds, items=len(self.items),
             logged_rate=finished.get("items_per_second"),
@@ -376,7 +401,10 @@ class Bench:
             segments=started_line.get("segments"),
             startup=None if startup_at is None else startup_at - started_wall,
             counted=counted, exit_code=code,
-            cpu=cpu.describe(seconds, ("source server", "destination server", "replicator")),
+            # Under py-spy the replicator is a grandchild: its CPU time is not counted.
+            cpu=cpu.describe(seconds, ("source server", "destination server")
+                             + (("replicator",) if profile_dir is None else ())),
+            retries=retry_summary(lines),
         )
         print(f"  {label}: {run.seconds:5.2f}s start to exit, {run.rate:7,.0f} items/s; "
               f"its log: {run.logged_rate:,} items/s in {run.logged_seconds}s "
@@ -384,21 +412,44 @@ class Bench:
               f"start-up to 'copy started' "
               f"{'?' if run.startup is None else f'{run.startup:.2f}s'}; "
               f"destination count {counted} {'OK' if counted == run.items else 'WRONG'}")
-        print(f"    CPU during the copy: {run.cpu}")
+        print(f"    CPU during the copy: {run.cpu}; retries and lease trouble: {run.retries}")
         if counted != run.items:
             raise RuntimeError(f"{label}: the destination holds {counted} items, "
                                f"not {run.items}")
         return run
 
-    async def run(self) -> Results:
+    async def scan_alone(self, round_number: int) -> float:
+        """Items/s of plain Scan calls over segment 0 of the copy's segments, one at a
+        time, no writes: how fast the source server hands out what the copy reads."""
+        segments = self.segments
+        kwargs: dict[str, Any] = {"TableName": SOURCE_TABLE, "Segment": 0,
+                                  "TotalSegments": segments, "ConsistentRead": True}
+        items = pages = 0
+        async with open_client(self.endpoint(self.source_server, SOURCE_REGION),
+                               call_timeout=CALL_TIMEOUT) as source:
+            with CpuMeter(self.source_server, self.destination_server) as cpu:
+                started = time.perf_counter()
+                while True:
+                    response = await source.scan(**kwargs)
+                    items, pages = items + int(response["Count"]), pages + 1
+                    if "LastEvaluatedKey" not in response:
+                        break
+                    kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+                seconds = time.perf_counter() - started
+        print(f"  round {round_number} source Scan alone: segment 0 of {segments}, {items} "
+              f"items in {pages} page(s), {seconds:5.2f}s, {items / seconds:7,.0f} items/s; "
+              f"CPU {cpu.describe(seconds, ('source server', 'bench'))}")
+        return items / seconds
+
+    async def run(self, results: Results) -> None:
         await self.fill_source()
-        results = Results()
         for number in range(1, self.args.rounds + 1):
-            steps = ["ceiling", "copy"] if number % 2 else ["copy", "ceiling"]
-            for step in steps:
+            steps = ["ceiling", "scan", "copy"]
+            for step in steps if number % 2 else reversed(steps):
                 if step == "ceiling":
-                    rate, best = await self.ceiling(number)
-                    results.ceilings.append((rate, best))
+                    results.ceilings.append(await self.ceiling(number))
+                elif step == "scan":
+                    results.scans.append(await self.scan_alone(number))
                 else:
                     results.copies.append(await self.copy(f"round {number} copy"))
         if self.args.profile is not None:
@@ -407,12 +458,12 @@ class Bench:
                   f"raw stacks in {directory}:")
             run = await self.copy("profiled copy", directory)
             summarize_profiles(directory, run.seconds)
-        return results
 
 
 @dataclass
 class Results:
     ceilings: list[tuple[float, int]] = field(default_factory=list)
+    scans: list[float] = field(default_factory=list)
     copies: list[CopyRun] = field(default_factory=list)
 
 
@@ -473,26 +524,31 @@ def summarize_profiles(directory: Path, seconds: float, top: int = 10) -> None:
             print(f"  {name}: no profile written")
             continue
         own: Counter[str] = Counter()
+        packages: Counter[str] = Counter()
         total = 0
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
             if not stack or not count.isdigit():
                 continue
-            frames = stack.split(";")
+            frame = frame_name(stack.split(";")[-1])
             total += int(count)
-            own[frame_name(frames[-1])] += int(count)
+            own[frame] += int(count)
+            packages[frame.rpartition(" (")[2].split("/")[0].rstrip(")")] += int(count)
         # The servers are profiled from a second before the copy to after it.
         print(f"  {name}: {total} samples of non-idle threads "
-              f"(about {total / PROFILE_RATE:.1f}s busy, copy took {seconds:.1f}s); "
-              f"most own time:")
+              f"(about {total / PROFILE_RATE:.1f}s busy, copy took {seconds:.1f}s)")
+        share = max(1, total)
+        print("    own time by package: " + ", ".join(
+            f"{package} {100 * count / share:.0f}%" for package, count in packages.most_common(8)))
         for frame, count in own.most_common(top):
-            print(f"    {100 * count / max(1, total):5.1f}%  {frame}")
+            print(f"    {100 * count / share:5.1f}%  {frame}")
 
 
 # -- output ------------------------------------------------------------------------------
 
 
-def report(results: Results, args: argparse.Namespace) -> bool:
+def report(results: Results) -> bool:
+    """Print the table; True when every copy row meets the target."""
     ceilings = [rate for rate, _ in results.ceilings]
     ceiling = statistics.median(ceilings)
     best = ", ".join(f"c={c}" for _, c in results.ceilings)
@@ -505,7 +561,11 @@ def report(results: Results, args: argparse.Namespace) -> bool:
     rows = [("measurement", "items/s median", "each round", "ratio to ceiling", "target", "met")]
     rows.append((f"ceiling: BatchWriteItem, best concurrency ({best})", f"{ceiling:,.0f}",
                  each(ceilings), "1.00", "", ""))
-    met = True
+    if results.scans:
+        scan = statistics.median(results.scans)
+        rows.append(("source Scan alone, one segment (not a target)", f"{scan:,.0f}",
+                     each(results.scans), f"{scan / ceiling:.2f}", "", ""))
+    met = bool(results.copies)
     for name, values in (("copy: process start to exit", wall),
                          ("copy: its 'copy finished' line", logged)):
         ratio = statistics.median(values) / ceiling
@@ -524,6 +584,12 @@ def report(results: Results, args: argparse.Namespace) -> bool:
         whole = statistics.median(run.seconds for run in results.copies)
         print(f"copy start-up (process start to its 'copy started' line), median: "
               f"{statistics.median(startups):.2f}s of {whole:.2f}s")
+    if results.scans:
+        scan = statistics.median(results.scans)
+        serial = 1 / (1 / scan + 1 / ceiling)
+        print(f"what these allow a copy (items/s): Scan and writes one after the other "
+              f"{serial:,.0f} ({serial / ceiling:.2f} x ceiling); Scan and writes overlapped "
+              f"{min(scan, ceiling):,.0f} ({min(scan, ceiling) / ceiling:.2f} x ceiling)")
     return met
 
 
@@ -565,9 +631,10 @@ def run_loop(coroutine: Any) -> Any:
     return uvloop.run(coroutine)
 
 
-async def bench(args: argparse.Namespace, servers: list[MotoServer], work_dir: Path) -> Results:
+async def bench(args: argparse.Namespace, servers: list[MotoServer], work_dir: Path,
+                results: Results) -> None:
     async with asyncio.timeout(args.max_seconds):
-        return await Bench(args, servers[0], servers[1], work_dir).run()
+        await Bench(args, servers[0], servers[1], work_dir).run(results)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -588,12 +655,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--writers", type=int, default=None,
                         help="REPLICATOR_COPY_WRITERS for the copy (default: the "
                         f"replicator's, {copy_default('copy_writers')})")
+    parser.add_argument("--call-timeout", type=float, default=120.0,
+                        help="REPLICATOR_CALL_TIMEOUT for the copy, with REPLICATOR_LEASE_DURATION "
+                        f"raised to it plus {LEASE_MARGIN:g}s (default 120: moto needs seconds "
+                        "per Scan page of these items; the replicator's default "
+                        f"{copy_default('call_timeout'):g} reproduces the copy's livelock)")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="after the rounds, one more copy under py-spy (replicator and "
                         "both servers); raw stacks written to DIR")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--max-seconds", type=float, default=300.0,
-                        help="give up after this long (default 300)")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="give up after this long (default 600)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the copy's log files even when the run passed")
     args = parser.parse_args(argv)
@@ -614,21 +686,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bootstrap copy benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
           f"{os.cpu_count()} CPUs {platform.machine()}, Python {platform.python_version()}, "
           f"code {code_version()}, load average {load}")
+    timeouts = timeout_settings(args.call_timeout)
     print(f"{args.items} items, {args.rounds} rounds; copy settings: segments "
           f"{args.segments or 'default'}, concurrency "
           f"{args.concurrency or copy_default('copy_concurrency')}, writers "
-          f"{args.writers or copy_default('copy_writers')}; ceiling concurrencies "
-          f"{', '.join(map(str, CONCURRENCIES))}")
+          f"{args.writers or copy_default('copy_writers')}, "
+          + (f"call_timeout {timeouts['call_timeout']}s and lease_duration "
+             f"{timeouts['lease_duration']}s (not the defaults)" if timeouts
+             else "default call_timeout and lease_duration")
+          + f"; ceiling concurrencies {', '.join(map(str, CONCURRENCIES))}")
     work_dir = Path(tempfile.mkdtemp(prefix="bench-copy-"))
     if args.profile is not None:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     servers = [MotoServer(), MotoServer()]
-    results: Results | None = None
+    results = Results()
     ok = False
     try:
         for server in servers:
             server.start()
-        results = run_loop(bench(args, servers, work_dir))
+        run_loop(bench(args, servers, work_dir, results))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -641,8 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         with signals_ignored():
             for server in servers:
                 server.stop()
-        if results is not None and results.copies and results.ceilings:
-            ok = report(results, args)
+        if results.ceilings and results.copies:
+            ok = report(results) and len(results.copies) == args.rounds
             print(f"load average at the end: "
                   f"{', '.join(f'{value:.2f}' for value in os.getloadavg())}")
         if ok and not args.keep_logs:
