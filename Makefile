@@ -36,7 +36,7 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/takeover.py
-	$(BIN)/python bench/copy.py
+	$(BIN)/python bench/copy_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -424,19 +425,8 @@ class TableCopy:
                 limiter=self._reads, backoff=self._backoff, stats=self._stats,
             )
             try:
-                async for items, last_key in pages:
-                    await self._write_items(items)
-                    await retry_forever(
-                        functools.partial(held.checkpoint,
-                                          DONE if last_key is None else encode_key(last_key)),
-                        what="UpdateItem", backoff=self._backoff,
-                        on_retry=self._stats.count_retry,
-                    )
-                    if last_key is None:
-                        self.progress.segments_done += 1
-                        return
-                    if self._stop.is_set() or self._halt.is_set():
-                        return
+                async with contextlib.aclosing(pages):
+                    await self._copy_pages(held, pages)
             except (ReplicatorError, ExceptionGroup) as exc:
                 error = _first_error(exc)
                 if isinstance(error, LeaseLostError):
@@ -448,6 +438,35 @@ class TableCopy:
                 else:
                     raise
                 self._halt.set()
+
+    async def _copy_pages(self, held: HeldLease, pages: AsyncIterator[
+            tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
+        """Write a segment's pages, reading ahead: the next page is scanned while this
+        one is written. A page's checkpoint is written only after its items, in order."""
+        async with asyncio.TaskGroup() as group:
+            writing: asyncio.Task[bool] | None = None
+            async for items, last_key in pages:
+                if writing is not None and not await writing:
+                    return
+                writing = group.create_task(self._write_page(held, items, last_key))
+                if last_key is None:
+                    break
+            if writing is not None:
+                await writing
+
+    async def _write_page(self, held: HeldLease, items: list[dict[str, Any]],
+                          last_key: dict[str, Any] | None) -> bool:
+        """Write a page, then checkpoint its segment. False when the copy should stop."""
+        await self._write_items(items)
+        await retry_forever(
+            functools.partial(held.checkpoint,
+                              DONE if last_key is None else encode_key(last_key)),
+            what="UpdateItem", backoff=self._backoff, on_retry=self._stats.count_retry,
+        )
+        if last_key is None:
+            self.progress.segments_done += 1
+            return False
+        return not (self._stop.is_set() or self._halt.is_set())
 
     async def _write_items(self, items: list[dict[str, Any]]) -> None:
         async with asyncio.TaskGroup() as group:

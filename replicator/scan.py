@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from replicator.aws import DynamoTable
@@ -78,7 +78,7 @@ async def scan_segment(
     limiter: RateLimiter,
     backoff: Backoff,
     stats: Stats,
-) -> AsyncIterator[tuple[list[dict[str, Any]], Item | None]]:
+) -> AsyncGenerator[tuple[list[dict[str, Any]], Item | None], None]:
     """Pages of one segment, from ``start_key``: (items, LastEvaluatedKey or None at the end).
 
     Throttling and transient errors are retried; read units are charged to

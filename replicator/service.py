@@ -75,7 +75,8 @@ class Replicator:
             destination = await clients.open(
                 Endpoint("dynamodb", str(settings.destination_region),
                          settings.destination_endpoint),
-                call_timeout=timeout, max_connections=settings.writers + 2,
+                call_timeout=timeout,
+                max_connections=max(settings.writers, settings.copy_writers) + 2,
             )
             checkpoints = await clients.open(
                 Endpoint("dynamodb", str(settings.checkpoint_region),

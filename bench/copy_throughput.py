@@ -25,7 +25,7 @@ copy only times out and retries (pass ``--call-timeout 5`` to see it).
 The order of the measurements alternates between rounds; the medians are
 compared. The destination server is reset before every measurement.
 
-    .venv/bin/python bench/copy.py [--items N] [--rounds R] [--profile DIR]
+    .venv/bin/python bench/copy_throughput.py [--items N] [--rounds R] [--profile DIR]
 
 ``--profile DIR`` adds one copy, not counted in the table, under py-spy
 (``pip install py-spy``): the replicator process and both moto servers are
@@ -36,18 +36,11 @@ Only 127.0.0.1: two moto servers on free ports.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named copy.py: run as a script, its directory would come first on
-# the import path and it would stand in for the standard library's ``copy``.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
 import argparse
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import random
 import resource
@@ -55,6 +48,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
