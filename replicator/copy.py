@@ -47,7 +47,7 @@ from replicator.errors import (
 from replicator.leases import ExpiryClock, HeldLease, Lease
 from replicator.protocols import LeaseStore, StreamReader
 from replicator.records import decode_key, encode_key
-from replicator.scan import RateLimiter, default_segments, scan_segment
+from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segment
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
@@ -150,6 +150,7 @@ class TableCopy:
         self._reads = RateLimiter(settings.max_rcu)
         self._writes = RateLimiter(settings.max_wcu)
         self._writer_slots = asyncio.Semaphore(settings.writers)
+        self._page_limit = PageLimit()
         self.progress = CopyProgress()
         self._header: HeldLease | None = None
         self._segments: dict[str, HeldLease] = {}
@@ -423,6 +424,7 @@ class TableCopy:
             pages = scan_segment(
                 self._source, segment=index, total_segments=total, start_key=start,
                 limiter=self._reads, backoff=self._backoff, stats=self._stats,
+                page_limit=self._page_limit,
             )
             try:
                 async with contextlib.aclosing(pages):

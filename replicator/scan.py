@@ -63,10 +63,35 @@ class RateLimiter:
         self._tokens -= units
 
 
-#: The page limit set after a Scan call times out (halved after each further
-#: timeout, and dropped again once pages arrive at this size). Until then no
-#: limit is set: DynamoDB serves 1 MB pages.
-PAGE_LIMIT = 1000
+class PageLimit:
+    """The Scan page limit, learned from timeouts and shared by a scan's segments.
+
+    No limit at first (DynamoDB serves 1 MB pages). A timed-out page sets one
+    (``FIRST``), and each further timeout halves it: a retried call would take
+    as long, and pile onto the one the server is still serving. After
+    ``GROW_AFTER`` pages in a row arrive, the limit doubles, and past ``FIRST``
+    it is dropped again. Shared by all segments, so that what one learned the
+    others need not learn again.
+    """
+
+    FIRST = 1000
+    GROW_AFTER = 8
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self._arrived = 0
+
+    def timed_out(self) -> None:
+        self.value = self.FIRST if self.value is None else max(1, self.value // 2)
+        self._arrived = 0
+
+    def arrived(self) -> None:
+        if self.value is None:
+            return
+        self._arrived += 1
+        if self._arrived >= self.GROW_AFTER:
+            self._arrived = 0
+            self.value = None if self.value * 2 > self.FIRST else self.value * 2
 
 
 async def scan_segment(
@@ -78,37 +103,35 @@ async def scan_segment(
     limiter: RateLimiter,
     backoff: Backoff,
     stats: Stats,
+    page_limit: PageLimit | None = None,
 ) -> AsyncGenerator[tuple[list[dict[str, Any]], Item | None], None]:
     """Pages of one segment, from ``start_key``: (items, LastEvaluatedKey or None at the end).
 
     Throttling and transient errors are retried; read units are charged to
-    ``limiter``. A page that times out is asked for again with a smaller limit
-    (a retried call would take as long, and pile onto the one still being
-    served); the limit doubles back after each page that arrives.
+    ``limiter``; a page that times out is asked for again with a smaller
+    ``page_limit``.
     """
     key = start_key
-    limit: int | None = None
+    limit = page_limit or PageLimit()
 
     def failed(error: ReplicatorError) -> None:
-        nonlocal limit
         stats.count_retry(error)
         if isinstance(error, CallTimeoutError):
-            limit = PAGE_LIMIT if limit is None else max(1, limit // 2)
+            limit.timed_out()
 
     while True:
         await limiter.acquire(1.0)
-        # ``limit`` is read when each attempt is made, so that a retry asks for less.
+        # The limit is read when each attempt is made, so that a retry asks for less.
         items, key, consumed = await retry_forever(
             lambda start=key: table.scan_page(  # type: ignore[misc]
                 segment=segment, total_segments=total_segments, start_key=start,
-                limit=limit,  # noqa: B023
+                limit=limit.value,
             ),
             what="Scan",
             backoff=backoff,
             on_retry=failed,
         )
-        if limit is not None:
-            limit = None if limit * 2 > PAGE_LIMIT else limit * 2
+        limit.arrived()
         limiter.charge(max(0.0, consumed - 1.0))
         yield items, key
         if key is None:

@@ -23,7 +23,7 @@ from replicator.backoff import Backoff, retry_forever, write_until_processed
 from replicator.config import Settings
 from replicator.errors import StartupCheckError
 from replicator.records import Item, KeyId, key_id
-from replicator.scan import RateLimiter, default_segments, scan_segment
+from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segment
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.verify")
@@ -112,6 +112,7 @@ class Verifier:
         self._stats = stats or Stats()
         self._backoff = backoff or Backoff()
         self._unlimited = RateLimiter(None)
+        self._page_limit = PageLimit()
 
     async def compare(self, *, repair: bool = False) -> TableDiff:
         diff = TableDiff()
@@ -143,6 +144,7 @@ class Verifier:
                 pages = scan_segment(
                     scanned, segment=index, total_segments=self._segments, start_key=None,
                     limiter=self._unlimited, backoff=self._backoff, stats=self._stats,
+                    page_limit=self._page_limit,
                 )
                 async for items, _ in pages:
                     found = await self._look_up(other, items)

@@ -293,3 +293,24 @@ def test_default_segments_grow_with_the_table() -> None:
     counts = [default_segments(size) for size in sizes]
     assert counts == sorted(counts)
     assert min(counts) == 4
+
+
+def test_the_scan_page_limit_is_learned_from_timeouts_and_relaxed_slowly() -> None:
+    from replicator.scan import PageLimit
+
+    limit = PageLimit()
+    assert limit.value is None  # 1 MB pages until a page times out
+    limit.arrived()
+    assert limit.value is None
+    limit.timed_out()
+    assert limit.value == PageLimit.FIRST
+    limit.timed_out()
+    assert limit.value == PageLimit.FIRST // 2
+    for _ in range(PageLimit.GROW_AFTER - 1):
+        limit.arrived()
+    assert limit.value == PageLimit.FIRST // 2  # not yet
+    limit.arrived()
+    assert limit.value == PageLimit.FIRST
+    for _ in range(PageLimit.GROW_AFTER):
+        limit.arrived()
+    assert limit.value is None  # past FIRST: no limit again
