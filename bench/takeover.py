@@ -188,8 +188,10 @@ async def lease_row(source: Any) -> dict[str, Any] | None:
         response = await source.scan(TableName=TASK_NAME, ConsistentRead=True)
     except source.exceptions.ResourceNotFoundException:  # no worker has created it yet
         return None
+    # The bootstrap copy's rows (keyed copy|<stream ARN>) are not a shard's lease.
     rows = [row for row in response["Items"]
-            if row.get("checkpoint", {}).get("S") != "SHARD_END"]
+            if row.get("checkpoint", {}).get("S") != "SHARD_END"
+            and not row["stream_arn"]["S"].startswith("copy|")]
     return rows[0] if len(rows) == 1 else None
 
 
