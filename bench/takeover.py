@@ -34,11 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench_common import code_version, signals_ignored
 
 from replicator.aws import Endpoint, open_client
 from replicator.config import ENV_PREFIX, Settings, env_name
@@ -473,32 +474,6 @@ def report(trials: list[Trial]) -> bool:
 
 
 # -- main -------------------------------------------------------------------------------
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree differs from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                capture_output=True, text=True, timeout=10, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--", "replicator"],
-                                cwd=root, capture_output=True, text=True, timeout=10,
-                                check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    dirty = " + uncommitted changes in replicator/" if status.stdout.strip() else ""
-    return commit.stdout.strip() + dirty
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Cleanup that a second Ctrl-C must not cut short."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 async def bench(args: argparse.Namespace, source_server: MotoServer,
