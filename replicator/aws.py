@@ -449,14 +449,7 @@ class DynamoLeaseStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        return Lease(
-            stream_arn=lease.stream_arn,
-            shard_id=lease.shard_id,
-            parent_shard_id=lease.parent_shard_id,
-            owner=new_owner,
-            counter=lease.counter + 1,
-            checkpoint=checkpoint if checkpoint is not None else lease.checkpoint,
-        )
+        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint)
 
     async def delete_lease(self, lease: Lease) -> None:
         async with map_errors("DeleteItem", self._timeout):

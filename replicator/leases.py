@@ -19,7 +19,7 @@ import math
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from replicator.checkpoint import LeaseFence, Sentinel, is_sentinel
@@ -44,6 +44,16 @@ class Lease:
     @property
     def finished(self) -> bool:
         return self.checkpoint == Sentinel.SHARD_END
+
+    def after_update(self, *, new_owner: str | None, checkpoint: str | None) -> Lease:
+        """The row as a successful conditional update leaves it: owner set, counter
+        bumped, checkpoint moved when one is given."""
+        return replace(
+            self,
+            owner=new_owner,
+            counter=self.counter + 1,
+            checkpoint=checkpoint if checkpoint is not None else self.checkpoint,
+        )
 
 
 # -- pure decisions ------------------------------------------------------------

@@ -651,14 +651,7 @@ class FakeLeaseStore:
             self.owner_switches[key] += 1
         await self._written("UpdateItem", self.rows[key])
         # What DynamoLeaseStore returns: built from the lease passed in, not the row.
-        return Lease(
-            stream_arn=lease.stream_arn,
-            shard_id=lease.shard_id,
-            parent_shard_id=lease.parent_shard_id,
-            owner=new_owner,
-            counter=lease.counter + 1,
-            checkpoint=checkpoint if checkpoint is not None else lease.checkpoint,
-        )
+        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint)
 
     async def delete_lease(self, lease: Lease) -> None:
         await self._enter("DeleteItem", lease.shard_id)

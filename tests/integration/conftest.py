@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from replicator.aws import Endpoint, open_client
 from replicator.cli import load_settings
@@ -489,3 +491,24 @@ async def fill_table(
     async with asyncio.TaskGroup() as group:
         for _ in range(concurrency):
             group.create_task(writer())
+
+
+# -- test proxies in front of a moto server ---------------------------------------------
+
+
+async def forward(
+    session: aiohttp.ClientSession, target: str, request: web.BaseRequest, body: bytes
+) -> tuple[bytes, int, dict[str, str]]:
+    """Send a request a test proxy received on to ``target``: (body, status, headers)."""
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() not in ("host", "content-length", "transfer-encoding")}
+    async with session.request(request.method, target + request.path_qs,
+                               data=body, headers=headers) as answer:
+        data = await answer.read()
+        answer_headers = {
+            k: v for k, v in answer.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding",
+                                 "connection", "date", "server")
+        }
+        return data, answer.status, answer_headers
+

@@ -47,6 +47,7 @@ from .conftest import (
     create_pair,
     environment_for,
     fill_table,
+    forward,
     lease_rows,
     numbered_item,
     numbered_key,
@@ -127,17 +128,9 @@ class CountingProxy:
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         if self._note(operation, body):
             await self.gate.wait()
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        async with self._session.request(request.method, self.target + request.path_qs,
-                                         data=body, headers=headers) as answer:
-            data = await answer.read()
-            status = answer.status
-            answer_headers = {
-                k: v for k, v in answer.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding",
-                                     "connection", "date", "server")
-            }
+        data, status, answer_headers = await forward(
+            self._session, self.target, request, body
+        )
         return web.Response(body=data, status=status, headers=answer_headers)
 
     @asynccontextmanager

@@ -27,6 +27,7 @@ from .conftest import (
     compare,
     create_pair,
     environment_for,
+    forward,
     lease_rows,
     replicating,
     settings_for,
@@ -240,17 +241,9 @@ class SlowCheckpointProxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self._session is not None
         body = await request.read()
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        async with self._session.request(request.method, self.target + request.path_qs,
-                                         data=body, headers=headers) as answer:
-            data = await answer.read()
-            status = answer.status
-            answer_headers = {
-                k: v for k, v in answer.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding",
-                                     "connection", "date", "server")
-            }
+        data, status, answer_headers = await forward(
+            self._session, self.target, request, body
+        )
         is_checkpoint = (request.headers.get("X-Amz-Target", "").endswith(".UpdateItem")
                          and b'"#cp"' in body)
         if self.armed and is_checkpoint:
