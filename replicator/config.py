@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     lease_renew_interval: Seconds = Field(3.0, description="Seconds between lease renewals.")
     call_timeout: Seconds = Field(5.0, description="Timeout of every AWS call, in seconds.")
     shutdown_timeout: Seconds = Field(
-        20.0, description="Seconds allowed, after SIGTERM, to drain writes and checkpoint."
+        20.0, description="Seconds allowed after SIGTERM to finish writes in flight and checkpoint."
     )
     on_trimmed_data: Literal["fail", "skip"] = Field(
         "fail",

@@ -7,8 +7,9 @@ may start because their parent is finished. Every ``shard_sync_interval``,
 and at once whenever a shard ends, it lists the stream's shards again.
 
 It owns, in one TaskGroup, the writer pool, the lease renewer and the shard
-consumers, so that shutdown happens in order: stop reading, drain the
-writers, write final checkpoints, release the leases.
+consumers, so that shutdown happens in order: stop reading, let the writers
+finish the batches they are sending (what is still queued is left to the next
+owner), write final checkpoints, release the leases.
 """
 
 from __future__ import annotations
@@ -293,7 +294,8 @@ class ShardCoordinator:
             await asyncio.wait(tasks)
 
     async def _drain(self, writers: asyncio.Task[None], deadline: float) -> None:
-        self._pool.close()
+        # Queued records are left to the next owner: they are not checkpointed.
+        self._pool.close(abandon_queued=True)
         _, pending = await asyncio.wait([writers], timeout=max(0.0, deadline - time.monotonic()))
         if pending:
             log.warning("shutdown deadline reached before the writers drained",

@@ -69,6 +69,7 @@ class WriterPool:
         self._stats = stats
         self._backoff = backoff or Backoff()
         self._closing = False
+        self._abandoning = False
         per_writer = max(MAX_BATCH, queue_size // writers)
         self._queues: list[asyncio.Queue[WorkItem]] = [
             asyncio.Queue(maxsize=per_writer) for _ in range(writers)
@@ -87,9 +88,16 @@ class WriterPool:
             for index, queue in enumerate(self._queues):
                 group.create_task(self._writer(queue), name=f"writer-{index}")
 
-    def close(self) -> None:
-        """Ask the writers to finish what is queued and stop. Call once nothing puts any more."""
+    def close(self, *, abandon_queued: bool = False) -> None:
+        """Ask the writers to stop once nothing puts any more.
+
+        By default they first apply everything queued. With ``abandon_queued``
+        each finishes only the batch it is writing: what waits in the queues is
+        never marked done, so no checkpoint passes it, and whoever reads the
+        shard next applies it. A hand-over then takes one write, not a queue.
+        """
         self._closing = True
+        self._abandoning = abandon_queued
         for queue in self._queues:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(_STOP)  # wakes a writer waiting on an empty queue
@@ -99,7 +107,7 @@ class WriterPool:
         while True:
             first = carry if carry is not None else await queue.get()
             carry = None
-            if first is _STOP:
+            if first is _STOP or self._abandoning:
                 return
             batch: dict[KeyId, list[WorkItem]] = {first.record.key: [first]}
             stop = False
@@ -117,7 +125,7 @@ class WriterPool:
                     carry = item
                     break
             await self._apply(batch)
-            if stop or (self._closing and carry is None and queue.empty()):
+            if stop or self._abandoning or (self._closing and carry is None and queue.empty()):
                 return
 
     async def _apply(self, batch: dict[KeyId, list[WorkItem]]) -> None:

@@ -1,5 +1,5 @@
 """The coordinator's lease handling over the fakes: losing a lease, resuming from a
-checkpoint, taking over a dead worker's lease, and draining at shutdown."""
+checkpoint, taking over a dead worker's lease, and shutting down."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ class GatedDestination(FakeDestination):
         return await super().batch_write(requests)
 
 
-async def test_shutdown_drains_queued_writes_then_checkpoints_and_releases(
+async def test_shutdown_finishes_writes_in_flight_checkpoints_and_releases_leaving_the_queue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream, dest, store = FakeStream(), GatedDestination(), FakeLeaseStore()
@@ -135,11 +135,11 @@ async def test_shutdown_drains_queued_writes_then_checkpoints_and_releases(
     numbers = write(stream, shard, range(30))
     replication = Replication(stream, dest, store, get_records_limit=5)
     # Open the destination only when shutdown closes the writer pool, that is once
-    # the readers are stopped: every write then happens in the drain.
+    # the readers are stopped: the writes in flight then complete during shutdown.
     close = replication.pool.close
 
-    def close_and_open() -> None:
-        close()
+    def close_and_open(*, abandon_queued: bool = False) -> None:
+        close(abandon_queued=abandon_queued)
         dest.gate.set()
 
     monkeypatch.setattr(replication.pool, "close", close_and_open)
@@ -157,12 +157,26 @@ async def test_shutdown_drains_queued_writes_then_checkpoints_and_releases(
         await replication.shutdown()
 
     assert replication.coordinator.fatal is None
-    assert running_consumers
-    assert set(running_consumers) == {0}
-    assert dest.table == stream.source
+    assert running_consumers  # the batches in flight were written...
+    assert set(running_consumers) == {0}  # ...after the readers had stopped
     row = store.row(shard)
     assert row is not None
-    assert (row.owner, row.checkpoint) == (None, numbers[-1])
+    assert row.owner is None  # released
+    # The queued records were left: the checkpoint stops before them.
+    assert row.checkpoint in numbers[:-1]
+    assert dest.table != stream.source
+    assert checkpoints == []
+
+    # The next owner reads them again from the checkpoint: nothing is lost.
+    calls_before = len(stream.calls)
+    async with Replication(stream, dest, store, worker_id="worker-2") as second:
+        await store.wait_until(caught_up(stream))
+    resumed = [c for c in stream.calls[calls_before:] if c.operation == "GetShardIterator"]
+    assert [(c.iterator_type, c.sequence_number) for c in resumed] == [
+        ("AFTER_SEQUENCE_NUMBER", row.checkpoint)
+    ]
+    assert second.coordinator.fatal is None
+    assert dest.table == stream.source
     assert checkpoints == []
 
 

@@ -337,3 +337,34 @@ async def test_a_full_queue_makes_the_reader_wait() -> None:
         await writers
     assert destination.table == expected_table(records)
     assert tracker.checkpointable == records[-1].sequence_number
+
+
+async def test_close_abandoning_the_queue_finishes_only_the_batch_in_flight() -> None:
+    # A graceful hand-over: the batch being written completes and is checkpointable;
+    # what is still queued is never marked done, so no checkpoint passes it.
+    destination = FakeDestination()
+    sending = asyncio.Event()
+    gate = asyncio.Event()
+    real_write = destination.batch_write
+
+    async def slow_write(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        sending.set()
+        await gate.wait()
+        return await real_write(requests)
+
+    destination.batch_write = slow_write  # type: ignore[method-assign]
+    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST)
+    tracker = CheckpointTracker("TRIM_HORIZON")
+    records = [make_record(i, Op(i, False, 0)) for i in range(60)]
+    async with asyncio.timeout(5):
+        await enqueue(pool, records[:25], {"shard-0": tracker})
+        writers = asyncio.create_task(pool.run())
+        await sending.wait()  # the first 25 are in flight
+        await enqueue(pool, records[25:], {"shard-0": tracker})
+        pool.close(abandon_queued=True)
+        gate.set()
+        await writers
+    assert destination.table == expected_table(records[:25])
+    assert len(destination.batches) == 1
+    assert tracker.checkpointable == records[24].sequence_number
+    assert not tracker.drained
