@@ -13,6 +13,7 @@ import random
 import socket
 import string
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,15 @@ def _endpoint(value: str | None) -> str | None:
 
 
 Endpoint = Annotated[str | None, AfterValidator(_endpoint)]
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _all_local(*endpoints: str | None) -> bool:
+    """True when at least one endpoint is set and every one set is on this machine."""
+    hosts = [urlsplit(endpoint).hostname for endpoint in endpoints if endpoint]
+    return bool(hosts) and all(host in LOCAL_HOSTS for host in hosts)
+
+
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 
 
@@ -172,10 +182,27 @@ class Settings(BaseSettings):
         "skip (log the loss and go on from the oldest record left).",
     )
     progress_interval: Seconds = Field(10.0, description="Seconds between progress log lines.")
-    cloudwatch: bool = Field(
-        True,
-        description="Publish metrics to CloudWatch (accepted for the Java tool's "
-        "--dontPublishCloudwatch; CloudWatch publishing is not implemented yet).",
+    metrics_port: int = Field(
+        9464, ge=0, le=65535,
+        description="Port of the HTTP endpoint serving /metrics (Prometheus), /healthz and "
+        "/readyz; 0 turns it off.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", min_length=1,
+        description="Address the metrics endpoint listens on (0.0.0.0 in a container).",
+    )
+    cloudwatch: bool | None = Field(
+        None,
+        description="Publish metrics to CloudWatch (--dontPublishCloudwatch turns it off). "
+        "Default: on, unless every endpoint set is on this machine (localhost) and "
+        "REPLICATOR_CLOUDWATCH_ENDPOINT is not set.",
+    )
+    cloudwatch_region: str | None = Field(
+        None, description="CloudWatch region. Default: the checkpoint table's region."
+    )
+    cloudwatch_endpoint: Endpoint = Field(None, description="CloudWatch endpoint URL.")
+    cloudwatch_interval: Seconds = Field(
+        60.0, description="Seconds between CloudWatch PutMetricData batches."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."
@@ -203,6 +230,13 @@ class Settings(BaseSettings):
             self.checkpoint_region = self.source_region
             if self.checkpoint_endpoint is None:
                 self.checkpoint_endpoint = self.source_endpoint
+        if self.cloudwatch_region is None:
+            self.cloudwatch_region = self.checkpoint_region
+        if self.cloudwatch is None:
+            self.cloudwatch = self.cloudwatch_endpoint is not None or not _all_local(
+                self.source_endpoint, self.source_streams_endpoint,
+                self.destination_endpoint, self.checkpoint_endpoint,
+            )
         if self.task_name is None:
             self.task_name = default_task_name(
                 self.source_region,

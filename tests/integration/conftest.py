@@ -57,6 +57,7 @@ FAST: dict[str, Any] = {
     "progress_interval": 3600.0,
     "call_timeout": 2.0,
     "shutdown_timeout": 10.0,
+    "metrics_port": 0,  # several workers run on one machine; a test that scrapes picks a port
 }
 
 

@@ -61,8 +61,8 @@ from .conftest import (
 pytestmark = pytest.mark.integration
 
 #: Items of the big tables, their padding, and the copy's Scan segments.
-COPY_ITEMS = 4000
-PAD = 5000
+COPY_ITEMS = 20000
+PAD = 400
 SEGMENTS = 8
 
 Key = tuple[str, str]
