@@ -1,17 +1,28 @@
 """A random workload on a source table: puts, updates, deletes and batch writes.
 
 Items carry every DynamoDB attribute type (S, N, B, SS, NS, BS, M, L, BOOL,
-NULL). Used by the demo, the integration tests and the benchmarks.
+NULL). Used by the demo, the integration tests and the benchmarks, and on its
+own as ``python -m replicator.workload`` (docker/compose.yaml's generator): it
+creates the source table with a NEW_AND_OLD_IMAGES stream and the destination
+table when they are absent, then writes until stopped or done.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import os
 import random
+import signal
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from replicator.aws import Endpoint, describe_table, open_client
+from replicator.local import LOCAL_CREDENTIALS
 from replicator.records import Item
 
 KEY_SCHEMA = [
@@ -150,3 +161,120 @@ async def run_workload(
         for index in range(concurrency):
             group.create_task(worker(index))
     return result
+
+
+# -- python -m replicator.workload --------------------------------------------------
+
+
+async def ensure_table(client: Any, table: str, *, stream: bool, within: float = 120.0) -> bool:
+    """Create ``table`` (keyed like the workload's items) when absent, and wait until
+    it is ACTIVE. Returns True when it was created."""
+    description = await describe_table(client, table, call_timeout=30.0)
+    created = description is None
+    if created:
+        await create_table(client, table, stream=stream)
+    deadline = time.monotonic() + within
+    while description is None or description.get("TableStatus") != "ACTIVE":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"table {table} is not ACTIVE after {within:g}s")
+        await asyncio.sleep(0 if description is None else 1.0)
+        description = await describe_table(client, table, call_timeout=30.0)
+    return created
+
+
+def parser() -> argparse.ArgumentParser:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    command = argparse.ArgumentParser(
+        prog="python -m replicator.workload",
+        description="Write a random workload (puts, updates, deletes, batch writes; every "
+        "attribute type) to a source table, creating it with a NEW_AND_OLD_IMAGES stream "
+        "when absent, and the destination table with the same key schema when one is named. "
+        "Without --operations or --seconds it writes until SIGTERM or SIGINT. When every "
+        "table has an endpoint (a local server such as moto), dummy credentials are used "
+        "unless AWS credentials are set.",
+    )
+    command.add_argument("--endpoint", help="source DynamoDB endpoint URL (default: AWS's)")
+    command.add_argument("--region", default=region, required=region is None,
+                         help="source region (default: AWS_REGION)")
+    command.add_argument("--table", required=True, help="source table")
+    command.add_argument("--destination-endpoint",
+                         help="destination DynamoDB endpoint URL (default: AWS's)")
+    command.add_argument("--destination-region",
+                         help="destination region (default: the source region)")
+    command.add_argument("--destination-table",
+                         help="destination table to create when absent (default: none)")
+    command.add_argument("--create-only", action="store_true",
+                         help="create the tables, then exit without writing")
+    command.add_argument("--rate", type=float, default=50.0, help="operations per second")
+    limit = command.add_mutually_exclusive_group()
+    limit.add_argument("--operations", type=int, help="stop after this many operations")
+    limit.add_argument("--seconds", type=float, help="stop after this many seconds")
+    command.add_argument("--keys", type=int, default=400, help="distinct item keys")
+    command.add_argument("--seed", type=int, default=7, help="random seed")
+    return command
+
+
+def say(message: str) -> None:
+    print(f"workload: {message}", flush=True)
+
+
+async def _stop_on_signals(task: asyncio.Task[Any]) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+
+
+async def run_cli(options: argparse.Namespace) -> int:
+    local = options.endpoint is not None and (
+        options.destination_table is None or options.destination_endpoint is not None
+    )
+    if local:
+        for name, value in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+    source_endpoint = Endpoint("dynamodb", options.region, options.endpoint)
+    async with open_client(source_endpoint, call_timeout=30.0) as source:
+        created = await ensure_table(source, options.table, stream=True)
+        say(f"source table {options.table} {'created' if created else 'exists'}")
+        if options.destination_table is not None:
+            destination_endpoint = Endpoint(
+                "dynamodb", options.destination_region or options.region,
+                options.destination_endpoint,
+            )
+            async with open_client(destination_endpoint, call_timeout=30.0) as destination:
+                created = await ensure_table(destination, options.destination_table,
+                                             stream=False)
+            say(f"destination table {options.destination_table} "
+                f"{'created' if created else 'exists'}")
+        if options.create_only:
+            return 0
+        until = (f"{options.operations} operations" if options.operations is not None
+                 else f"{options.seconds:g}s" if options.seconds is not None
+                 else "SIGTERM or SIGINT")
+        say(f"writing about {options.rate:g} operations/s to {options.table} until {until}")
+        task = asyncio.create_task(run_workload(
+            source, options.table, seconds=options.seconds, operations=options.operations,
+            rate=options.rate, keys=options.keys, seed=options.seed,
+        ))
+        await _stop_on_signals(task)
+        started = time.monotonic()
+        with contextlib.suppress(asyncio.CancelledError):
+            result = await task
+            kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(result.by_kind.items()))
+            say(f"wrote {result.operations} operations in {time.monotonic() - started:.1f}s "
+                f"({kinds})")
+            return 0
+        say("stopped")
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parser().parse_args(argv)
+    try:
+        return asyncio.run(run_cli(options))
+    except Exception as exc:  # one line, not a traceback: this is a command-line tool
+        print(f"workload: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
