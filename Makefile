@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit integration bench clean
+.PHONY: setup demo test lint typecheck unit integration bench requirements clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python bench/takeover.py
 	$(BIN)/python bench/copy_throughput.py
+
+# docker/requirements.txt: the image's pinned runtime dependencies, from .venv.
+requirements: $(STAMP)
+	$(BIN)/python docker/pin_requirements.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -30,7 +30,7 @@ def _default(name: str) -> str:
         description = field.description or ""
         if "no cap" in description:
             return "no cap"
-        return "derived" if "(default:" in description else "AWS's endpoint"
+        return "derived" if "default:" in description.lower() else "AWS's endpoint"
     if isinstance(field.default, bool):
         return str(field.default).lower()
     return str(field.default)
