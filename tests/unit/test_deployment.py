@@ -243,6 +243,15 @@ def test_dockerfile_installs_pinned_requirements_and_copies_what_exists() -> Non
                 assert (ROOT / source).exists(), f"COPY {source}: no such file"
 
 
+def test_build_context_leaves_out_the_environment_and_secrets() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", ".env", "**/__pycache__"} <= ignored
+    for keyword, rest in dockerfile():
+        if keyword == "COPY" and not rest.startswith("--from"):
+            for source in shlex.split(rest)[:-1]:
+                assert source not in ignored, f"COPY {source}, which .dockerignore leaves out"
+
+
 def test_dockerfile_entry_point_metrics_and_health_check() -> None:
     final = final_stage()
     entrypoint = exec_form(next(rest for keyword, rest in final if keyword == "ENTRYPOINT"))
