@@ -362,10 +362,12 @@ class ReplicatorProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         self.stdout_path = directory / f"{name}.stdout"
         self.stderr_path = directory / f"{name}.stderr"
+        #: The whole environment of the process.
+        self.environment = {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1", **env}
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "replicator", *args],
-                env={**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1", **env},
+                env=self.environment,
                 cwd=directory,
                 stdout=out,
                 stderr=err,
