@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 def report_in(out: str) -> dict[str, Any]:
     """The status report among what stdout caught: the replicator running in this
     process may log a line (a retried call, say) at the same time."""
-    (report,) = [json.loads(line) for line in out.splitlines() if line.startswith('{"task"')]
+    # Log lines are one-line JSON objects; the report is indented over several lines.
+    text = "\n".join(line for line in out.splitlines() if not line.startswith('{"'))
+    report = json.loads(text)
     assert isinstance(report, dict)
     return report
 
