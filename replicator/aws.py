@@ -493,3 +493,24 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         counter=int(item["lease_counter"]["N"]),
         checkpoint=item["checkpoint"]["S"],
     )
+
+
+# -- CloudWatch -----------------------------------------------------------------
+
+#: PutMetricData takes at most 1,000 metric data a call.
+METRIC_DATA_PER_CALL = 1000
+
+
+class CloudWatchMetrics:
+    """PutMetricData, in calls of at most ``METRIC_DATA_PER_CALL`` data."""
+
+    def __init__(self, client: Any, *, call_timeout: float) -> None:
+        self._client = client
+        self._timeout = call_timeout
+
+    async def put_metric_data(self, namespace: str, data: list[dict[str, Any]]) -> None:
+        for start in range(0, len(data), METRIC_DATA_PER_CALL):
+            async with map_errors("PutMetricData", self._timeout):
+                await self._client.put_metric_data(
+                    Namespace=namespace, MetricData=data[start:start + METRIC_DATA_PER_CALL]
+                )

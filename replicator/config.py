@@ -193,12 +193,12 @@ class Settings(BaseSettings):
     )
     cloudwatch: bool | None = Field(
         None,
-        description="Publish metrics to CloudWatch (--dontPublishCloudwatch turns it off). "
-        "Default: on, unless every endpoint set is on this machine (localhost) and "
-        "REPLICATOR_CLOUDWATCH_ENDPOINT is not set.",
+        description="Publish metrics to CloudWatch (default: on, unless every endpoint set "
+        "is on this machine and no CloudWatch endpoint is set; --dontPublishCloudwatch "
+        "turns it off).",
     )
     cloudwatch_region: str | None = Field(
-        None, description="CloudWatch region. Default: the checkpoint table's region."
+        None, description="CloudWatch region (default: the checkpoint table's region)."
     )
     cloudwatch_endpoint: Endpoint = Field(None, description="CloudWatch endpoint URL.")
     cloudwatch_interval: Seconds = Field(

@@ -488,6 +488,7 @@ class TableCopy:
 
     def _written(self, items: int) -> None:
         self.progress.items_written += items
+        self._stats.copy_items_written += items
 
     async def _fenced_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write only while this worker surely holds the copy (see ``LeaseFence``)."""

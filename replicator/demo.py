@@ -12,11 +12,12 @@ import contextlib
 import os
 import random
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from replicator.aws import Endpoint, open_client
 from replicator.cli import load_settings
-from replicator.local import LOCAL_CREDENTIALS, MotoServer
+from replicator.local import LOCAL_CREDENTIALS, MotoServer, free_port
 from replicator.logs import configure_logging
 from replicator.service import Replicator
 from replicator.verify import compare_tables
@@ -61,10 +62,16 @@ async def run_demo(
                     "destination_endpoint": destination_server.url,
                     "task_name": "replicator-demo",
                     "checkpoint_interval": 1.0,
+                    "metrics_port": free_port(),
+                    # CloudWatch too, into the source's moto server.
+                    "cloudwatch_endpoint": source_server.url,
+                    "cloudwatch_interval": 5.0,
                 },
                 env_file=None,
             )
             replicator = Replicator(settings)
+            say(f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics, health: /healthz, "
+                "readiness: /readyz")
             async with asyncio.TaskGroup() as group:
                 service = group.create_task(replicator.run())
                 progress = group.create_task(_progress(replicator))
@@ -90,11 +97,25 @@ async def run_demo(
             say(f"replicator read {stats.records_read} stream records, applied "
                 f"{stats.applied_total} ({dict(stats.records_applied)}), wrote "
                 f"{stats.checkpoints_written} checkpoints, exit code {code}")
+            published = await _cloudwatch_datapoints(source_server.url, "replicator-demo")
+            say(f"CloudWatch (moto) holds {published} RecordsProcessed data points of the task")
             diff = await compare_tables(
                 source, SOURCE_TABLE, destination, DESTINATION_TABLE, KEY_NAMES
             )
     say(f"source and destination tables are {diff.summary()}")
     return 0 if diff.equal and code == 0 else 1
+
+
+async def _cloudwatch_datapoints(url: str, task: str) -> int:
+    async with open_client(Endpoint("cloudwatch", "us-east-1", url), call_timeout=30) as client:
+        now = datetime.now(UTC)
+        answer = await client.get_metric_statistics(
+            Namespace=task, MetricName="RecordsProcessed",
+            Dimensions=[{"Name": "TaskName", "Value": task}],
+            StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5),
+            Period=60, Statistics=["SampleCount"],
+        )
+    return int(sum(point["SampleCount"] for point in answer["Datapoints"]))
 
 
 async def _seed(client: Any, items: int) -> None:

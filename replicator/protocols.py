@@ -64,3 +64,9 @@ class LeaseStore(Protocol):
         ...
 
     async def delete_lease(self, lease: Lease) -> None: ...
+
+
+class MetricsSink(Protocol):
+    """Where metrics are published (CloudWatch's PutMetricData)."""
+
+    async def put_metric_data(self, namespace: str, data: list[dict[str, Any]]) -> None: ...

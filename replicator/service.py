@@ -7,25 +7,37 @@ import contextlib
 import signal
 import sys
 import time
+from typing import Any
 
 import structlog
 
 from replicator import startup
 from replicator.aws import (
     AwsClients,
+    CloudWatchMetrics,
     DynamoLeaseStore,
     DynamoStreamReader,
     DynamoTable,
     Endpoint,
+    describe_table,
 )
+from replicator.cloudwatch import CloudWatchPublisher
 from replicator.config import FENCE_SAFETY, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
 from replicator.copy import CopySettings, TableCopy, bootstrap_needed
+from replicator.endpoint import LoopMonitor, Readiness, StatusServer
+from replicator.errors import ReplicatorError
 from replicator.logs import configure_logging
+from replicator.metrics import CONTENT_TYPE_LATEST, LiveGauges, StatsCollector, registry_for, render
 from replicator.stats import Stats
 from replicator.writer import WriterPool
 
 log = structlog.get_logger("replicator")
+
+#: /readyz answers from a DescribeTable of each table at most this old.
+PROBE_CACHE_SECONDS = 1.0
+#: A table that does not answer a DescribeTable within this is not ready.
+PROBE_TIMEOUT = 2.0
 
 
 class Replicator:
@@ -38,6 +50,14 @@ class Replicator:
         self.started = asyncio.Event()
         self.coordinator: ShardCoordinator | None = None
         self.copy: TableCopy | None = None
+        self.publisher: CloudWatchPublisher | None = None
+        self.server: StatusServer | None = None
+        self.monitor = LoopMonitor()
+        #: starting, copying, replicating, stopped (``readiness`` adds stopping).
+        self.phase = "starting"
+        self._probes: dict[str, tuple[Any, str]] = {}
+        self._probed: tuple[float, dict[str, str]] | None = None
+        self._probe_lock = asyncio.Lock()
 
     def stop(self) -> None:
         """Begin a graceful shutdown: stop reading, drain, checkpoint, release."""
@@ -61,84 +81,199 @@ class Replicator:
         structlog.contextvars.bind_contextvars(
             task=settings.task_name, worker_id=settings.worker_id
         )
-        timeout = settings.call_timeout
+        outcome: int | ReplicatorError
         async with AwsClients() as clients:
-            source = await clients.open(
-                Endpoint("dynamodb", str(settings.source_region), settings.source_endpoint),
+            server = await self._start_server()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    background = [group.create_task(self.monitor.run(), name="loop-monitor")]
+                    try:
+                        outcome = await self._run(clients, group, background, copy_only)
+                    except ReplicatorError as exc:
+                        outcome = exc  # raised below, not wrapped in an ExceptionGroup
+                    finally:
+                        self.phase = "stopped"
+                        for task in background:
+                            task.cancel()
+            finally:
+                if server is not None:
+                    await server.stop()
+        if isinstance(outcome, ReplicatorError):
+            raise outcome
+        return outcome
+
+    async def _run(self, clients: AwsClients, group: asyncio.TaskGroup,
+                   background: list[asyncio.Task[None]], copy_only: bool) -> int:
+        settings = self.settings
+        timeout = settings.call_timeout
+        source = await clients.open(
+            Endpoint("dynamodb", str(settings.source_region), settings.source_endpoint),
+            call_timeout=timeout,
+        )
+        streams_client = await clients.open(
+            Endpoint("dynamodbstreams", str(settings.source_region),
+                     settings.source_streams_endpoint),
+            call_timeout=timeout,
+        )
+        destination = await clients.open(
+            Endpoint("dynamodb", str(settings.destination_region),
+                     settings.destination_endpoint),
+            call_timeout=timeout,
+            max_connections=max(settings.writers, settings.copy_writers) + 2,
+        )
+        checkpoints = await clients.open(
+            Endpoint("dynamodb", str(settings.checkpoint_region),
+                     settings.checkpoint_endpoint),
+            call_timeout=timeout,
+        )
+        self._probes = {
+            "source": (source, settings.source_table),
+            "destination": (destination, settings.destination_table),
+            "checkpoint": (checkpoints, str(settings.task_name)),
+        }
+        streams = DynamoStreamReader(streams_client, call_timeout=timeout)
+        store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
+        prepared = await startup.check(
+            settings, source=source, streams=streams, destination=destination, store=store
+        )
+        if settings.cloudwatch:
+            cloudwatch = await clients.open(
+                Endpoint("cloudwatch", str(settings.cloudwatch_region),
+                         settings.cloudwatch_endpoint),
                 call_timeout=timeout,
             )
-            streams_client = await clients.open(
-                Endpoint("dynamodbstreams", str(settings.source_region),
-                         settings.source_streams_endpoint),
-                call_timeout=timeout,
+            self.publisher = CloudWatchPublisher(
+                CloudWatchMetrics(cloudwatch, call_timeout=timeout), self.stats,
+                task=str(settings.task_name), interval=settings.cloudwatch_interval,
+                leases_held=lambda: self.live_gauges().leases_held,
             )
-            destination = await clients.open(
-                Endpoint("dynamodb", str(settings.destination_region),
-                         settings.destination_endpoint),
-                call_timeout=timeout,
-                max_connections=max(settings.writers, settings.copy_writers) + 2,
+            background.append(group.create_task(self.publisher.run(), name="cloudwatch"))
+        try:
+            return await self._replicate(
+                source, destination, streams, store, prepared, group, background, copy_only
             )
-            checkpoints = await clients.open(
-                Endpoint("dynamodb", str(settings.checkpoint_region),
-                         settings.checkpoint_endpoint),
-                call_timeout=timeout,
-            )
-            streams = DynamoStreamReader(streams_client, call_timeout=timeout)
-            store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
-            prepared = await startup.check(
-                settings, source=source, streams=streams, destination=destination, store=store
-            )
-            destination_table = DynamoTable(
-                destination, settings.destination_table, call_timeout=timeout
-            )
-            mode = "always" if copy_only else settings.bootstrap
-            if await bootstrap_needed(store, prepared.stream_arn, mode):
-                self.copy = TableCopy(
-                    source=DynamoTable(source, settings.source_table, call_timeout=timeout),
-                    destination=destination_table, streams=streams, store=store,
-                    stream_arn=prepared.stream_arn, settings=self._copy_settings(),
-                    stats=self.stats, stop=self.stop_requested,
-                    table_items=int(prepared.source_table.get("ItemCount") or 0),
-                    table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
-                )
-                # ``always`` copies on every start: a finished copy is started over.
-                if not await self.copy.run(fresh=mode == "always") or copy_only:
-                    return 0
-            log.info("replication starting", stream_arn=prepared.stream_arn,
-                     view_type=prepared.view_type, **settings.describe())
-            pool = WriterPool(
-                destination_table,
-                writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
-                write_window=settings.call_timeout + FENCE_SAFETY,
-            )
-            coordinator = ShardCoordinator(
-                stream_arn=prepared.stream_arn, streams=streams, store=store, pool=pool,
+        finally:
+            if self.publisher is not None:  # the last counts, before the process ends
+                await self.publisher.publish()
+
+    async def _replicate(
+        self, source: Any, destination: Any, streams: DynamoStreamReader,
+        store: DynamoLeaseStore, prepared: startup.Prepared, group: asyncio.TaskGroup,
+        background: list[asyncio.Task[None]], copy_only: bool,
+    ) -> int:
+        settings = self.settings
+        timeout = settings.call_timeout
+        destination_table = DynamoTable(
+            destination, settings.destination_table, call_timeout=timeout
+        )
+        mode = "always" if copy_only else settings.bootstrap
+        if await bootstrap_needed(store, prepared.stream_arn, mode):
+            self.phase = "copying"
+            self.copy = TableCopy(
+                source=DynamoTable(source, settings.source_table, call_timeout=timeout),
+                destination=destination_table, streams=streams, store=store,
+                stream_arn=prepared.stream_arn, settings=self._copy_settings(),
                 stats=self.stats, stop=self.stop_requested,
-                settings=CoordinatorSettings(
-                    worker_id=str(settings.worker_id),
-                    initial_position=settings.initial_sentinel,
-                    get_records_limit=settings.get_records_limit,
-                    idle_interval=settings.idle_interval,
-                    checkpoint_interval=settings.checkpoint_interval,
-                    coordinator_interval=settings.coordinator_interval,
-                    shard_sync_interval=settings.shard_sync_interval,
-                    lease_duration=settings.lease_duration,
-                    lease_renew_interval=settings.lease_renew_interval,
-                    shutdown_timeout=settings.shutdown_timeout,
-                    skip_trimmed=settings.on_trimmed_data == "skip",
-                    write_window=settings.call_timeout + FENCE_SAFETY,
-                ),
+                table_items=int(prepared.source_table.get("ItemCount") or 0),
+                table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
             )
-            self.coordinator = coordinator
-            self.started.set()
-            async with asyncio.TaskGroup() as group:
-                reporter = group.create_task(self._report_progress(), name="progress")
-                await coordinator.run()
-                reporter.cancel()
-            self._log_totals()
+            # ``always`` copies on every start: a finished copy is started over.
+            if not await self.copy.run(fresh=mode == "always") or copy_only:
+                return 0
+        log.info("replication starting", stream_arn=prepared.stream_arn,
+                 view_type=prepared.view_type, **settings.describe())
+        pool = WriterPool(
+            destination_table,
+            writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
+            write_window=settings.call_timeout + FENCE_SAFETY,
+        )
+        coordinator = ShardCoordinator(
+            stream_arn=prepared.stream_arn, streams=streams, store=store, pool=pool,
+            stats=self.stats, stop=self.stop_requested,
+            settings=CoordinatorSettings(
+                worker_id=str(settings.worker_id),
+                initial_position=settings.initial_sentinel,
+                get_records_limit=settings.get_records_limit,
+                idle_interval=settings.idle_interval,
+                checkpoint_interval=settings.checkpoint_interval,
+                coordinator_interval=settings.coordinator_interval,
+                shard_sync_interval=settings.shard_sync_interval,
+                lease_duration=settings.lease_duration,
+                lease_renew_interval=settings.lease_renew_interval,
+                shutdown_timeout=settings.shutdown_timeout,
+                skip_trimmed=settings.on_trimmed_data == "skip",
+                write_window=settings.call_timeout + FENCE_SAFETY,
+            ),
+        )
+        self.coordinator = coordinator
+        self.phase = "replicating"
+        self.started.set()
+        background.append(group.create_task(self._report_progress(), name="progress"))
+        await coordinator.run()
+        self._log_totals()
         if coordinator.fatal is not None:
+            self.stats.errors[type(coordinator.fatal).__name__] += 1
             raise coordinator.fatal
         return 0
+
+    # -- what the endpoint and the reporters read ---------------------------------
+
+    def live_gauges(self) -> LiveGauges:
+        coordinator = self.coordinator
+        if coordinator is None:
+            return LiveGauges()
+        return LiveGauges(leases_held=len(coordinator.held),
+                          queue_depth=coordinator.queue_depth())
+
+    async def _start_server(self) -> StatusServer | None:
+        settings = self.settings
+        if not settings.metrics_port:
+            return None
+        collector = StatsCollector(self.stats, task=str(settings.task_name),
+                                   worker=str(settings.worker_id), gauges=self.live_gauges)
+        registry = registry_for(collector)
+        server = StatusServer(
+            metrics=lambda: render(registry), metrics_content_type=CONTENT_TYPE_LATEST,
+            readiness=self.readiness, monitor=self.monitor,
+        )
+        await server.start(settings.metrics_host, settings.metrics_port)
+        self.server = server
+        log.info("metrics endpoint listening", host=settings.metrics_host, port=server.port)
+        return server
+
+    async def readiness(self) -> Readiness:
+        """Ready while copying or replicating with every table answering."""
+        now = time.monotonic()
+        if self._probed is None or now - self._probed[0] > PROBE_CACHE_SECONDS:
+            async with self._probe_lock:
+                if self._probed is None or now - self._probed[0] > PROBE_CACHE_SECONDS:
+                    self._probed = (time.monotonic(), await self._probe_tables())
+        tables = self._probed[1]
+        phase = "stopping" if self.stop_requested.is_set() and self.phase != "stopped" \
+            else self.phase
+        live = self.live_gauges()
+        ready = phase in ("copying", "replicating") and all(
+            state == "ok" for state in tables.values())
+        details: dict[str, Any] = {"phase": phase, "tables": tables,
+                                   "leases_held": live.leases_held}
+        if phase == "replicating" and live.leases_held == 0:
+            details["waiting_for_shard"] = True
+        return Readiness(ready, details)
+
+    async def _probe_tables(self) -> dict[str, str]:
+        """DescribeTable on each table: "ok", "missing", or the error."""
+        timeout = min(self.settings.call_timeout, PROBE_TIMEOUT)
+
+        async def probe(client: Any, table: str) -> str:
+            try:
+                found = await describe_table(client, table, call_timeout=timeout)
+            except ReplicatorError as exc:
+                return str(exc)
+            return "ok" if found is not None else "missing"
+
+        names = list(self._probes)
+        answers = await asyncio.gather(*(probe(*self._probes[name]) for name in names))
+        return dict(zip(names, answers, strict=True))
 
     def _copy_settings(self) -> CopySettings:
         settings = self.settings

@@ -31,7 +31,7 @@ from replicator.errors import (
 from replicator.leases import HeldLease
 from replicator.protocols import StreamReader
 from replicator.records import RecordsPage, StreamRecord
-from replicator.stats import Stats
+from replicator.stats import ShardReading, Stats
 from replicator.writer import WorkItem, WriterPool
 
 log = structlog.get_logger("replicator.shard")
@@ -99,6 +99,7 @@ class ShardConsumer:
         """
         structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
         self._stats.trackers[self.shard_id] = self.tracker
+        reading = self._stats.readings[self.shard_id] = ShardReading()
         try:
             iterator: str | None = await self._initial_iterator()
             self.state = ShardState.PROCESSING
@@ -110,9 +111,10 @@ class ShardConsumer:
                 if page is None:  # iterator expired: every read record is applied by now
                     iterator = await self._iterator_after(self.tracker.checkpointable)
                     continue
-                await self._hand_over(page)
+                await self._hand_over(page, reading)
                 await self._maybe_checkpoint()
                 iterator = page.next_iterator
+                reading.caught_up = not page.records
                 if iterator is not None and not page.records:
                     self.empty_read_started_at = read_started
                     await asyncio.sleep(self._idle)
@@ -138,6 +140,7 @@ class ShardConsumer:
             raise
         finally:
             self._stats.trackers.pop(self.shard_id, None)
+            self._stats.readings.pop(self.shard_id, None)
 
     async def _hold_lease(self) -> None:
         """Read only while this worker surely holds the lease (see ``LeaseFence``)."""
@@ -186,7 +189,10 @@ class ShardConsumer:
             # Retries can outlast the lease (a partition fails renewals and reads alike):
             # every attempt waits on the fence, not only the first.
             await self._hold_lease()
-            return await self._streams.get_records(iterator, self.limit)
+            started = time.monotonic()
+            page = await self._streams.get_records(iterator, self.limit)
+            self._stats.get_records_seconds.observe(time.monotonic() - started)
+            return page
 
         try:
             page = await retry_forever(
@@ -236,12 +242,13 @@ class ShardConsumer:
             raise DataLossError(message) from exc
         return await self._get_iterator(Sentinel.TRIM_HORIZON)
 
-    async def _hand_over(self, page: RecordsPage) -> None:
+    async def _hand_over(self, page: RecordsPage, reading: ShardReading) -> None:
         tracker = self.tracker
         for raw in page.records:
             record = StreamRecord.from_wire(self.shard_id, raw)
             pending = tracker.add(record.sequence_number, record.created_at)
             await self._pool.put(WorkItem(record, pending, tracker))
+            reading.last_read_created_at = record.created_at
             if tracker.failure is not None:
                 raise tracker.failure
         self._stats.records_read += len(page.records)

@@ -1,9 +1,16 @@
-"""Counters of what the replicator did, and the replication lag derived from them."""
+"""Counters of what the replicator did, and the replication lag derived from them.
+
+``Stats`` is the one record of what happened. The progress line, the
+Prometheus endpoint (``replicator.metrics``) and CloudWatch
+(``replicator.cloudwatch``) read it; the hot path only adds to it.
+"""
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from replicator.errors import ReplicatorError, ThrottledError
@@ -13,8 +20,69 @@ if TYPE_CHECKING:
     from replicator.records import StreamRecord
 
 
+#: Bucket upper bounds, in the unit of each histogram.
+GET_RECORDS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZES = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0)
+APPLY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class Histogram:
+    """Observations counted in buckets (each counts the values up to its bound)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.sum += value * times
+        self.count += times
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations up to it), ending with (inf, count)."""
+        running, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+@dataclass(slots=True)
+class ShardReading:
+    """Where a shard's reader stands against the head of the shard."""
+
+    #: Creation time (epoch seconds) of the last record read, if any.
+    last_read_created_at: float | None = None
+    #: The last GetRecords found nothing new: the reader is at the head of the shard.
+    caught_up: bool = False
+
+
+def shard_lag(now: float, oldest_unapplied: float | None, reading: ShardReading) -> float:
+    """How far the destination runs behind the source on one shard, in seconds.
+
+    Records read but not applied: now minus the oldest one's creation time.
+    Everything read applied and the reader at the head of the shard: zero.
+    Everything read applied but more to read: at least now minus the creation
+    time of the last record read.
+    """
+    if oldest_unapplied is not None:
+        return max(0.0, now - oldest_unapplied)
+    if reading.caught_up or reading.last_read_created_at is None:
+        return 0.0
+    return max(0.0, now - reading.last_read_created_at)
+
+
+def behind_latest(now: float, reading: ShardReading) -> float:
+    """How far the reader is behind the newest record of its shard, in seconds."""
+    if reading.caught_up or reading.last_read_created_at is None:
+        return 0.0
+    return max(0.0, now - reading.last_read_created_at)
+
+
 class Stats:
-    """Plain counters, updated in place on the hot path; read by the progress reporter."""
+    """Plain counters, updated in place on the hot path; read by the reporters."""
 
     def __init__(self) -> None:
         self.records_read = 0
@@ -31,8 +99,16 @@ class Stats:
         self.get_records_calls = 0
         #: Writes held back until a late lease renewal came through.
         self.fence_waits = 0
-        #: Open shards' trackers, by shard id, for the lag figure.
+        #: Errors by kind (the exception's class): retried ones and the one that stopped.
+        self.errors: Counter[str] = Counter()
+        self.copy_items_written = 0
+        self.get_records_seconds = Histogram(GET_RECORDS_SECONDS)
+        self.batch_sizes = Histogram(BATCH_SIZES)
+        #: From the source write (the record's creation time) to the destination write.
+        self.apply_seconds = Histogram(APPLY_SECONDS)
+        #: Open shards' trackers and readers, by shard id, for the lag figures.
         self.trackers: dict[str, CheckpointTracker] = {}
+        self.readings: dict[str, ShardReading] = {}
 
     def record_applied(self, record: StreamRecord) -> None:
         self.records_applied[record.event_name.value] += 1
@@ -41,6 +117,7 @@ class Stats:
     def count_retry(self, error: ReplicatorError) -> None:
         operation = getattr(error, "operation", "") or "unknown"
         self.retries[operation] += 1
+        self.errors[type(error).__name__] += 1
         if isinstance(error, ThrottledError):
             self.throttles[operation] += 1
 
@@ -51,13 +128,15 @@ class Stats:
     def applied_total(self) -> int:
         return sum(self.records_applied.values())
 
-    def lag_seconds(self, now: float | None = None) -> float:
-        """How far the destination runs behind: now minus the creation time of the
-        oldest record read but not yet applied; zero when nothing is pending."""
+    def shard_lags(self, now: float | None = None) -> dict[str, float]:
+        """``shard_lag`` of every open shard, by shard id."""
         now = time.time() if now is None else now
-        oldest = [
-            created
-            for tracker in self.trackers.values()
-            if (created := tracker.oldest_unapplied_created_at()) is not None
-        ]
-        return max(0.0, now - min(oldest)) if oldest else 0.0
+        return {
+            shard_id: shard_lag(now, tracker.oldest_unapplied_created_at(),
+                                self.readings.get(shard_id) or ShardReading())
+            for shard_id, tracker in list(self.trackers.items())
+        }
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        """The replication lag: the largest of the open shards' (zero with none)."""
+        return max(self.shard_lags(now).values(), default=0.0)

@@ -183,6 +183,7 @@ class WriterPool:
             [items[-1].record.write_request() for items in pending.values()]
         )
         self._stats.batches += 1
+        self._stats.batch_sizes.observe(len(pending))
         return left
 
     async def _wait_for_fences(self, pending: dict[KeyId, list[WorkItem]]) -> None:
@@ -232,9 +233,11 @@ class WriterPool:
 
     def _done(self, items: list[WorkItem]) -> None:
         stats = self._stats
+        now = time.time()
         for item in items:
             item.tracker.mark_done(item.pending)
             stats.record_applied(item.record)
+            stats.apply_seconds.observe(max(0.0, now - item.record.created_at))
 
 
 def _request_key(request: dict[str, Any], pending: dict[KeyId, list[WorkItem]]) -> KeyId:

@@ -362,10 +362,12 @@ class ReplicatorProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         self.stdout_path = directory / f"{name}.stdout"
         self.stderr_path = directory / f"{name}.stderr"
+        #: The whole environment of the process.
+        self.environment = {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1", **env}
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "replicator", *args],
-                env={**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1", **env},
+                env=self.environment,
                 cwd=directory,
                 stdout=out,
                 stderr=err,
@@ -459,13 +461,13 @@ def numbered_key(index: int) -> Item:
     return {"pk": {"S": f"item-{index // 2:06d}"}, "sk": {"N": str(index % 2)}}
 
 
-def numbered_item(rng: random.Random, index: int, *, pad: int = 0) -> Item:
-    """Item number ``index``: every tenth one carries every attribute type
+def numbered_item(rng: random.Random, index: int, *, pad: int = 0, rich_every: int = 10) -> Item:
+    """Item number ``index``: every ``rich_every``-th one carries every attribute type
     (``workload.random_item``), the others two plain ones, since moto takes about
     3 ms to serialize a rich item. ``pad`` characters of padding make an item bigger
     at little cost, and a 1 MB Scan page shorter."""
     key = numbered_key(index)
-    if index % 10 == 0:
+    if index % rich_every == 0:
         item = random_item(rng, key)
     else:
         item = {**key, "v": {"N": str(index)}, "s": {"S": f"plain-{index}"}}

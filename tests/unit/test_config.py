@@ -210,3 +210,25 @@ def test_readme_settings_table_is_current() -> None:
     for name in Settings.model_fields:
         assert f"`{env_name(name)}`" in text, name
     assert settings_doc.readme_with_table(text) == text, "run: python -m replicator.settings_doc"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], True),  # AWS's endpoints
+        (["--source-endpoint", "http://127.0.0.1:8000",
+          "--destination-endpoint", "http://localhost:8001"], False),  # a local run
+        (["--source-endpoint", "http://127.0.0.1:8000",
+          "--cloudwatch-endpoint", "http://127.0.0.1:8002"], True),  # asked for
+        (["--source-endpoint", "http://127.0.0.1:8000",
+          "--destination-endpoint", "https://dynamodb.eu-west-1.amazonaws.com"], True),
+        (["--cloudwatch", "false"], False),
+    ],
+)
+def test_cloudwatch_is_on_unless_every_endpoint_is_local(
+    env: pytest.MonkeyPatch, flags: list[str], expected: bool
+) -> None:
+    set_required(env)
+    settings = settings_from(flags)
+    assert settings.cloudwatch is expected
+    assert settings.cloudwatch_region == "us-east-1"  # the checkpoint table's

@@ -52,6 +52,8 @@ METRICS: dict[str, set[str]] = {
     "replicator_records_applied_total": {"task", "event"},
     "replicator_bytes_applied_total": {"task"},
     "replicator_write_retries_total": {"task"},
+    "replicator_retries_total": {"task", "operation"},
+    "replicator_poison_records_total": {"task"},
     "replicator_throttles_total": {"task", "operation"},
     "replicator_getrecords_calls_total": {"task"},
     "replicator_checkpoints_written_total": {"task"},

@@ -1,0 +1,153 @@
+"""Prometheus metrics: a collector that reads ``Stats`` when scraped.
+
+Nothing on the hot path touches prometheus-client: the replicator counts in
+``Stats``, and ``StatsCollector`` turns those counts into metric families at
+scrape time. Every family carries the labels ``task`` and ``worker``; the
+per-shard lag gauges add ``shard``, so cardinality stays at one series per
+open shard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from replicator.stats import Histogram, Stats, behind_latest
+
+__all__ = ["CONTENT_TYPE_LATEST", "LiveGauges", "StatsCollector", "registry_for", "render"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveGauges:
+    """What the running parts report at scrape time."""
+
+    leases_held: int = 0
+    queue_depth: int = 0
+
+
+class StatsCollector(Collector):
+    def __init__(self, stats: Stats, *, task: str, worker: str,
+                 gauges: Callable[[], LiveGauges]) -> None:
+        self._stats = stats
+        self._labels = {"task": task, "worker": worker}
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        stats, base = self._stats, self._labels
+        names, values = list(base), list(base.values())
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=names)
+            family.add_metric(values, value)
+            return family
+
+        def counter_by(name: str, doc: str, label: str,
+                       counts: dict[str, int]) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=[*names, label])
+            for key, count in sorted(counts.items()):
+                family.add_metric([*values, key], count)
+            return family
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=names)
+            family.add_metric(values, value)
+            return family
+
+        def histogram(name: str, doc: str, observed: Histogram) -> HistogramMetricFamily:
+            family = HistogramMetricFamily(name, doc, labels=names)
+            family.add_metric(
+                values,
+                [(_bound(bound), count) for bound, count in observed.cumulative()],
+                observed.sum,
+            )
+            return family
+
+        yield counter("replicator_records_read", "Stream records read.", stats.records_read)
+        yield counter_by("replicator_records_applied",
+                         "Stream records applied to the destination, by event type.",
+                         "event", dict(stats.records_applied))
+        yield counter("replicator_bytes_applied",
+                      "Bytes of stream records applied (the records' SizeBytes).",
+                      stats.bytes_applied)
+        yield counter("replicator_write_retries",
+                      "BatchWriteItem calls sent again for their UnprocessedItems.",
+                      stats.unprocessed_retries)
+        yield counter_by("replicator_retries", "AWS calls retried, by operation.",
+                         "operation", dict(stats.retries))
+        yield counter_by("replicator_throttles", "Throttled AWS calls, by operation.",
+                         "operation", dict(stats.throttles))
+        yield counter("replicator_getrecords_calls", "GetRecords calls answered.",
+                      stats.get_records_calls)
+        yield counter("replicator_checkpoints_written", "Checkpoints written.",
+                      stats.checkpoints_written)
+        yield counter_by("replicator_errors", "Errors met, by kind (retried or fatal).",
+                         "kind", dict(stats.errors))
+        yield counter("replicator_trimmed_records",
+                      "Times records were found trimmed from the stream before being applied.",
+                      stats.trimmed_events)
+        yield counter("replicator_poison_records", "Records the destination refused.",
+                      stats.poison_records)
+        yield counter("replicator_copy_items_written",
+                      "Items written to the destination by the bootstrap copy.",
+                      stats.copy_items_written)
+
+        live = self._gauges()
+        yield gauge("replicator_leases_held", "Shard leases this worker holds.",
+                    live.leases_held)
+        yield gauge("replicator_queue_depth", "Records queued for the writers.",
+                    live.queue_depth)
+
+        now = time.time()
+        lag = GaugeMetricFamily(
+            "replicator_replication_lag_seconds",
+            "How far the destination runs behind the source: 0 when the shard is caught "
+            "up and everything read is applied, else now minus the creation time of the "
+            "oldest record not yet applied.",
+            labels=[*names, "shard"],
+        )
+        behind = GaugeMetricFamily(
+            "replicator_milliseconds_behind_latest",
+            "How far the shard's reader is behind the newest record of the shard.",
+            labels=[*names, "shard"],
+        )
+        for shard_id, seconds in sorted(stats.shard_lags(now).items()):
+            lag.add_metric([*values, shard_id], seconds)
+            reading = stats.readings.get(shard_id)
+            if reading is not None:
+                behind.add_metric([*values, shard_id], 1000.0 * behind_latest(now, reading))
+        yield lag
+        yield behind
+
+        yield histogram("replicator_getrecords_latency_seconds", "GetRecords call latency.",
+                        stats.get_records_seconds)
+        yield histogram("replicator_batch_size", "Keys per BatchWriteItem call.",
+                        stats.batch_sizes)
+        yield histogram("replicator_apply_latency_seconds",
+                        "From a record's source write (its creation time, to the second) "
+                        "to its write to the destination.",
+                        stats.apply_seconds)
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
+
+
+def registry_for(collector: StatsCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format, for GET /metrics."""
+    return generate_latest(registry)

@@ -1,0 +1,322 @@
+"""Metrics, health and readiness, CloudWatch, and credentials kept out of every output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from replicator.aws import open_client
+from replicator.endpoint import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
+from replicator.local import free_port
+from replicator.workload import KEY_NAMES
+from tests.integration.conftest import (
+    SOURCE_TABLE,
+    TASK_NAME,
+    ReplicatorProcess,
+    Servers,
+    create_pair,
+    environment_for,
+    forward,
+    source_endpoint,
+    wait_equal,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def key(n: int) -> dict[str, Any]:
+    return {"pk": {"S": f"key-{n}"}, "sk": {"N": "1"}}
+
+
+async def write_known_mix(source: Any) -> dict[str, int]:
+    """20 inserts, then 10 updates of existing items and 5 deletes: one stream record each."""
+    for n in range(20):
+        await source.put_item(TableName=SOURCE_TABLE, Item={**key(n), "v": {"N": "0"}})
+    for n in range(10):
+        await source.update_item(
+            TableName=SOURCE_TABLE, Key=key(n), UpdateExpression="SET v = :v",
+            ExpressionAttributeValues={":v": {"N": "1"}},
+        )
+    for n in range(15, 20):
+        await source.delete_item(TableName=SOURCE_TABLE, Key=key(n))
+    return {"INSERT": 20, "MODIFY": 10, "REMOVE": 5}
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(
+        url, timeout=aiohttp.ClientTimeout(total=10)
+    ) as answer:
+        return answer.status, await answer.text()
+
+
+async def scrape(base: str) -> Samples:
+    status, text = await get(base + METRICS_PATH)
+    assert status == 200, text
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """The one sample of ``name`` whose labels include ``labels`` (None: there is none)."""
+    found = [v for (n, ls), v in samples.items()
+             if n == name and labels.items() <= dict(ls).items()]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+async def wait_for_sample(base: str, predicate: Callable[[Samples], bool], *, within: float,
+                          what: str) -> Samples:
+    deadline = time.monotonic() + within
+    while True:
+        samples = await scrape(base)
+        if predicate(samples):
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"metrics did not show {what} within {within:g}s")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(60)
+async def test_metrics_follow_the_replication(
+    servers: Servers, source: Any, destination: Any,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    await create_pair(source, destination)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    worker = spawn("observed", environment_for(servers, metrics_port=port, worker_id="observed"))
+    await worker.wait_for_event("shard started")
+    assert worker.events("metrics endpoint listening")[0]["port"] == port
+
+    before = await scrape(base)
+    assert value(before, "replicator_leases_held", task=TASK_NAME, worker="observed") == 1
+    assert value(before, "replicator_records_read_total") == 0
+
+    written = await write_known_mix(source)
+    await wait_equal(source, destination, KEY_NAMES)
+    total = sum(written.values())
+
+    def all_applied(samples: Samples) -> bool:
+        return all(value(samples, "replicator_records_applied_total", event=event) == count
+                   for event, count in written.items())
+
+    samples = await wait_for_sample(base, all_applied, within=10, what="every write applied")
+    assert value(samples, "replicator_records_read_total") == total
+    assert value(samples, "replicator_apply_latency_seconds_count") == total
+    mean_latency = value(samples, "replicator_apply_latency_seconds_sum") / total  # type: ignore[operator]
+    assert 0 <= mean_latency < 10  # seconds from the source write to the destination write
+    assert value(samples, "replicator_bytes_applied_total") > 0  # type: ignore[operator]
+    assert value(samples, "replicator_getrecords_calls_total") > 0  # type: ignore[operator]
+    batches = value(samples, "replicator_batch_size_count")
+    assert batches is not None
+    assert 0 < batches <= total
+    assert value(samples, "replicator_batch_size_sum") == total  # one key per record here
+    assert value(samples, "replicator_leases_held") == 1
+    assert value(samples, "replicator_queue_depth") == 0
+    lags = [v for (n, _), v in samples.items() if n == "replicator_replication_lag_seconds"]
+    assert len(lags) == 1  # one series: the one shard
+    assert 0 <= lags[0] < 30
+    # Caught up and everything applied: the lag falls to zero, as does the reader's.
+    samples = await wait_for_sample(
+        base,
+        lambda s: value(s, "replicator_replication_lag_seconds") == 0
+        and value(s, "replicator_milliseconds_behind_latest") == 0
+        and (value(s, "replicator_checkpoints_written_total") or 0) > 0,
+        within=10, what="lag 0 and a checkpoint",
+    )
+
+    status, body = await get(base + HEALTHZ_PATH)
+    assert status == 200, body
+    assert json.loads(body)["healthy"] is True
+    status, body = await get(base + READYZ_PATH)
+    ready = json.loads(body)
+    assert status == 200, body
+    assert ready["phase"] == "replicating"
+    assert ready["tables"] == {"source": "ok", "destination": "ok", "checkpoint": "ok"}
+    assert ready["leases_held"] == 1
+
+    worker.send(signal.SIGTERM)
+    assert await worker.wait(within=20) == 0
+
+
+class SwitchableProxy:
+    """An HTTP proxy in front of a moto server that, while ``down``, holds every request
+    without an answer: an endpoint that does not answer."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.url = ""
+        self.down = False
+        self.up = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        while self.down:
+            self.up.clear()
+            await self.up.wait()
+        assert self._session is not None
+        data, status, headers = await forward(self._session, self.target, request, body)
+        return web.Response(body=data, status=status, headers=headers)
+
+    def set_down(self, down: bool) -> None:
+        self.down = down
+        if not down:
+            self.up.set()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SwitchableProxy]:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        runner = web.ServerRunner(web.Server(self.handle))
+        await runner.setup()
+        async with aiohttp.ClientSession(auto_decompress=False) as self._session:
+            site = web.TCPSite(runner, "127.0.0.1", port)
+            await site.start()
+            try:
+                yield self
+            finally:
+                self.set_down(False)
+                await runner.cleanup()
+
+
+@pytest.mark.timeout(60)
+async def test_readyz_fails_while_the_destination_does_not_answer(
+    servers: Servers, source: Any, destination: Any,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    await create_pair(source, destination)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with SwitchableProxy(servers.destination.url).running() as proxy:
+        worker = spawn("probed", environment_for(
+            servers, metrics_port=port, destination_endpoint=proxy.url))
+        await worker.wait_for_event("shard started")
+
+        async def readiness(expected: int) -> dict[str, Any]:
+            found: dict[str, Any] = {}
+
+            async def answered() -> bool:
+                status, body = await get(base + READYZ_PATH)
+                found.update(json.loads(body))
+                return status == expected
+
+            await wait_until(answered, within=15, what=f"/readyz to answer {expected}")
+            return found
+
+        assert (await readiness(200))["tables"]["destination"] == "ok"
+        proxy.set_down(True)
+        down = await readiness(503)
+        print(f"\n/readyz while the destination does not answer: {down}")
+        assert down["ready"] is False
+        assert "DescribeTable: no answer within" in down["tables"]["destination"]
+        assert down["tables"]["source"] == "ok"
+        status, body = await get(base + HEALTHZ_PATH)  # alive all the same
+        assert status == 200, body
+        proxy.set_down(False)
+        assert (await readiness(200))["tables"]["destination"] == "ok"
+
+        worker.send(signal.SIGTERM)
+        assert await worker.wait(within=20) == 0
+
+
+@pytest.mark.timeout(60)
+async def test_cloudwatch_metrics_arrive_under_the_task_name(
+    servers: Servers, source: Any, destination: Any,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    await create_pair(source, destination)
+    worker = spawn("published", environment_for(
+        servers, cloudwatch=True, cloudwatch_endpoint=servers.source.url,
+        cloudwatch_interval=0.5))
+    await worker.wait_for_event("shard started")
+    written = await write_known_mix(source)
+    await wait_equal(source, destination, KEY_NAMES)
+    dimensions = [{"Name": "TaskName", "Value": TASK_NAME}]
+
+    async with open_client(source_endpoint(servers, "cloudwatch"), call_timeout=30) as cloudwatch:
+        async def total(metric: str) -> float:
+            now = datetime.now(UTC)
+            answer = await cloudwatch.get_metric_statistics(
+                Namespace=TASK_NAME, MetricName=metric, Dimensions=dimensions,
+                StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=10),
+                Period=60, Statistics=["Sum"],
+            )
+            return float(sum(point["Sum"] for point in answer["Datapoints"]))
+
+        async def all_published() -> bool:
+            return await total("RecordsProcessed") == sum(written.values())
+
+        await wait_until(all_published, within=15, what="RecordsProcessed to add up")
+        assert await total("RecordsRead") == sum(written.values())
+        assert await total("BytesProcessed") > 0
+        listed = await cloudwatch.list_metrics(Namespace=TASK_NAME)
+        names = {metric["MetricName"] for metric in listed["Metrics"]}
+        assert {"RecordsProcessed", "BytesProcessed", "ReplicationLag"} <= names
+        assert all(metric["Dimensions"] == dimensions for metric in listed["Metrics"])
+
+    worker.send(signal.SIGTERM)
+    assert await worker.wait(within=20) == 0
+
+
+MARKERS = {
+    "AWS_ACCESS_KEY_ID": "AKIAMARKERKEYID7Q3Z",
+    "AWS_SECRET_ACCESS_KEY": "marker-secret-Zx81qPq0vLsecretvalue",
+    "AWS_SESSION_TOKEN": "marker-session-token-Fq9wT0kenvalue",
+}
+
+
+@pytest.mark.timeout(60)
+async def test_no_credential_value_appears_in_logs_or_metrics(
+    servers: Servers, source: Any, destination: Any,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    await create_pair(source, destination)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = environment_for(servers, metrics_port=port, log_level="debug", cloudwatch=True,
+                          cloudwatch_endpoint=servers.source.url, cloudwatch_interval=0.5)
+    worker = spawn("secret", {**env, **MARKERS})
+    await worker.wait_for_event("shard started")
+    await write_known_mix(source)
+    await wait_equal(source, destination, KEY_NAMES)
+    outputs = [text for path in (METRICS_PATH, HEALTHZ_PATH, READYZ_PATH)
+               for _, text in [await get(base + path)]]
+    worker.send(signal.SIGTERM)
+    assert await worker.wait(within=20) == 0
+    outputs += [worker.stdout(), worker.stderr()]
+
+    # And the other commands, including one that fails.
+    for args, extra in ((["status", "--json"], {}),
+                        (["run"], {"REPLICATOR_SOURCE_TABLE": "no-such-table"})):
+        command = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "replicator", *args,
+            env={**worker.environment, **env, **MARKERS, **extra},
+            cwd=worker.stdout_path.parent,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(command.communicate(), 60)
+        outputs += [out.decode(), err.decode()]
+    assert "no-such-table" in outputs[-1]  # the failure was reported, on one line
+    assert len(worker.log_lines()) > 5
+    for name, marker in MARKERS.items():
+        leaked = [text for text in outputs if marker in text]
+        assert not leaked, f"{name}'s value appears in the output"

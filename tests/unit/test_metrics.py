@@ -1,0 +1,159 @@
+"""Lag figures, histograms, the Prometheus collector, the CloudWatch batches and the
+endpoint's own checks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from replicator.checkpoint import CheckpointTracker
+from replicator.cloudwatch import CloudWatchPublisher, Snapshot, metric_data
+from replicator.endpoint import LOOP_LAG_LIMIT, LoopMonitor, Readiness, StatusServer
+from replicator.errors import StartupCheckError, ThrottledError
+from replicator.metrics import LiveGauges, StatsCollector, registry_for, render
+from replicator.stats import Histogram, ShardReading, Stats, behind_latest, shard_lag
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_shard_lag_counts_from_the_oldest_record_not_applied() -> None:
+    reading = ShardReading(last_read_created_at=990.0, caught_up=False)
+    assert shard_lag(1000.0, 950.0, reading) == 50.0
+    # Everything read is applied, but the reader has more to read: at least this far.
+    assert shard_lag(1000.0, None, reading) == 10.0
+    # At the head of the shard with nothing pending: no lag.
+    assert shard_lag(1000.0, None, ShardReading(990.0, caught_up=True)) == 0.0
+    assert shard_lag(1000.0, None, ShardReading()) == 0.0
+    assert behind_latest(1000.0, reading) == 10.0
+    assert behind_latest(1000.0, ShardReading(990.0, caught_up=True)) == 0.0
+
+
+def test_the_lag_is_the_largest_of_the_open_shards() -> None:
+    stats = Stats()
+    for shard, created in (("a", 900.0), ("b", 980.0)):
+        tracker = CheckpointTracker("TRIM_HORIZON")
+        tracker.add("1" + shard.encode().hex(), created)
+        stats.trackers[shard] = tracker
+        stats.readings[shard] = ShardReading(created, caught_up=False)
+    assert stats.shard_lags(1000.0) == {"a": 100.0, "b": 20.0}
+    assert stats.lag_seconds(1000.0) == 100.0
+    assert Stats().lag_seconds(1000.0) == 0.0
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    histogram = Histogram((1.0, 5.0))
+    for value in (0.5, 1.0, 3.0, 9.0):
+        histogram.observe(value)
+    histogram.observe(2.0, times=2)
+    assert histogram.cumulative() == [(1.0, 2), (5.0, 5), (float("inf"), 6)]
+    assert histogram.count == 6
+    assert histogram.sum == 17.5
+
+
+def test_the_collector_reports_stats_with_task_and_worker_labels() -> None:
+    stats = Stats()
+    stats.records_read = 7
+    stats.records_applied.update({"INSERT": 4, "REMOVE": 2})
+    stats.count_retry(ThrottledError("BatchWriteItem: slow down", operation="BatchWriteItem"))
+    stats.apply_seconds.observe(0.3, times=6)
+    tracker = CheckpointTracker("TRIM_HORIZON")
+    stats.trackers["shard-1"] = tracker
+    stats.readings["shard-1"] = ShardReading(caught_up=True)
+    collector = StatsCollector(stats, task="t", worker="w",
+                               gauges=lambda: LiveGauges(leases_held=3, queue_depth=9))
+    text = render(registry_for(collector)).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+    base = (("task", "t"), ("worker", "w"))
+    assert samples[("replicator_records_read_total", base)] == 7
+    assert samples[("replicator_records_applied_total", (("event", "INSERT"), *base))] == 4
+    assert samples[("replicator_throttles_total", (("operation", "BatchWriteItem"), *base))] == 1
+    assert samples[("replicator_errors_total", (("kind", "ThrottledError"), *base))] == 1
+    assert samples[("replicator_leases_held", base)] == 3
+    assert samples[("replicator_queue_depth", base)] == 9
+    assert samples[("replicator_replication_lag_seconds", (("shard", "shard-1"), *base))] == 0
+    assert samples[("replicator_apply_latency_seconds_count", base)] == 6
+    assert samples[("replicator_apply_latency_seconds_bucket", (("le", "0.5"), *base))] == 6
+    assert samples[("replicator_apply_latency_seconds_bucket", (("le", "0.25"), *base))] == 0
+    assert all(dict(labels).get("task") == "t" for _, labels in samples)
+
+
+def test_cloudwatch_data_are_increases_with_the_task_dimension() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    data = metric_data("task-1", Snapshot(records_applied=10, bytes_applied=100),
+                       Snapshot(records_applied=25, bytes_applied=400, records_read=30),
+                       lag_seconds=1.5, leases_held=2, at=at)
+    by_name = {datum["MetricName"]: datum for datum in data}
+    assert by_name["RecordsProcessed"]["Value"] == 15
+    assert by_name["BytesProcessed"] == {
+        "MetricName": "BytesProcessed", "Dimensions": [{"Name": "TaskName", "Value": "task-1"}],
+        "Timestamp": at, "Value": 300.0, "Unit": "Bytes"}
+    assert by_name["RecordsRead"]["Value"] == 30
+    assert by_name["ReplicationLag"]["Value"] == 1.5
+    assert by_name["LeasesHeld"]["Value"] == 2
+
+
+class FlakySink:
+    def __init__(self) -> None:
+        self.fail = True
+        self.sent: list[tuple[str, list[dict[str, Any]]]] = []
+
+    async def put_metric_data(self, namespace: str, data: list[dict[str, Any]]) -> None:
+        if self.fail:
+            raise ThrottledError("PutMetricData: Throttling", operation="PutMetricData")
+        self.sent.append((namespace, data))
+
+
+async def test_a_failed_cloudwatch_batch_is_carried_by_the_next() -> None:
+    stats, sink = Stats(), FlakySink()
+    publisher = CloudWatchPublisher(sink, stats, task="task-1", interval=60,
+                                    leases_held=lambda: 1)
+    stats.records_applied["INSERT"] += 5
+    await publisher.publish()  # fails: logged, nothing lost
+    assert sink.sent == []
+    assert stats.throttles["PutMetricData"] == 1
+    sink.fail = False
+    stats.records_applied["MODIFY"] += 2
+    await publisher.publish()
+    stats.records_applied["MODIFY"] += 1
+    await publisher.publish()
+    processed = [next(d["Value"] for d in data if d["MetricName"] == "RecordsProcessed")
+                 for _, data in sink.sent]
+    assert processed == [7, 1]
+    assert {namespace for namespace, _ in sink.sent} == {"task-1"}
+
+
+def test_a_stalled_loop_is_unhealthy() -> None:
+    monitor = LoopMonitor(interval=0.5)
+    healthy, details = monitor.healthy(monitor.beat + 1.0)
+    assert healthy
+    assert details["loop_lag_seconds"] == 0.5
+    healthy, details = monitor.healthy(monitor.beat + 0.5 + LOOP_LAG_LIMIT + 1)
+    assert not healthy
+
+
+async def test_a_busy_metrics_port_is_a_one_line_startup_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def ready() -> Readiness:
+            return Readiness(True)
+
+        server = StatusServer(metrics=lambda: b"", metrics_content_type="text/plain",
+                              readiness=ready, monitor=LoopMonitor())
+        with pytest.raises(StartupCheckError) as caught:
+            await server.start("127.0.0.1", port)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"REPLICATOR_METRICS_PORT: cannot listen on 127.0.0.1:{port}" in message
+    assert "set 0" in message
+    await asyncio.sleep(0)
