@@ -16,10 +16,11 @@ from typing import Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore import exceptions as boto_errors
 
 from replicator import errors
+from replicator.config import Settings
 from replicator.leases import Lease
 from replicator.records import RecordsPage, Shard
 
@@ -116,11 +117,37 @@ async def map_errors(operation: str, seconds: float) -> AsyncIterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where one AWS client connects."""
+    """Where one AWS client connects, and with which profile's credentials
+    (None: the standard chain)."""
 
     service: str
     region: str
     endpoint_url: str | None
+    profile: str | None = None
+    #: The setting that named the profile, for error messages.
+    profile_setting: str = "the profile setting"
+
+
+def endpoint_for(settings: Settings, side: str) -> Endpoint:
+    """The endpoint of one side of the replication: source, streams, destination,
+    checkpoint or cloudwatch."""
+    source = ("REPLICATOR_SOURCE_PROFILE", settings.source_profile)
+    checkpoint = ("REPLICATOR_CHECKPOINT_PROFILE", settings.checkpoint_profile)
+    if checkpoint[1] == source[1]:
+        checkpoint = source  # derived from it, or set to the same
+    service, region, url, (setting, profile) = {
+        "source": ("dynamodb", settings.source_region, settings.source_endpoint, source),
+        "streams": ("dynamodbstreams", settings.source_region,
+                    settings.source_streams_endpoint, source),
+        "destination": ("dynamodb", settings.destination_region,
+                        settings.destination_endpoint,
+                        ("REPLICATOR_DESTINATION_PROFILE", settings.destination_profile)),
+        "checkpoint": ("dynamodb", settings.checkpoint_region, settings.checkpoint_endpoint,
+                       checkpoint),
+        "cloudwatch": ("cloudwatch", settings.cloudwatch_region, settings.cloudwatch_endpoint,
+                       checkpoint),
+    }[side]
+    return Endpoint(service, str(region), url, profile, setting)
 
 
 @asynccontextmanager
@@ -139,7 +166,15 @@ async def open_client(
         retries={"total_max_attempts": 1},
         max_pool_connections=max_connections,
     )
-    session = get_session()
+    session = get_session() if endpoint.profile is None else AioSession(profile=endpoint.profile)
+    try:
+        # botocore reads the profile here, and its credentials on the first call.
+        session.get_scoped_config()
+    except boto_errors.ProfileNotFound as exc:
+        raise errors.ConfigError(
+            f"{endpoint.profile_setting}: AWS profile {endpoint.profile!r} is not in the AWS "
+            "config files (~/.aws/config, or AWS_CONFIG_FILE): add it, or name another"
+        ) from exc
     async with session.create_client(
         endpoint.service,
         region_name=endpoint.region,

@@ -93,6 +93,21 @@ class Settings(BaseSettings):
         None, description="Destination region (default: the source region)."
     )
     destination_endpoint: Endpoint = Field(None, description="Destination DynamoDB endpoint URL.")
+    source_profile: str | None = Field(
+        None,
+        description="AWS profile whose credentials read the source table and its stream "
+        "(default: the standard credential chain).",
+    )
+    destination_profile: str | None = Field(
+        None,
+        description="AWS profile whose credentials write the destination table, for "
+        "another account (default: the standard credential chain).",
+    )
+    checkpoint_profile: str | None = Field(
+        None,
+        description="AWS profile for the checkpoint table and CloudWatch (default: the "
+        "source's).",
+    )
     checkpoint_region: str | None = Field(
         None, description="Region of the checkpoint table (default: the source region)."
     )
@@ -230,6 +245,8 @@ class Settings(BaseSettings):
             self.checkpoint_region = self.source_region
             if self.checkpoint_endpoint is None:
                 self.checkpoint_endpoint = self.source_endpoint
+        if self.checkpoint_profile is None:
+            self.checkpoint_profile = self.source_profile
         if self.cloudwatch_region is None:
             self.cloudwatch_region = self.checkpoint_region
         if self.cloudwatch is None:

@@ -18,8 +18,8 @@ from replicator.aws import (
     DynamoLeaseStore,
     DynamoStreamReader,
     DynamoTable,
-    Endpoint,
     describe_table,
+    endpoint_for,
 )
 from replicator.cloudwatch import CloudWatchPublisher
 from replicator.config import FENCE_SAFETY, Settings
@@ -106,26 +106,15 @@ class Replicator:
                    background: list[asyncio.Task[None]], copy_only: bool) -> int:
         settings = self.settings
         timeout = settings.call_timeout
-        source = await clients.open(
-            Endpoint("dynamodb", str(settings.source_region), settings.source_endpoint),
-            call_timeout=timeout,
-        )
-        streams_client = await clients.open(
-            Endpoint("dynamodbstreams", str(settings.source_region),
-                     settings.source_streams_endpoint),
-            call_timeout=timeout,
-        )
+        source = await clients.open(endpoint_for(settings, "source"), call_timeout=timeout)
+        streams_client = await clients.open(endpoint_for(settings, "streams"),
+                                            call_timeout=timeout)
         destination = await clients.open(
-            Endpoint("dynamodb", str(settings.destination_region),
-                     settings.destination_endpoint),
-            call_timeout=timeout,
+            endpoint_for(settings, "destination"), call_timeout=timeout,
             max_connections=max(settings.writers, settings.copy_writers) + 2,
         )
-        checkpoints = await clients.open(
-            Endpoint("dynamodb", str(settings.checkpoint_region),
-                     settings.checkpoint_endpoint),
-            call_timeout=timeout,
-        )
+        checkpoints = await clients.open(endpoint_for(settings, "checkpoint"),
+                                         call_timeout=timeout)
         self._probes = {
             "source": (source, settings.source_table),
             "destination": (destination, settings.destination_table),
@@ -137,11 +126,8 @@ class Replicator:
             settings, source=source, streams=streams, destination=destination, store=store
         )
         if settings.cloudwatch:
-            cloudwatch = await clients.open(
-                Endpoint("cloudwatch", str(settings.cloudwatch_region),
-                         settings.cloudwatch_endpoint),
-                call_timeout=timeout,
-            )
+            cloudwatch = await clients.open(endpoint_for(settings, "cloudwatch"),
+                                            call_timeout=timeout)
             self.publisher = CloudWatchPublisher(
                 CloudWatchMetrics(cloudwatch, call_timeout=timeout), self.stats,
                 task=str(settings.task_name), interval=settings.cloudwatch_interval,

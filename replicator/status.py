@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from replicator.aws import AwsClients, DynamoLeaseStore, Endpoint, describe_table
+from replicator.aws import AwsClients, DynamoLeaseStore, describe_table, endpoint_for
 from replicator.checkpoint import Sentinel
 from replicator.config import Settings
 from replicator.errors import ReplicatorError, StartupCheckError
@@ -65,14 +65,9 @@ def render_table(report: dict[str, Any]) -> str:
 async def run_status(settings: Settings, *, as_json: bool) -> int:
     timeout = settings.call_timeout
     async with AwsClients() as clients:
-        checkpoints = await clients.open(
-            Endpoint("dynamodb", str(settings.checkpoint_region), settings.checkpoint_endpoint),
-            call_timeout=timeout,
-        )
-        source = await clients.open(
-            Endpoint("dynamodb", str(settings.source_region), settings.source_endpoint),
-            call_timeout=timeout,
-        )
+        checkpoints = await clients.open(endpoint_for(settings, "checkpoint"),
+                                         call_timeout=timeout)
+        source = await clients.open(endpoint_for(settings, "source"), call_timeout=timeout)
         store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
         table = await call_checked(
             describe_table(checkpoints, store.table, call_timeout=timeout),

@@ -240,7 +240,7 @@ async def compare_tables(
 
 async def run_verify(settings: Settings, *, repair: bool) -> int:
     """``replicator verify``: print the comparison; exit 0 only when the tables are equal."""
-    from replicator.aws import AwsClients, Endpoint, describe_table
+    from replicator.aws import AwsClients, describe_table, endpoint_for
     from replicator.startup import call_checked
 
     timeout = settings.call_timeout
@@ -252,7 +252,7 @@ async def run_verify(settings: Settings, *, repair: bool) -> int:
             ("destination", settings.destination_table, settings.destination_region,
              settings.destination_endpoint, "REPLICATOR_DESTINATION_ENDPOINT"),
         ):
-            client = await clients.open(Endpoint("dynamodb", str(region), endpoint),
+            client = await clients.open(endpoint_for(settings, name),
                                         call_timeout=timeout, max_connections=32)
             description = await call_checked(
                 describe_table(client, table, call_timeout=timeout),
