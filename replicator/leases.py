@@ -386,9 +386,14 @@ class HeldLease:
         self.fence.revoke()
 
     async def renew(self) -> None:
-        if self.released:  # a renewal queued behind the release has nothing to do
+        if self.released:
             return
-        await self._update(new_owner=self.lease.owner, checkpoint=None)
+        try:
+            await self._update(new_owner=self.lease.owner, checkpoint=None)
+        except LeaseLostError:
+            if self.released:  # it waited behind the release: nothing to renew
+                return
+            raise
 
     async def checkpoint(self, checkpoint: str) -> None:
         await self._update(new_owner=self.lease.owner, checkpoint=checkpoint)

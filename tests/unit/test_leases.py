@@ -456,3 +456,17 @@ async def test_after_a_lost_answer_a_lease_another_worker_took_is_lost() -> None
     with pytest.raises(LeaseLostError):
         await held.renew()
     assert held.lost
+
+
+async def test_a_renewal_queued_behind_the_release_ends_quietly() -> None:
+    store = FakeLeaseStore()
+    lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
+    await store.plant(lease)
+    held = HeldLease(store, lease, lease_duration=10)
+    release = asyncio.create_task(held.release("100"))
+    await asyncio.sleep(0)  # the release holds the lease's lock
+    await held.renew()  # waits for it, then has nothing to renew: no LeaseLostError
+    await release
+    row = store.row("shard-1")
+    assert row is not None
+    assert (row.owner, row.counter, row.checkpoint) == (None, 1, "100")
