@@ -303,9 +303,13 @@ class FaultProxy:
         body = await request.read()
         if operation:
             self.calls[operation] += 1
+        # In an outage, a request on a connection opened before it is dropped, and new
+        # connections are refused (those the proxy never sees, so never counts).
         if self._outage is Outage.REFUSED:
+            self.injected[(operation, Fault.DROP)] += 1
             return self._drop(request)
         if self._outage is Outage.UNAVAILABLE and operation:
+            self.injected[(operation, Fault.UNAVAILABLE)] += 1
             return self._error(*_error_of(Fault.UNAVAILABLE, operation))
         fault = self._choose(operation) if operation else None
         if fault is Fault.UNPROCESSED and operation != "BatchWriteItem":
