@@ -48,6 +48,12 @@ _ACCESS = {
     "InvalidClientTokenId",
     "IncompleteSignature",
 }
+#: The fix an access error names, wherever it happens: the service's own message
+#: says which permission is missing.
+ACCESS_FIX = (
+    "check the AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, the container role) "
+    "and their IAM permissions"
+)
 _BY_CODE: dict[str, type[errors.AwsError]] = {
     "ResourceNotFoundException": errors.ResourceNotFoundError,
     "ValidationException": errors.ValidationError,
@@ -73,6 +79,7 @@ def map_client_error(exc: boto_errors.ClientError, operation: str) -> errors.Aws
         cls = errors.ThrottledError
     elif code in _ACCESS:
         cls = errors.AccessDeniedError
+        text = f"{text}; {ACCESS_FIX}"
     elif code in _BY_CODE:
         cls = _BY_CODE[code]
     elif code in _TRANSIENT or status >= 500 or (code.isdigit() and int(code) >= 500):
@@ -92,7 +99,7 @@ async def map_errors(operation: str, seconds: float) -> AsyncIterator[None]:
         raise map_client_error(exc, operation) from exc
     except (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError) as exc:
         raise errors.AccessDeniedError(
-            f"{operation}: no AWS credentials found", operation=operation
+            f"{operation}: no AWS credentials found; {ACCESS_FIX}", operation=operation
         ) from exc
     except (boto_errors.EndpointConnectionError, boto_errors.ConnectTimeoutError) as exc:
         url = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")

@@ -29,9 +29,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -41,8 +41,10 @@ from replicator.checkpoint import AT_PREFIX, Sentinel
 from replicator.errors import (
     ConditionFailedError,
     LeaseLostError,
+    PoisonRecordError,
     ReplicatorError,
     StartupCheckError,
+    ValidationError,
 )
 from replicator.leases import ExpiryClock, HeldLease, Lease
 from replicator.protocols import LeaseStore, StreamReader
@@ -51,6 +53,7 @@ from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segme
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
+T = TypeVar("T")
 
 COPY_PREFIX = "copy|"
 HEADER = "copy"
@@ -77,12 +80,15 @@ async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str) -> boo
         return False
     if mode == "always":
         return True
-    header = {row.shard_id: row for row in await store.list_leases(copy_key(stream_arn))}.get(
-        HEADER
-    )
+
+    async def rows(key: str) -> list[Lease]:
+        return await retry_forever(lambda: store.list_leases(key), what="Query",
+                                   backoff=Backoff())
+
+    header = {row.shard_id: row for row in await rows(copy_key(stream_arn))}.get(HEADER)
     if header is not None:
         return header.checkpoint != DONE
-    return not await store.list_leases(stream_arn)
+    return not await rows(stream_arn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,7 @@ class TableCopy:
         stop: asyncio.Event,
         table_items: int = 0,
         table_bytes: int = 0,
+        key_names: tuple[str, ...] = (),
         backoff: Backoff | None = None,
     ) -> None:
         self._source = source
@@ -146,6 +153,7 @@ class TableCopy:
         self._stop = stop
         self._table_items = table_items
         self._table_bytes = table_bytes
+        self._key_names = key_names
         self._backoff = backoff or Backoff()
         self._reads = RateLimiter(settings.max_rcu)
         self._writes = RateLimiter(settings.max_wcu)
@@ -174,18 +182,29 @@ class TableCopy:
         """Copy, resume a copy, or wait for another worker's. True once the copy is
         done (by anyone); False when stopped first. ``fresh`` starts over a copy
         that was done before."""
+        attempt = 0
         while not self._stop.is_set():
-            header = await self._acquire(fresh)
-            if header is None:
-                return not self._stop.is_set()
-            fresh = False
             try:
-                if await self._copy(header):
-                    return True
+                header = await self._acquire(fresh)
+                if header is None:
+                    return not self._stop.is_set()
+                fresh = False
+                return await self._copy(header)
             except LeaseLostError:
                 log.warning("copy taken over by another worker; waiting for it")
-                continue
-            return False
+            except ReplicatorError as exc:
+                if not exc.retriable:
+                    raise
+                # A call on the checkpoint table failed between pages: the copy's rows
+                # say how far it got, so it resumes from them. The stream is then
+                # replayed from its start (no watcher), as after a crash.
+                self._stats.count_retry(exc)
+                self._watch = []
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                log.warning("copy interrupted by a failed call; resuming", error=str(exc),
+                            delay=round(delay, 3))
+                await asyncio.sleep(delay)
         return False
 
     async def _acquire(self, fresh: bool) -> HeldLease | None:
@@ -200,7 +219,8 @@ class TableCopy:
         self._halt = asyncio.Event()
         self._lost = False
         while not self._stop.is_set():
-            rows = {row.shard_id: row for row in await self._store.list_leases(self._key)}
+            rows = {row.shard_id: row for row in await self._retried(
+                functools.partial(self._store.list_leases, self._key), "Query")}
             header = rows.get(HEADER)
             if header is None:
                 created = await self._create()
@@ -234,14 +254,15 @@ class TableCopy:
         worker = self._settings.worker_id
         sent_at = time.monotonic()
         header = Lease(self._key, HEADER, None, worker, 0, f"{RUNNING}/{segments}")
-        if not await self._store.create_lease(header):
+        if not await self._retried(functools.partial(self._store.create_lease, header),
+                                   "PutItem"):
             return None  # another worker created the copy first
         held = self._hold(header, sent_at)
         # Positions first: every write from now on is in the stream after them.
         await self._record_positions(watch=True)
         for index in range(segments):
             row = Lease(self._key, segment_id(index), None, worker, 0, START)
-            await self._store.create_lease(row)
+            await self._retried(functools.partial(self._store.create_lease, row), "PutItem")
             self._segments[row.shard_id] = self._hold(row, sent_at)
         log.info("copy started", segments=segments, items=self._table_items,
                  bytes=self._table_bytes)
@@ -261,7 +282,8 @@ class TableCopy:
             return {row.shard_id: (row.owner, row.counter) for row in rows
                     if row.owner not in (None, worker) and not row.finished}
 
-        first = owned(await self._store.list_leases(self.stream_arn))
+        first = owned(await self._retried(
+            functools.partial(self._store.list_leases, self.stream_arn), "Query"))
         if not first:
             return
         log.info("waiting to see whether the task's workers are stopped",
@@ -272,7 +294,8 @@ class TableCopy:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.coordinator_interval):
                     await self._stop.wait()
-            current = owned(await self._store.list_leases(self.stream_arn))
+            current = owned(await self._retried(
+                functools.partial(self._store.list_leases, self.stream_arn), "Query"))
             live = sorted({owner for shard_id, (owner, counter) in current.items()
                            if first.get(shard_id) != (owner, counter) and owner})
             if live:
@@ -286,7 +309,9 @@ class TableCopy:
         worker = self._settings.worker_id
         sent_at = time.monotonic()
         try:
-            taken = await self._store.update_lease(header, new_owner=worker)
+            taken = await self._retried(
+                functools.partial(self._store.update_lease, header, new_owner=worker),
+                "UpdateItem")
         except ConditionFailedError:
             return None
         held = self._hold(taken, sent_at)
@@ -294,16 +319,37 @@ class TableCopy:
             if shard_id == HEADER or row.checkpoint == DONE:
                 continue
             sent_at = time.monotonic()
-            with contextlib.suppress(ConditionFailedError):
-                self._segments[shard_id] = self._hold(
-                    await self._store.update_lease(row, new_owner=worker), sent_at
-                )
+            try:
+                taken_row = await self._retried(
+                    functools.partial(self._store.update_lease, row, new_owner=worker),
+                    "UpdateItem")
+            except ConditionFailedError as exc:
+                # The row moved since it was read (a write of ours whose answer was
+                # lost): read the rows again rather than copy without this segment.
+                raise LeaseLostError(f"copy row {shard_id} changed while taken") from exc
+            self._segments[shard_id] = self._hold(taken_row, sent_at)
+        # A copy interrupted while it created its rows misses some segments: not one
+        # of them may be skipped.
+        for index in range(int(header.checkpoint.split("/")[1])):
+            if segment_id(index) not in rows:
+                row = Lease(self._key, segment_id(index), None, worker, 0, START)
+                sent_at = time.monotonic()
+                if await self._retried(functools.partial(self._store.create_lease, row),
+                                       "PutItem"):
+                    self._segments[row.shard_id] = self._hold(row, sent_at)
         # Shards the interrupted copy did not get to: read them from TRIM_HORIZON.
         await self._record_positions(watch=False)
         self.progress.resumed = True
         log.info("copy resumed", previous_owner=header.owner,
                  segments_left=len(self._segments))
         return held
+
+    async def _retried(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """A call on the checkpoint table or the stream, retried while retriable. A
+        conditional write whose answer was lost fails its condition when retried:
+        each caller reads that as "the row moved" and reads the rows again."""
+        return await retry_forever(call, what=what, backoff=self._backoff,
+                                   on_retry=self._stats.count_retry)
 
     def _hold(self, lease: Lease, sent_at: float) -> HeldLease:
         return HeldLease(self._store, lease, lease_duration=self._settings.lease_duration,
@@ -313,20 +359,25 @@ class TableCopy:
         """Delete a finished copy's rows, so that ``always`` copies again."""
         for row in rows:
             with contextlib.suppress(ConditionFailedError):
-                await self._store.delete_lease(row)
+                await self._retried(functools.partial(self._store.delete_lease, row),
+                                    "DeleteItem")
 
     # -- positions for the stream ---------------------------------------------
 
     async def _record_positions(self, *, watch: bool) -> None:
-        shards = await self._streams.list_shards(self.stream_arn)
-        existing = {row.shard_id for row in await self._store.list_leases(self.stream_arn)}
+        shards = await self._retried(
+            functools.partial(self._streams.list_shards, self.stream_arn), "DescribeStream")
+        existing = {row.shard_id for row in await self._retried(
+            functools.partial(self._store.list_leases, self.stream_arn), "Query")}
         for shard in shards:
             if shard.shard_id in existing:
                 continue  # already streamed from: its checkpoint stands
             checkpoint = Sentinel.SHARD_END if shard.closed else Sentinel.TRIM_HORIZON
             row = Lease(self.stream_arn, shard.shard_id, shard.parent_shard_id, None, 0,
                         checkpoint)
-            if await self._store.create_lease(row) and watch and not shard.closed:
+            created = await self._retried(functools.partial(self._store.create_lease, row),
+                                          "PutItem")
+            if created and watch and not shard.closed:
                 self._watch.append(shard.shard_id)
 
     async def _watch_shard(self, shard_id: str, iterator: str) -> None:
@@ -341,8 +392,10 @@ class TableCopy:
                 sequence = page.records[0]["dynamodb"]["SequenceNumber"]
                 row = Lease(self.stream_arn, shard_id, None, None, 0, Sentinel.TRIM_HORIZON)
                 with contextlib.suppress(ConditionFailedError):  # already streamed from
-                    await self._store.update_lease(
-                        row, new_owner=None, checkpoint=f"{AT_PREFIX}{sequence}"
+                    await self._retried(
+                        functools.partial(self._store.update_lease, row, new_owner=None,
+                                          checkpoint=f"{AT_PREFIX}{sequence}"),
+                        "UpdateItem",
                     )
                     log.info("stream position recorded", shard_id=shard_id, at=sequence)
                 return
@@ -355,7 +408,8 @@ class TableCopy:
         """Copy every unfinished segment. True when all are done; False when stopped."""
         self._header = header
         self.progress.started_at = time.monotonic()
-        rows = {row.shard_id: row for row in await self._store.list_leases(self._key)}
+        rows = {row.shard_id: row for row in await self._retried(
+            functools.partial(self._store.list_leases, self._key), "Query")}
         total = int(rows[HEADER].checkpoint.split("/")[1]) if HEADER in rows else 0
         if HEADER in rows and rows[HEADER].checkpoint == DONE:
             return True
@@ -480,11 +534,38 @@ class TableCopy:
         async with self._writer_slots:
             if self._writes.rate is not None:
                 await self._writes.acquire(sum(_write_units(r) for r in requests))
-            await write_until_processed(
-                self._fenced_write, requests, backoff=self._backoff,
-                on_retry=self._stats.count_retry, on_written=self._written,
-                on_unprocessed=self._stats.count_unprocessed,
-            )
+            try:
+                await self._write_requests(requests)
+            except ValidationError:
+                await self._find_refused(requests)
+                raise
+
+    async def _write_requests(self, requests: list[dict[str, Any]]) -> None:
+        await write_until_processed(
+            self._fenced_write, requests, backoff=self._backoff,
+            on_retry=self._stats.count_retry, on_written=self._written,
+            on_unprocessed=self._stats.count_unprocessed,
+        )
+
+    async def _find_refused(self, requests: list[dict[str, Any]]) -> None:
+        """Write a refused batch one item at a time, to name the item the destination
+        refuses. Its page is not checkpointed, so a copy run again starts with it."""
+        for request in requests:
+            try:
+                await self._write_requests([request])
+            except ValidationError as exc:
+                item = request["PutRequest"]["Item"]
+                key = ", ".join(
+                    f"{name}={type_}:{str(value)[:64]}"
+                    for name in self._key_names if name in item
+                    for type_, value in item[name].items()
+                )
+                raise PoisonRecordError(
+                    f"the destination rejects item ({key or 'key unknown'}) of source table "
+                    f"{self._source.table} while copying it: {exc}; fix the item or the "
+                    "destination table, then start again: the copy resumes from the page "
+                    "that holds it"
+                ) from exc
 
     def _written(self, items: int) -> None:
         self.progress.items_written += items

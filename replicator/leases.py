@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from replicator.checkpoint import LeaseFence, Sentinel, is_sentinel
-from replicator.errors import ConditionFailedError, LeaseLostError
+from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
 
 if TYPE_CHECKING:
     from replicator.protocols import LeaseStore
@@ -317,6 +317,8 @@ class HeldLease:
         self.lease = lease
         self.lost = False
         self.released = False
+        #: The last write failed in a way that may hide its success (see ``_update``).
+        self._uncertain = False
         self.start_after = start_after
         self.fence = LeaseFence(
             lease_duration, time.monotonic() if sent_at is None else sent_at
@@ -330,39 +332,68 @@ class HeldLease:
         async with self._lock:
             if self.lost:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
-            sent_at = time.monotonic()
-            # A write cancelled in flight (a shard stopped at shutdown) may still reach
-            # the table and bump the counter: let it finish (it has a timeout) so that
-            # the next write, the final checkpoint and release, expects the right counter.
-            write = asyncio.ensure_future(
-                self._store.update_lease(self.lease, new_owner=new_owner, checkpoint=checkpoint)
-            )
-            try:
-                self.lease = await asyncio.shield(write)
-            except asyncio.CancelledError:
-                await asyncio.wait([write])
-                if not write.cancelled():
-                    if write.exception() is None:
-                        self.lease = write.result()
-                        self.fence.renewed(sent_at)
-                    elif isinstance(write.exception(), ConditionFailedError):
-                        self._lose()
-                raise
-            except ConditionFailedError as exc:
-                self._lose()
-                raise LeaseLostError(
-                    f"lease on shard {self.shard_id} was taken by another worker"
-                ) from exc
-            self.fence.renewed(sent_at)
+            while True:
+                sent_at = time.monotonic()
+                # A write cancelled in flight (a shard stopped at shutdown) may still reach
+                # the table and bump the counter: let it finish (it has a timeout) so that
+                # the next write, the final checkpoint and release, expects the right
+                # counter.
+                write = asyncio.ensure_future(self._store.update_lease(
+                    self.lease, new_owner=new_owner, checkpoint=checkpoint
+                ))
+                try:
+                    self.lease = await asyncio.shield(write)
+                except asyncio.CancelledError:
+                    await asyncio.wait([write])
+                    if not write.cancelled():
+                        if write.exception() is None:
+                            self.lease = write.result()
+                            self.fence.renewed(sent_at)
+                        elif isinstance(write.exception(), ConditionFailedError):
+                            self._lose()
+                    raise
+                except ConditionFailedError as exc:
+                    if self._uncertain and await self._adopt_lost_write():
+                        continue  # the row holds our own earlier write: write again
+                    self._lose()
+                    raise LeaseLostError(
+                        f"lease on shard {self.shard_id} was taken by another worker"
+                    ) from exc
+                except ReplicatorError as exc:
+                    # A timeout, a dropped connection or a 5xx may hide a write that
+                    # reached the table and moved the counter.
+                    self._uncertain = self._uncertain or exc.retriable
+                    raise
+                self._uncertain = False
+                self.fence.renewed(sent_at)
+                return
+
+    async def _adopt_lost_write(self) -> bool:
+        """After a write whose answer was lost, a failed condition may be that write's
+        doing: the row then has this owner and the counter one further. No other
+        worker writes this owner into the row, so it is still ours; anything else is
+        a lost lease."""
+        rows = await self._store.list_leases(self.lease.stream_arn)
+        self._uncertain = False
+        row = next((row for row in rows if row.shard_id == self.shard_id), None)
+        if row is None or row.owner != self.lease.owner or row.counter != self.lease.counter + 1:
+            return False
+        self.lease = row
+        return True
 
     def _lose(self) -> None:
         self.lost = True
         self.fence.revoke()
 
     async def renew(self) -> None:
-        if self.released:  # a renewal queued behind the release has nothing to do
+        if self.released:
             return
-        await self._update(new_owner=self.lease.owner, checkpoint=None)
+        try:
+            await self._update(new_owner=self.lease.owner, checkpoint=None)
+        except LeaseLostError:
+            if self.released:  # it waited behind the release: nothing to renew
+                return
+            raise
 
     async def checkpoint(self, checkpoint: str) -> None:
         await self._update(new_owner=self.lease.owner, checkpoint=checkpoint)

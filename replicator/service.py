@@ -162,6 +162,7 @@ class Replicator:
                 stats=self.stats, stop=self.stop_requested,
                 table_items=int(prepared.source_table.get("ItemCount") or 0),
                 table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
+                key_names=tuple(k["AttributeName"] for k in prepared.source_table["KeySchema"]),
             )
             # ``always`` copies on every start: a finished copy is started over.
             if not await self.copy.run(fresh=mode == "always") or copy_only:

@@ -6,11 +6,13 @@ problem, the setting or fact behind it, and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from replicator.aws import DynamoLeaseStore, DynamoStreamReader, describe_table
+from replicator.backoff import Backoff
 from replicator.config import Settings
 from replicator.errors import (
     AccessDeniedError,
@@ -22,6 +24,11 @@ from replicator.errors import (
 
 T = TypeVar("T")
 REPLICABLE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+#: A start-up call that is throttled, meets a server error or loses its connection
+#: is tried this many times (about 4 s of backoff at most) before the check fails.
+#: An endpoint where nothing answers fails the check at once.
+STARTUP_ATTEMPTS = 8
+STARTUP_BACKOFF = Backoff(base=0.05, cap=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,28 +39,36 @@ class Prepared:
     source_table: dict[str, Any]
 
 
-async def call_checked(awaitable: Awaitable[T], *, what: str, setting: str, endpoint: str | None,
-                region: str | None) -> T:
-    """Run a start-up call, turning endpoint and credential failures into one-line errors."""
+async def call_checked(call: Callable[[], Awaitable[T]], *, what: str, setting: str,
+                       endpoint: str | None, region: str | None) -> T:
+    """Run a start-up call, turning endpoint and credential failures into one-line errors.
+
+    Throttling, server errors and dropped connections are retried a few times
+    first: a worker started while the service has a bad moment still starts.
+    """
     where = endpoint or f"the AWS endpoint of region {region}"
-    try:
-        return await awaitable
-    except EndpointUnreachableError as exc:
-        raise StartupCheckError(
-            f"cannot reach {what} at {where}: nothing answers; check {setting} "
-            "and that the endpoint is up"
-        ) from exc
-    except AccessDeniedError as exc:
-        raise StartupCheckError(
-            f"access to {what} at {where} was refused ({exc}); check the AWS credentials "
-            "(AWS_PROFILE, AWS_ACCESS_KEY_ID, the container role) and their IAM permissions"
-        ) from exc
-    except TransientError as exc:
-        raise StartupCheckError(
-            f"{what} at {where} does not answer properly ({exc}); check {setting}"
-        ) from exc
-    except AwsError as exc:
-        raise StartupCheckError(f"{what} at {where} refused a start-up call: {exc}") from exc
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except EndpointUnreachableError as exc:
+            raise StartupCheckError(
+                f"cannot reach {what} at {where}: nothing answers; check {setting} "
+                "and that the endpoint is up"
+            ) from exc
+        except AccessDeniedError as exc:
+            # The error names the fix (ACCESS_FIX).
+            raise StartupCheckError(f"access to {what} at {where} was refused: {exc}") from exc
+        except AwsError as exc:
+            attempt += 1
+            if exc.retriable and attempt < STARTUP_ATTEMPTS:
+                await asyncio.sleep(STARTUP_BACKOFF.delay(attempt))
+                continue
+            if isinstance(exc, TransientError):
+                raise StartupCheckError(
+                    f"{what} at {where} does not answer properly ({exc}); check {setting}"
+                ) from exc
+            raise StartupCheckError(f"{what} at {where} refused a start-up call: {exc}") from exc
 
 
 def _key_schema(description: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -80,7 +95,7 @@ async def check(
 ) -> Prepared:
     timeout = settings.call_timeout
     source_table = await call_checked(
-        describe_table(source, settings.source_table, call_timeout=timeout),
+        lambda: describe_table(source, settings.source_table, call_timeout=timeout),
         what=f"source table {settings.source_table}", setting="REPLICATOR_SOURCE_ENDPOINT",
         endpoint=settings.source_endpoint, region=settings.source_region,
     )
@@ -98,7 +113,7 @@ async def check(
             "--stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
         )
     stream = await call_checked(
-        streams.describe_stream(stream_arn),
+        lambda: streams.describe_stream(stream_arn),
         what=f"the stream of {settings.source_table}",
         setting="REPLICATOR_SOURCE_STREAMS_ENDPOINT",
         endpoint=settings.source_streams_endpoint, region=settings.source_region,
@@ -112,7 +127,7 @@ async def check(
         )
 
     destination_table = await call_checked(
-        describe_table(destination, settings.destination_table, call_timeout=timeout),
+        lambda: describe_table(destination, settings.destination_table, call_timeout=timeout),
         what=f"destination table {settings.destination_table}",
         setting="REPLICATOR_DESTINATION_ENDPOINT",
         endpoint=settings.destination_endpoint, region=settings.destination_region,
@@ -134,7 +149,7 @@ async def check(
         )
 
     await call_checked(
-        store.ensure_table(),
+        store.ensure_table,
         what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
         endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
     )

@@ -70,7 +70,7 @@ async def run_status(settings: Settings, *, as_json: bool) -> int:
         source = await clients.open(endpoint_for(settings, "source"), call_timeout=timeout)
         store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
         table = await call_checked(
-            describe_table(checkpoints, store.table, call_timeout=timeout),
+            lambda: describe_table(checkpoints, store.table, call_timeout=timeout),
             what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
             endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
         )

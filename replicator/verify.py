@@ -255,7 +255,7 @@ async def run_verify(settings: Settings, *, repair: bool) -> int:
             client = await clients.open(endpoint_for(settings, name),
                                         call_timeout=timeout, max_connections=32)
             description = await call_checked(
-                describe_table(client, table, call_timeout=timeout),
+                functools.partial(describe_table, client, table, call_timeout=timeout),
                 what=f"{name} table {table}", setting=setting, endpoint=endpoint, region=region,
             )
             if description is None:

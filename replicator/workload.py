@@ -86,11 +86,20 @@ class WorkloadResult:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
-async def one_operation(client: Any, table: str, rng: random.Random, keys: int) -> str:
+def some_item(rng: random.Random, key: Item, rich: float) -> Item:
+    """An item with every attribute type (a ``rich`` fraction of the time), else a small
+    one: moto takes milliseconds to store and stream a rich item."""
+    if rng.random() < rich:
+        return random_item(rng, key)
+    return {**key, "s": {"S": f"small-{rng.randint(0, 10**6)}"}}
+
+
+async def one_operation(client: Any, table: str, rng: random.Random, keys: int,
+                        rich: float = 1.0) -> str:
     choice = rng.random()
     key = random_key(rng, keys)
     if choice < 0.45:
-        await client.put_item(TableName=table, Item=random_item(rng, key))
+        await client.put_item(TableName=table, Item=some_item(rng, key, rich))
         return "put"
     if choice < 0.70:
         # Top-level paths only, so the update also works on an absent item (an upsert).
@@ -114,7 +123,7 @@ async def one_operation(client: Any, table: str, rng: random.Random, keys: int) 
         k = random_key(rng, keys)
         ident = (k["pk"]["S"], k["sk"]["N"])
         if rng.random() < 0.8:
-            batch[ident] = {"PutRequest": {"Item": random_item(rng, k)}}
+            batch[ident] = {"PutRequest": {"Item": some_item(rng, k, rich)}}
         else:
             batch[ident] = {"DeleteRequest": {"Key": k}}
     await client.batch_write_item(RequestItems={table: list(batch.values())})
@@ -131,6 +140,7 @@ async def run_workload(
     keys: int = 400,
     seed: int = 7,
     concurrency: int = 4,
+    rich: float = 1.0,
 ) -> WorkloadResult:
     """Write at about ``rate`` operations a second for ``seconds`` or ``operations``."""
     rng = random.Random(seed)
@@ -149,7 +159,7 @@ async def run_workload(
                 if seconds is not None and time.monotonic() - start >= seconds:
                     return
                 result.operations += 1
-            kind = await one_operation(client, table, local, keys)
+            kind = await one_operation(client, table, local, keys, rich)
             async with lock:
                 result.by_kind[kind] = result.by_kind.get(kind, 0) + 1
             next_at += interval

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import http.server
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from replicator import service
+from replicator.aws import open_client
 from replicator.cli import main
 from replicator.local import free_port
 from replicator.service import Replicator
+from tests.faults import Fault, FaultPlan, FaultProxy
 
 from .conftest import (
     DESTINATION_TABLE,
@@ -31,6 +35,8 @@ from .conftest import (
     environment_for,
     lease_rows,
     run_sync,
+    source_endpoint,
+    stream_records,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -152,141 +158,193 @@ def test_a_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-# -- the tables ------------------------------------------------------------------------
+# -- the matrix: tables, endpoints, credentials and permissions ---------------------------
+
+#: Stand-ins in a case's settings and expected line, replaced when the case runs.
+DEAD = "{dead}"  # the URL of a port where nothing listens
+HTML = "{html}"  # the URL of a web server that is not DynamoDB
+PROXY = "{proxy}"  # the URL of the case's fault proxy
 
 
-def test_source_table_missing(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run_sync(lambda _, destination: create_table(destination, DESTINATION_TABLE), servers)
-    assert failure_of(servers, monkeypatch, capsys) == (
+async def source_only(source: Any, destination: Any) -> None:
+    await create_table(source, SOURCE_TABLE, stream="NEW_AND_OLD_IMAGES")
+
+
+async def destination_only(source: Any, destination: Any) -> None:
+    await create_table(destination, DESTINATION_TABLE)
+
+
+def tables(*, stream: str | None = "NEW_AND_OLD_IMAGES",
+           destination_keys: dict[str, str] | None = None) -> Arrange:
+    async def arrange(source: Any, destination: Any) -> None:
+        await create_table(source, SOURCE_TABLE, stream=stream)
+        await create_table(destination, DESTINATION_TABLE, keys=destination_keys)
+
+    return arrange
+
+
+async def foreign_checkpoint_table(source: Any, destination: Any) -> None:
+    await create_pair(source, destination)
+    await create_table(source, TASK_NAME, keys={"id": "S"})
+
+
+async def one_item_to_replicate(source: Any, destination: Any) -> None:
+    await create_pair(source, destination)
+    await source.put_item(TableName=SOURCE_TABLE, Item={"pk": {"S": "a"}, "sk": {"N": "1"}})
+
+
+Arrange = Callable[[Any, Any], Awaitable[None]]
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+               "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+               "AWS_WEB_IDENTITY_TOKEN_FILE")
+#: What every access error says to do.
+ACCESS_FIX = ("check the AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, the container role) "
+              "and their IAM permissions")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A mistake a user can make: the tables as they are, the settings as given, and the
+    one line that must say what is wrong and how to fix it (``*`` matches anything)."""
+
+    expected: str
+    arrange: Arrange = create_pair
+    settings: dict[str, str] = field(default_factory=dict)
+    #: The source or the destination server behind a fault proxy with this plan.
+    proxy: tuple[str, FaultPlan] | None = None
+    no_credentials: bool = False
+
+
+MISTAKES = {
+    "source-table-unknown": Mistake(
         f"source table {SOURCE_TABLE} does not exist in region us-east-1: "
-        "check REPLICATOR_SOURCE_TABLE and REPLICATOR_SOURCE_REGION"
-    )
-
-
-def test_stream_not_enabled(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    async def tables(source: Any, destination: Any) -> None:
-        await create_table(source, SOURCE_TABLE)
-        await create_table(destination, DESTINATION_TABLE)
-
-    run_sync(tables, servers)
-    assert failure_of(servers, monkeypatch, capsys) == (
-        f"source table {SOURCE_TABLE} has no stream enabled: enable one with "
-        f"aws dynamodb update-table --table-name {SOURCE_TABLE} "
-        "--stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
-    )
-
-
-@pytest.mark.parametrize("view_type", ["KEYS_ONLY", "OLD_IMAGE"])
-def test_stream_without_new_images(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    view_type: str,
-) -> None:
-    async def tables(source: Any, destination: Any) -> None:
-        await create_table(source, SOURCE_TABLE, stream=view_type)
-        await create_table(destination, DESTINATION_TABLE)
-
-    run_sync(tables, servers)
-    assert failure_of(servers, monkeypatch, capsys) == (
-        f"the stream of source table {SOURCE_TABLE} has StreamViewType {view_type}, which does "
-        "not carry the new image of an item: disable the stream and enable it again with "
-        "StreamViewType NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
-    )
-
-
-def test_destination_table_missing(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run_sync(
-        lambda source, _: create_table(source, SOURCE_TABLE, stream="NEW_AND_OLD_IMAGES"),
-        servers,
-    )
-    assert failure_of(servers, monkeypatch, capsys) == (
+        "check REPLICATOR_SOURCE_TABLE and REPLICATOR_SOURCE_REGION",
+        arrange=destination_only,
+    ),
+    "destination-table-unknown": Mistake(
         f"destination table {DESTINATION_TABLE} does not exist in region eu-west-1: create it "
         "with the source's key schema (pk HASH S, sk RANGE N) or fix "
-        "REPLICATOR_DESTINATION_TABLE"
-    )
-
-
-@pytest.mark.parametrize(
-    ("keys", "described"),
-    [
-        ({"pk": "S"}, "pk HASH S"),
-        ({"pk": "S", "sk": "S"}, "pk HASH S, sk RANGE S"),
-        ({"id": "S", "sk": "N"}, "id HASH S, sk RANGE N"),
-    ],
-    ids=["no-sort-key", "other-key-type", "other-key-name"],
-)
-def test_destination_key_schema_different(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    keys: dict[str, str], described: str,
-) -> None:
-    async def tables(source: Any, destination: Any) -> None:
-        await create_table(source, SOURCE_TABLE, stream="NEW_IMAGE")
-        await create_table(destination, DESTINATION_TABLE, keys=keys)
-
-    run_sync(tables, servers)
-    assert failure_of(servers, monkeypatch, capsys) == (
-        f"destination table {DESTINATION_TABLE} has key schema ({described}) but source table "
-        f"{SOURCE_TABLE} has (pk HASH S, sk RANGE N): create the destination with the same "
-        "key attributes, key types and attribute types"
-    )
-
-
-def test_checkpoint_table_with_a_foreign_key_schema(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    async def tables(source: Any, destination: Any) -> None:
-        await create_pair(source, destination)
-        await create_table(source, TASK_NAME, keys={"id": "S"})
-
-    run_sync(tables, servers)
-    assert failure_of(servers, monkeypatch, capsys) == (
+        "REPLICATOR_DESTINATION_TABLE",
+        arrange=source_only,
+    ),
+    "stream-disabled": Mistake(
+        f"source table {SOURCE_TABLE} has no stream enabled: enable one with "
+        f"aws dynamodb update-table --table-name {SOURCE_TABLE} "
+        "--stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES",
+        arrange=tables(stream=None),
+    ),
+    **{
+        f"stream-view-{view_type}": Mistake(
+            f"the stream of source table {SOURCE_TABLE} has StreamViewType {view_type}, which "
+            "does not carry the new image of an item: disable the stream and enable it again "
+            "with StreamViewType NEW_AND_OLD_IMAGES (or NEW_IMAGE)",
+            arrange=tables(stream=view_type),
+        )
+        for view_type in ("KEYS_ONLY", "OLD_IMAGE")
+    },
+    **{
+        f"key-schema-{name}": Mistake(
+            f"destination table {DESTINATION_TABLE} has key schema ({described}) but source "
+            f"table {SOURCE_TABLE} has (pk HASH S, sk RANGE N): create the destination with "
+            "the same key attributes, key types and attribute types",
+            arrange=tables(stream="NEW_IMAGE", destination_keys=keys),
+        )
+        for name, keys, described in (
+            ("no-sort-key", {"pk": "S"}, "pk HASH S"),
+            ("other-key-type", {"pk": "S", "sk": "S"}, "pk HASH S, sk RANGE S"),
+            ("other-key-name", {"id": "S", "sk": "N"}, "id HASH S, sk RANGE N"),
+        )
+    },
+    "checkpoint-table-foreign": Mistake(
         f"checkpoint table {TASK_NAME} exists with another key schema (id HASH); it belongs "
-        "to something else: choose another REPLICATOR_TASK_NAME"
-    )
+        "to something else: choose another REPLICATOR_TASK_NAME",
+        arrange=foreign_checkpoint_table,
+    ),
+    **{
+        f"unreachable-{setting.removesuffix('_endpoint').replace('_', '-')}": Mistake(
+            f"cannot reach {what} at {DEAD}: nothing answers; check "
+            f"REPLICATOR_{setting.upper()} and that the endpoint is up",
+            settings={setting: DEAD},
+        )
+        for setting, what in (
+            ("source_endpoint", f"source table {SOURCE_TABLE}"),
+            ("source_streams_endpoint", f"the stream of {SOURCE_TABLE}"),
+            ("destination_endpoint", f"destination table {DESTINATION_TABLE}"),
+            ("checkpoint_endpoint", f"checkpoint table {TASK_NAME}"),
+        )
+    },
+    "endpoint-not-dynamodb": Mistake(
+        f"destination table {DESTINATION_TABLE} at {HTML} does not answer properly "
+        "(DescribeTable: 502: HTTP 502); check REPLICATOR_DESTINATION_ENDPOINT",
+        settings={"destination_endpoint": HTML},
+    ),
+    "no-credentials": Mistake(
+        f"access to source table {SOURCE_TABLE} at {{source}} was refused: DescribeTable: "
+        f"no AWS credentials found; {ACCESS_FIX}",
+        no_credentials=True,
+    ),
+    "bad-credentials": Mistake(
+        f"access to source table {SOURCE_TABLE} at {PROXY} was refused: DescribeTable: "
+        "UnrecognizedClientException: The security token included in the request is "
+        f"invalid.; {ACCESS_FIX}",
+        settings={"source_endpoint": PROXY},
+        proxy=("source", FaultPlan.always(Fault.BAD_CREDENTIALS)),
+    ),
+    "access-denied-destination": Mistake(
+        f"access to destination table {DESTINATION_TABLE} at {PROXY} was refused: "
+        "DescribeTable: AccessDeniedException: User: arn:aws:iam::123456789012:user/replicator "
+        "is not authorized to perform: dynamodb:DescribeTable on resource: *:table/"
+        f"{DESTINATION_TABLE} because no identity-based policy allows the "
+        f"dynamodb:DescribeTable action; {ACCESS_FIX}",
+        settings={"destination_endpoint": PROXY},
+        proxy=("destination", FaultPlan.always(Fault.ACCESS_DENIED)),
+    ),
+    "access-denied-create-checkpoint-table": Mistake(
+        f"access to checkpoint table {TASK_NAME} at {PROXY} was refused: CreateTable: "
+        "AccessDeniedException: User: * is not authorized to perform: dynamodb:CreateTable "
+        f"on resource: *:table/{TASK_NAME} *; {ACCESS_FIX}",
+        settings={"checkpoint_endpoint": PROXY},
+        proxy=("source", FaultPlan.always(Fault.ACCESS_DENIED, "CreateTable")),
+    ),
+    # The start-up checks only read the destination: a role that may not write it
+    # fails at the first write, and stops with the same kind of line.
+    "access-denied-destination-write": Mistake(
+        "BatchWriteItem: AccessDeniedException: User: * is not authorized to perform: "
+        f"dynamodb:BatchWriteItem on resource: *:table/{DESTINATION_TABLE} *; {ACCESS_FIX}",
+        arrange=one_item_to_replicate,
+        settings={"destination_endpoint": PROXY},
+        proxy=("destination", FaultPlan.always(Fault.ACCESS_DENIED, "BatchWriteItem")),
+    ),
+}
 
 
-# -- endpoints -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("setting", "what"),
-    [
-        ("source_endpoint", f"source table {SOURCE_TABLE}"),
-        ("source_streams_endpoint", f"the stream of {SOURCE_TABLE}"),
-        ("destination_endpoint", f"destination table {DESTINATION_TABLE}"),
-        ("checkpoint_endpoint", f"checkpoint table {TASK_NAME}"),
-    ],
-)
-def test_an_endpoint_that_does_not_answer(
+@pytest.mark.parametrize("mistake", MISTAKES.values(), ids=MISTAKES.keys())
+def test_a_mistake_in_tables_endpoints_or_credentials(
     servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    setting: str, what: str,
+    mistake: Mistake,
 ) -> None:
-    run_sync(create_pair, servers)
-    dead = f"http://127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    message = failure_of(servers, monkeypatch, capsys, **{setting: dead})
-    assert message == (
-        f"cannot reach {what} at {dead}: nothing answers; check REPLICATOR_{setting.upper()} "
-        "and that the endpoint is up"
-    )
-    assert time.monotonic() - started < 10  # no long retrying at start-up
-
-
-def test_an_endpoint_that_is_not_dynamodb(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run_sync(create_pair, servers)
-    with not_dynamodb() as url:
-        message = failure_of(servers, monkeypatch, capsys, destination_endpoint=url)
-    assert message.startswith(f"destination table {DESTINATION_TABLE} at {url} does not answer "
-                              "properly (DescribeTable: "), message
-    assert message.endswith("); check REPLICATOR_DESTINATION_ENDPOINT"), message
-    assert "<html" not in message.lower()
+    """Exit code 2, one line on stderr naming the problem and its fix, no traceback,
+    and no long retrying first."""
+    run_sync(mistake.arrange, servers)
+    if mistake.no_credentials:
+        for name in CREDENTIALS:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with contextlib.ExitStack() as stack:
+        urls = {"dead": f"http://127.0.0.1:{free_port()}", "source": servers.source.url}
+        if HTML in mistake.expected:
+            urls["html"] = stack.enter_context(not_dynamodb())
+        if mistake.proxy is not None:
+            side, plan = mistake.proxy
+            target = servers.source if side == "source" else servers.destination
+            urls["proxy"] = stack.enter_context(FaultProxy(target.url, plan).in_thread()).url
+        settings = {name: value.format(**urls) for name, value in mistake.settings.items()}
+        started = time.monotonic()
+        message = failure_of(servers, monkeypatch, capsys, **settings)
+    assert fnmatch.fnmatchcase(message, mistake.expected.format(**urls)), message
+    assert time.monotonic() - started < 10
 
 
 @contextlib.contextmanager
@@ -311,22 +369,87 @@ def not_dynamodb() -> Iterator[str]:
         thread.join(5)
 
 
-def test_no_credentials(
+# -- an item the destination rejects: a poison record -------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_item_the_destination_rejects_stops_its_shard_at_that_record(
     servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_sync(create_pair, servers)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    assert failure_of(servers, monkeypatch, capsys) == (
-        f"access to source table {SOURCE_TABLE} at {servers.source.url} was refused "
-        "(DescribeTable: no AWS credentials found); check the AWS credentials (AWS_PROFILE, "
-        "AWS_ACCESS_KEY_ID, the container role) and their IAM permissions"
+    """The destination has an index on ``g`` that the source lacks, and refuses an item
+    whose ``g`` is empty. Exit code 3 and one line naming the record; the checkpoint stays
+    before it; once the destination is fixed, a restart resumes from that record."""
+    def key(i: int) -> dict[str, Any]:
+        return {"pk": {"S": f"user-{i}"}, "sk": {"N": str(i)}}
+
+    async def tables(source: Any, destination: Any) -> list[dict[str, Any]]:
+        await create_table(source, SOURCE_TABLE, stream="NEW_AND_OLD_IMAGES")
+        await destination.create_table(
+            TableName=DESTINATION_TABLE, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "N"},
+                                  {"AttributeName": "g", "AttributeType": "S"}],
+            GlobalSecondaryIndexes=[{"IndexName": "by-g", "Projection": {"ProjectionType": "ALL"},
+                                     "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}],
+        )
+        for i, g in enumerate(["a", "b", "", "c"]):
+            await source.put_item(TableName=SOURCE_TABLE, Item={**key(i), "g": {"S": g}})
+        async with open_client(source_endpoint(servers, "dynamodbstreams"),
+                               call_timeout=30) as streams:
+            arn = (await source.describe_table(TableName=SOURCE_TABLE))["Table"]["LatestStreamArn"]
+            return await stream_records(streams, arn)
+
+    records = run_sync(tables, servers)
+    poison = records[2]["dynamodb"]["SequenceNumber"]
+    refusal = ("ValidationException: One or more parameter values are not valid. A value "
+               "specified for a secondary index key is not supported. The AttributeValue for "
+               "a key attribute cannot contain an empty string value. IndexName: by-g, "
+               "IndexKey: g")
+    # The first run copies the table (bootstrap), and the copy meets the item first.
+    set_environment(monkeypatch, environment_for(servers, log_level="error"))
+    code, message = run_main(capsys)
+    assert code == 3, message
+    assert message == (
+        f"the destination rejects item (pk=S:user-2, sk=N:2) of source table {SOURCE_TABLE} "
+        f"while copying it: BatchWriteItem: {refusal}; fix the item or the destination table, "
+        "then start again: the copy resumes from the page that holds it"
     )
+
+    # Streamed, the record stops its shard.
+    set_environment(monkeypatch, environment_for(servers, log_level="error", bootstrap="never"))
+    code, message = run_main(capsys)
+    assert code == 3, message
+    assert fnmatch.fnmatchcase(message, (
+        f"the destination rejects stream record {poison} of shard shardId-* (INSERT, key "
+        f"pk=S:user-2, sk=N:2): BatchWriteItem: {refusal}; fix the item or the destination "
+        "table, then restart: replication of this shard resumes from that record"
+    )), message
+
+    async def checkpoint(source: Any, _: Any) -> str:
+        (row,) = await lease_rows(source)
+        value: str = row["checkpoint"]["S"]
+        return value
+
+    written = run_sync(checkpoint, servers)
+    assert written == records[1]["dynamodb"]["SequenceNumber"]  # just before the poison
+
+    # The fix: the destination's index goes. A restart applies the refused record first.
+    async def drop_index(_: Any, destination: Any) -> None:
+        await destination.update_table(
+            TableName=DESTINATION_TABLE,
+            GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "by-g"}}],
+        )
+
+    run_sync(drop_index, servers)
+    StopsWhenCaughtUp.ran.clear()
+    monkeypatch.setattr(service, "Replicator", StopsWhenCaughtUp)
+    assert main([]) == 0, capsys.readouterr().err
+    (replicator,) = StopsWhenCaughtUp.ran
+    assert replicator.stats.records_read == 2  # the poison record and the one after it
+    assert run_sync(lambda source, destination: compare(source, destination, ["pk", "sk"]),
+                    servers).equal
 
 
 # -- the same checks in a real process -------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator.checkpoint import Sentinel
-from replicator.errors import LeaseLostError, ThrottledError
+from replicator.errors import LeaseLostError, ThrottledError, TransientError
 from replicator.leases import (
     ExpiryClock,
     HeldLease,
@@ -409,3 +409,64 @@ async def test_concurrent_renewal_and_checkpoint_are_serialised() -> None:
     assert held.lease.counter == 4
     assert store.row("a") == held.lease
     assert held.lease.checkpoint == "200"
+
+
+class AnswersLost(FakeLeaseStore):
+    """A lease table whose next ``lose`` updates are applied but answered with a dropped
+    connection, as when the answer is lost on the way back."""
+
+    lose = 0
+
+    async def update_lease(self, lease: Lease, *, new_owner: str | None,
+                           checkpoint: str | None = None) -> Lease:
+        updated = await super().update_lease(lease, new_owner=new_owner, checkpoint=checkpoint)
+        if self.lose:
+            self.lose -= 1
+            raise TransientError("UpdateItem: ConnectionClosedError: answer lost",
+                                 operation="UpdateItem")
+        return updated
+
+
+async def test_a_write_whose_answer_was_lost_keeps_the_lease() -> None:
+    store = AnswersLost()
+    lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
+    await store.plant(lease)
+    held = HeldLease(store, lease, lease_duration=10)
+    store.lose = 1
+    with pytest.raises(TransientError):
+        await held.checkpoint("100")  # applied: the row's counter moved
+    await held.renew()  # fails its condition, finds its own write, and writes again
+    await held.checkpoint("200")
+    assert not held.lost
+    row = store.row("shard-1")
+    assert row is not None
+    assert (row.owner, row.counter, row.checkpoint) == ("me", 3, "200")
+    assert held.lease == row
+
+
+async def test_after_a_lost_answer_a_lease_another_worker_took_is_lost() -> None:
+    store = AnswersLost()
+    lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
+    await store.plant(lease)
+    held = HeldLease(store, lease, lease_duration=10)
+    store.lose = 1
+    with pytest.raises(TransientError):
+        await held.renew()
+    await store.plant(replace(lease, owner="other", counter=2))  # expired and taken
+    with pytest.raises(LeaseLostError):
+        await held.renew()
+    assert held.lost
+
+
+async def test_a_renewal_queued_behind_the_release_ends_quietly() -> None:
+    store = FakeLeaseStore()
+    lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
+    await store.plant(lease)
+    held = HeldLease(store, lease, lease_duration=10)
+    release = asyncio.create_task(held.release("100"))
+    await asyncio.sleep(0)  # the release holds the lease's lock
+    await held.renew()  # waits for it, then has nothing to renew: no LeaseLostError
+    await release
+    row = store.row("shard-1")
+    assert row is not None
+    assert (row.owner, row.counter, row.checkpoint) == (None, 1, "100")
