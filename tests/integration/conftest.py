@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import pytest
@@ -31,7 +31,7 @@ from aiohttp import web
 from replicator.aws import Endpoint, open_client
 from replicator.cli import load_settings
 from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.local import LOCAL_CREDENTIALS, MotoServer
+from replicator.local import LOCAL_CREDENTIALS, MotoServer, free_port
 from replicator.logs import configure_logging
 from replicator.records import Item
 from replicator.service import Replicator
@@ -515,3 +515,40 @@ async def forward(
         }
         return data, answer.status, answer_headers
 
+
+class Proxy:
+    """An HTTP proxy on a free loopback port in front of ``target`` (a moto server),
+    serving in the test's event loop while ``running``. A subclass decides what to do
+    with each request in ``handle``, and passes it on with ``pass_on``."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.url = ""
+        self._session: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self.pass_on(request, await request.read())
+
+    async def pass_on(self, request: web.BaseRequest, body: bytes) -> web.Response:
+        assert self._session is not None, "the proxy is not running"
+        data, status, headers = await forward(self._session, self.target, request, body)
+        return web.Response(body=data, status=status, headers=headers)
+
+    def closing(self) -> None:
+        """Called as the proxy stops: release whatever requests it holds."""
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        runner = web.ServerRunner(web.Server(self.handle))
+        await runner.setup()
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(auto_decompress=False,
+                                         connector=connector) as self._session:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                yield self
+            finally:
+                self.closing()
+                await runner.cleanup()

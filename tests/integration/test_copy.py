@@ -19,18 +19,15 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError
 
 from replicator.copy import DONE, HEADER, START, copy_key, segment_id
 from replicator.errors import StartupCheckError
-from replicator.local import free_port
 from replicator.records import Item, decode_key
 from replicator.service import Replicator
 from replicator.verify import normalize
@@ -41,13 +38,13 @@ from .conftest import (
     SOURCE_TABLE,
     TASK_NAME,
     InProcess,
+    Proxy,
     ReplicatorProcess,
     Servers,
     compare,
     create_pair,
     environment_for,
     fill_table,
-    forward,
     lease_rows,
     numbered_item,
     numbered_key,
@@ -86,20 +83,18 @@ def original(key: Key) -> bool:
     return key[0].startswith("item-")
 
 
-class CountingProxy:
+class CountingProxy(Proxy):
     """An HTTP proxy in front of a moto server. It counts the items of every
     BatchWriteItem by key and logs every Scan (segment and start key); while
     ``gate`` is clear it holds BatchWriteItem calls (counted first)."""
 
     def __init__(self, target: str) -> None:
-        self.target = target
-        self.url = ""
+        super().__init__(target)
         self.gate = asyncio.Event()
         self.gate.set()
         self.written: Counter[Key] = Counter()
         self.held: set[Key] = set()
         self.scans: list[tuple[int | None, Item | None]] = []
-        self._session: aiohttp.ClientSession | None = None
 
     def reset(self) -> None:
         self.written = Counter()
@@ -127,32 +122,14 @@ class CountingProxy:
         return False
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        assert self._session is not None
         body = await request.read()
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         if self._note(operation, body):
             await self.gate.wait()
-        data, status, answer_headers = await forward(
-            self._session, self.target, request, body
-        )
-        return web.Response(body=data, status=status, headers=answer_headers)
+        return await self.pass_on(request, body)
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[CountingProxy]:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        runner = web.ServerRunner(web.Server(self.handle))
-        await runner.setup()
-        connector = aiohttp.TCPConnector(limit=64)
-        async with aiohttp.ClientSession(auto_decompress=False,
-                                         connector=connector) as self._session:
-            site = web.TCPSite(runner, "127.0.0.1", port)
-            await site.start()
-            try:
-                yield self
-            finally:
-                self.gate.set()
-                await runner.cleanup()
+    def closing(self) -> None:
+        self.gate.set()
 
 
 async def copy_rows(client: Any, stream_arn: str) -> dict[str, str]:

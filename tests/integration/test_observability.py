@@ -7,8 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,11 +23,11 @@ from replicator.workload import KEY_NAMES
 from tests.integration.conftest import (
     SOURCE_TABLE,
     TASK_NAME,
+    Proxy,
     ReplicatorProcess,
     Servers,
     create_pair,
     environment_for,
-    forward,
     source_endpoint,
     wait_equal,
     wait_until,
@@ -157,45 +156,29 @@ async def test_metrics_follow_the_replication(
     assert await worker.wait(within=20) == 0
 
 
-class SwitchableProxy:
-    """An HTTP proxy in front of a moto server that, while ``down``, holds every request
-    without an answer: an endpoint that does not answer."""
+class SwitchableProxy(Proxy):
+    """A proxy that, while ``down``, holds every request without an answer: an endpoint
+    that does not answer."""
 
     def __init__(self, target: str) -> None:
-        self.target = target
-        self.url = ""
+        super().__init__(target)
         self.down = False
         self.up = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
         while self.down:
             self.up.clear()
             await self.up.wait()
-        assert self._session is not None
-        data, status, headers = await forward(self._session, self.target, request, body)
-        return web.Response(body=data, status=status, headers=headers)
+        return await self.pass_on(request, body)
 
     def set_down(self, down: bool) -> None:
         self.down = down
         if not down:
             self.up.set()
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[SwitchableProxy]:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        runner = web.ServerRunner(web.Server(self.handle))
-        await runner.setup()
-        async with aiohttp.ClientSession(auto_decompress=False) as self._session:
-            site = web.TCPSite(runner, "127.0.0.1", port)
-            await site.start()
-            try:
-                yield self
-            finally:
-                self.set_down(False)
-                await runner.cleanup()
+    def closing(self) -> None:
+        self.set_down(False)
 
 
 @pytest.mark.timeout(60)

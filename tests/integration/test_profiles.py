@@ -5,24 +5,21 @@ from __future__ import annotations
 import re
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from replicator.local import free_port
 from replicator.workload import KEY_NAMES
 from tests.integration.conftest import (
     SOURCE_TABLE,
+    Proxy,
     ReplicatorProcess,
     Servers,
     create_pair,
     environment_for,
-    forward,
     wait_equal,
 )
 
@@ -32,36 +29,17 @@ KEYS = {"source-account": "AKIASOURCEACCOUNT001", "destination-account": "AKIADE
 CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
 
 
-class SigningProxy:
-    """An HTTP proxy in front of a moto server that counts the access key ids that
-    signed the requests it forwards."""
+class SigningProxy(Proxy):
+    """A proxy that counts the access key ids that signed the requests it passes on."""
 
     def __init__(self, target: str) -> None:
-        self.target = target
-        self.url = ""
+        super().__init__(target)
         self.keys: Counter[str] = Counter()
-        self._session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        body = await request.read()
         found = CREDENTIAL.search(request.headers.get("Authorization", ""))
         self.keys[found.group(1) if found else "unsigned"] += 1
-        assert self._session is not None
-        data, status, headers = await forward(self._session, self.target, request, body)
-        return web.Response(body=data, status=status, headers=headers)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[SigningProxy]:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        runner = web.ServerRunner(web.Server(self.handle))
-        await runner.setup()
-        async with aiohttp.ClientSession(auto_decompress=False) as self._session:
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            try:
-                yield self
-            finally:
-                await runner.cleanup()
+        return await self.pass_on(request, await request.read())
 
 
 def aws_files(directory: Path) -> dict[str, str]:

@@ -7,27 +7,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from replicator.local import free_port
 from replicator.workload import KEY_NAMES, run_workload
 
 from .conftest import (
     DESTINATION_TABLE,
     SOURCE_TABLE,
     InProcess,
+    Proxy,
     ReplicatorProcess,
     Servers,
     compare,
     create_pair,
     environment_for,
-    forward,
     lease_rows,
     replicating,
     settings_for,
@@ -225,47 +222,27 @@ async def test_sigkill_mid_workload_then_a_restart_loses_nothing(
     assert (await compare(source, destination, KEY_NAMES)).equal
 
 
-class SlowCheckpointProxy:
+class SlowCheckpointProxy(Proxy):
     """An HTTP proxy in front of the checkpoint table's server that, once armed, holds
     the answer to one checkpoint write (an UpdateItem setting ``checkpoint``) after the
     server has applied it: a write still in flight when the shard is stopped."""
 
     def __init__(self, target: str, hold: float) -> None:
-        self.target = target
+        super().__init__(target)
         self.hold = hold
-        self.url = ""
         self.armed = False
         self.holding = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        assert self._session is not None
         body = await request.read()
-        data, status, answer_headers = await forward(
-            self._session, self.target, request, body
-        )
+        answer = await self.pass_on(request, body)
         is_checkpoint = (request.headers.get("X-Amz-Target", "").endswith(".UpdateItem")
                          and b'"#cp"' in body)
         if self.armed and is_checkpoint:
             self.armed = False
             self.holding.set()
             await asyncio.sleep(self.hold)
-        return web.Response(body=data, status=status, headers=answer_headers)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[SlowCheckpointProxy]:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        server = web.Server(self.handle)
-        runner = web.ServerRunner(server)
-        await runner.setup()
-        async with aiohttp.ClientSession(auto_decompress=False) as self._session:
-            site = web.TCPSite(runner, "127.0.0.1", port)
-            await site.start()
-            try:
-                yield self
-            finally:
-                await runner.cleanup()
+        return answer
 
 
 @pytest.mark.timeout(30)
