@@ -31,8 +31,12 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
 
+# The suite runs in TEST_PROCESSES processes (pytest-xdist): most integration
+# tests wait on leases and timeouts, not on the CPU.
+TEST_PROCESSES ?= 3
+
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES)
 
 bench: $(STAMP)
 	$(BIN)/python bench/takeover.py

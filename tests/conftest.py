@@ -10,6 +10,12 @@ from replicator.local import LOCAL_CREDENTIALS
 from replicator.logs import configure_logging
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first: with the suite spread over several processes
+    (pytest-xdist), they start at once instead of finishing last, one after another."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _environment() -> None:
     # Tests talk only to local moto servers: dummy credentials, no profile lookups.

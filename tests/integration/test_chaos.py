@@ -91,6 +91,7 @@ RATE = 95.0
 SEED = 20
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_three_workers_under_faults_and_kill_9_lose_nothing(
     servers: Servers, source: Any, destination: Any,
@@ -179,6 +180,7 @@ async def test_three_workers_under_faults_and_kill_9_lose_nothing(
 OUTAGE = 60.0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_a_60_second_destination_outage_is_waited_out_without_loss(
     servers: Servers, source: Any, destination: Any, streams: Any,

@@ -302,6 +302,7 @@ async def test_a_copy_with_writes_going_on_ends_equal(
 # -- SIGKILL during the copy, and a resume ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_again(
     servers: Servers, source: Any, destination: Any,
