@@ -14,17 +14,24 @@ once, before anything is timed, from the items the table was filled with.
 
 What it keeps of DynamoDB's Scan:
 
-* segments are ranges of a 128-bit hash of the partition key, so an item's
-  segment is stable, an item collection stays in one segment, and any
-  ``TotalSegments`` splits the same order;
-* within a segment, items come in (hash, sort key) order; ``ExclusiveStartKey``
-  continues after that key, whether or not the key is still in the table;
+* segments are ranges of a 128-bit hash of the item's key, so an item's
+  segment is stable and any ``TotalSegments`` splits the same order;
+* within a segment, items come in hash order; ``ExclusiveStartKey`` continues
+  after that key, whether or not the key is still in the table;
 * a page ends at ``Limit`` items or at 1 MB of item data (DynamoDB's item-size
   rules), whichever comes first, with at least one item;
 * ``Items``, ``Count``, ``ScannedCount``, ``LastEvaluatedKey`` (only when more
   items follow in the segment), ``ConsumedCapacity`` when asked (read units:
   4 KB each of the data read, half for an eventually consistent read), and the
   ``x-amz-crc32`` header botocore checks.
+
+One difference: DynamoDB hashes the partition key alone, so the items of one
+partition key are next to each other in a Scan. The snapshot hashes the
+whole key, which spreads them out. moto's table loses items when two
+BatchWriteItem calls running at once both create the same partition key (its
+``defaultdict`` of partitions is filled from several threads), and a copy
+writes a page's batches concurrently: in DynamoDB's order, a partition
+key's items often fall into two batches in flight at once.
 
 Each item is serialized once; a page is the join of its items' JSON and is
 kept, so that serving it again costs a dictionary look-up.
@@ -116,9 +123,9 @@ def key_value(value: dict[str, Any]) -> Any:
     return inner
 
 
-def hash_position(value: dict[str, Any]) -> int:
-    """Where a partition key falls in the 128-bit hash space that segments divide."""
-    return int.from_bytes(hashlib.md5(json.dumps(value, sort_keys=True).encode()).digest())
+def hash_position(key: dict[str, Any]) -> int:
+    """Where an item's key falls in the 128-bit hash space that segments divide."""
+    return int.from_bytes(hashlib.md5(json.dumps(key, sort_keys=True).encode()).digest())
 
 
 # -- the snapshot ----------------------------------------------------------------------
@@ -158,9 +165,8 @@ class ScanSnapshot:
         return key
 
     def _order(self, item: dict[str, Any]) -> tuple[Any, ...]:
-        hashed = item[self._hash_key]
-        ranged = () if self._range_key is None else (key_value(item[self._range_key]),)
-        return (hash_position(hashed), key_value(hashed), *ranged)
+        key = self._key(item)
+        return (hash_position(key), *(key_value(value) for _, value in sorted(key.items())))
 
     def _segment_bounds(self, segment: int, total: int) -> tuple[int, int]:
         low = (segment * HASH_SPACE) // total
