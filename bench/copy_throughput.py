@@ -2,36 +2,45 @@
 
 Two local moto servers, a source and a destination. The source table (with a
 stream, as the replicator requires) is filled with ``--items`` items of
-``replicator.workload.random_item`` shape (every attribute type). Each round
-then measures, side by side:
+``replicator.workload.random_item`` shape (every attribute type). moto serves
+Scan far slower than DynamoDB (about 0.6 ms of its one core per item), so the
+copy also reads through a stand-in source, ``fast_scan.FastScanSource``: it
+answers Scan on the source table from an in-memory snapshot of the items the
+table was filled with, as fast as DynamoDB serves a page, and forwards every
+other request to the moto source. Each round then measures, side by side:
 
 * ceiling: the same items, pre-built into batches of 25 PutRequests, written
   to a fresh destination table with plain aiobotocore BatchWriteItem calls at
   each of several concurrencies (no Scan); the best items/s is the ceiling;
-* source Scan alone (not a target, to explain the copy): plain Scan calls over
-  one of the copy's segments, no writes;
-* copy: ``python -m replicator copy`` as a subprocess, as the product runs it
-  (default copy settings unless ``--segments``, ``--concurrency`` or
-  ``--writers`` override them), into another fresh destination table on the
-  same server; timed from process start to exit, and also read from the
-  copy's own "copy finished" log line. The destination must then hold
-  exactly ``--items`` items (DescribeTable's ItemCount, exact on moto).
-
-One setting is not the default: ``--call-timeout`` (120 s, with the lease
-duration raised to match). moto takes seconds to serialize a Scan page of
-these items, more than the default 5 s call timeout, and with the default the
-copy only times out and retries (pass ``--call-timeout 5`` to see it).
+* Scan alone (not a target, to explain the copies): plain Scan calls over one
+  of the copy's segments, no writes, from the stand-in and from moto;
+* copy via the stand-in (the target): ``python -m replicator copy`` as a
+  subprocess, as the product runs it, with the default settings (unless
+  ``--segments``, ``--concurrency`` or ``--writers`` override them), into
+  another fresh destination table on the same server. Its source endpoint is
+  the stand-in; its streams and checkpoint endpoints are the moto source.
+  Timed from process start to exit, and also read from the copy's own "copy
+  finished" log line. The destination must then hold exactly ``--items``
+  items (DescribeTable's ItemCount, exact on moto);
+* copy via moto (secondary, limited by moto's Scan; ``--sources`` leaves it
+  out): the same, with moto as the source endpoint. One setting is not the
+  default here: ``--call-timeout`` (120 s, with the lease duration raised to
+  match). moto takes seconds to serialize a Scan page of these items, more
+  than the default 5 s call timeout, and with the default the copy only times
+  out and retries (pass ``--call-timeout 5`` to see it).
 
 The order of the measurements alternates between rounds; the medians are
 compared. The destination server is reset before every measurement.
 
-    .venv/bin/python bench/copy_throughput.py [--items N] [--rounds R] [--profile DIR]
+    .venv/bin/python bench/copy_throughput.py [--items N] [--rounds R] [--sources S]
+        [--profile DIR]
 
-``--profile DIR`` adds one copy, not counted in the table, under py-spy
-(``pip install py-spy``): the replicator process and both moto servers are
-sampled, the raw stacks are written to DIR and the busiest functions printed.
+``--profile DIR`` adds one copy via the stand-in (via moto with ``--sources
+moto``), not counted in the table, under py-spy (``pip install py-spy``):
+the replicator process and both moto servers are sampled, the raw stacks are
+written to DIR and the busiest functions printed.
 
-Only 127.0.0.1: two moto servers on free ports.
+Only 127.0.0.1: two moto servers and the stand-in on free ports.
 """
 
 from __future__ import annotations
@@ -58,12 +67,13 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import code_version, signals_ignored
+from fast_scan import FastScanSource, ScanSnapshot, to_wire
 
 from replicator.aws import Endpoint, open_client
 from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.local import LOCAL_CREDENTIALS, MotoServer
+from replicator.local import LOCAL_CREDENTIALS, MotoServer, free_port
 from replicator.scan import default_segments
-from replicator.workload import create_table, random_item
+from replicator.workload import KEY_NAMES, create_table, random_item
 
 SOURCE_REGION = "us-east-1"
 DESTINATION_REGION = "eu-west-1"
@@ -80,6 +90,9 @@ CALL_TIMEOUT = 600.0  # the benchmark's own calls
 LEASE_MARGIN = 10.0
 PROFILE_RATE = 100  # py-spy samples a second
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: The copy's sources: the stand-in with DynamoDB's Scan speed, and moto itself.
+FAST, MOTO = "fast", "moto"
+SOURCE_NAMES = {FAST: "the stand-in", MOTO: "moto"}
 
 
 def copy_default(name: str) -> Any:
@@ -191,15 +204,18 @@ class CpuMeter:
 # -- the copy as a subprocess --------------------------------------------------------------
 
 
-def copy_environment(args: argparse.Namespace, source: MotoServer, destination: MotoServer,
-                     task: str) -> dict[str, str]:
+def copy_environment(args: argparse.Namespace, source: MotoServer, scan_url: str,
+                     destination: MotoServer, task: str, call_timeout: float) -> dict[str, str]:
     """This process's environment without REPLICATOR_* or AWS_* variables, plus the
-    copy's settings. Tuning variables only for the flags given."""
+    copy's settings. Tuning variables only for the flags given. ``scan_url`` is the
+    source endpoint (Scan, DescribeTable); streams and checkpoints go to ``source``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "AWS_"))}
     settings = {
         "source_table": SOURCE_TABLE,
         "source_region": SOURCE_REGION,
-        "source_endpoint": source.url,
+        "source_endpoint": scan_url,
+        "source_streams_endpoint": source.url,
+        "checkpoint_endpoint": source.url,
         "destination_table": COPY_TABLE,
         "destination_region": DESTINATION_REGION,
         "destination_endpoint": destination.url,
@@ -212,7 +228,7 @@ def copy_environment(args: argparse.Namespace, source: MotoServer, destination: 
                         ("copy_writers", args.writers)):
         if value is not None:
             settings[name] = str(value)
-    settings.update(timeout_settings(args.call_timeout))
+    settings.update(timeout_settings(call_timeout))
     return {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1",
             **{env_name(name): value for name, value in settings.items()}}
 
@@ -260,6 +276,7 @@ def retry_summary(lines: list[dict[str, Any]]) -> str:
 
 @dataclass
 class CopyRun:
+    source: str  # FAST or MOTO
     seconds: float  # process start to exit
     items: int
     logged_rate: float | None  # the "copy finished" line's items_per_second
@@ -290,6 +307,7 @@ class Bench:
         self.batches = make_batches(self.items)
         self.copies = 0
         self.segments = args.segments or default_segments(0)
+        self.fast_source: FastScanSource | None = None
 
     def endpoint(self, server: MotoServer, region: str) -> Endpoint:
         return Endpoint("dynamodb", region, server.url)
@@ -308,6 +326,24 @@ class Bench:
         self.segments = self.args.segments or default_segments(size)
         print(f"source filled: {count} items, {size / 1e6:.1f} MB (moto's TableSizeBytes), "
               f"in {seconds:.1f}s; the copy will use {self.segments} segments")
+
+    def snapshot(self) -> ScanSnapshot:
+        """The stand-in's copy of the source table: the items it was filled with, with
+        every page of the copy's parallel Scan built before anything is timed."""
+        started = time.perf_counter()
+        snapshot = ScanSnapshot(SOURCE_TABLE, *KEY_NAMES,
+                                [{name: to_wire(value) for name, value in item.items()}
+                                 for item in self.items])
+        pages = snapshot.warm(self.segments)
+        print(f"stand-in source: {len(snapshot)} items, {pages} Scan pages for "
+              f"{self.segments} segments built in {time.perf_counter() - started:.1f}s")
+        return snapshot
+
+    def scan_url(self, source: str) -> str:
+        if source == MOTO:
+            return self.source_server.url
+        assert self.fast_source is not None
+        return self.fast_source.url
 
     async def fresh_destination(self, table: str) -> None:
         """An empty destination server holding only ``table``."""
@@ -346,14 +382,21 @@ class Bench:
         return [py_spy(), "record", "--format", "raw", "--rate", str(PROFILE_RATE),
                 "--nonblocking", "-o", str(profile_path), "--", *command]
 
-    async def copy(self, label: str, profile_dir: Path | None = None) -> CopyRun:
-        """``python -m replicator copy`` into a fresh table; timed from start to exit."""
+    async def copy(self, label: str, source: str, profile_dir: Path | None = None) -> CopyRun:
+        """``python -m replicator copy`` from ``source`` (FAST or MOTO) into a fresh table;
+        timed from start to exit."""
         self.copies += 1
         task = f"bench-copy-{self.copies}"  # a fresh checkpoint table, as on a first run
+        label = f"{label} via {SOURCE_NAMES[source]}"
         await self.fresh_destination(COPY_TABLE)
         log_path = self.work_dir / f"{task}.log"
         err_path = self.work_dir / f"{task}.stderr"
-        env = copy_environment(self.args, self.source_server, self.destination_server, task)
+        # Via the stand-in every setting is the replicator's default; moto needs a longer
+        # call timeout (see the module docstring).
+        call_timeout = (self.args.call_timeout if source == MOTO
+                        else float(copy_default("call_timeout")))
+        env = copy_environment(self.args, self.source_server, self.scan_url(source),
+                               self.destination_server, task, call_timeout)
         profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
         if profile_dir is not None:
             profilers = start_server_profiles(profile_dir, self.source_server,
@@ -390,15 +433,17 @@ class Bench:
                                call_timeout=CALL_TIMEOUT) as destination:
             counted = await item_count(destination, COPY_TABLE)
         run = CopyRun(
-            seconds=seconds, items=len(self.items),
+            source=source, seconds=seconds, items=len(self.items),
             logged_rate=finished.get("items_per_second"),
             logged_seconds=finished.get("seconds"),
             segments=started_line.get("segments"),
             startup=None if startup_at is None else startup_at - started_wall,
             counted=counted, exit_code=code,
             # Under py-spy the replicator is a grandchild: its CPU time is not counted.
+            # The stand-in serves from this process ("bench").
             cpu=cpu.describe(seconds, ("source server", "destination server")
-                             + (("replicator",) if profile_dir is None else ())),
+                             + (("replicator",) if profile_dir is None else ())
+                             + (("bench",) if source == FAST else ())),
             retries=retry_summary(lines),
         )
         print(f"  {label}: {run.seconds:5.2f}s start to exit, {run.rate:7,.0f} items/s; "
@@ -413,14 +458,15 @@ class Bench:
                                f"not {run.items}")
         return run
 
-    async def scan_alone(self, round_number: int) -> float:
+    async def scan_alone(self, round_number: int, source_name: str) -> float:
         """Items/s of plain Scan calls over segment 0 of the copy's segments, one at a
-        time, no writes: how fast the source server hands out what the copy reads."""
+        time, no writes: how fast the source hands out what the copy reads."""
         segments = self.segments
         kwargs: dict[str, Any] = {"TableName": SOURCE_TABLE, "Segment": 0,
-                                  "TotalSegments": segments, "ConsistentRead": True}
+                                  "TotalSegments": segments, "ConsistentRead": True,
+                                  "ReturnConsumedCapacity": "TOTAL"}
         items = pages = 0
-        async with open_client(self.endpoint(self.source_server, SOURCE_REGION),
+        async with open_client(Endpoint("dynamodb", SOURCE_REGION, self.scan_url(source_name)),
                                call_timeout=CALL_TIMEOUT) as source:
             with CpuMeter(self.source_server, self.destination_server) as cpu:
                 started = time.perf_counter()
@@ -431,35 +477,52 @@ class Bench:
                         break
                     kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
                 seconds = time.perf_counter() - started
-        print(f"  round {round_number} source Scan alone: segment 0 of {segments}, {items} "
-              f"items in {pages} page(s), {seconds:5.2f}s, {items / seconds:7,.0f} items/s; "
+        print(f"  round {round_number} Scan alone via {SOURCE_NAMES[source_name]}: segment 0 "
+              f"of {segments}, {items} items in {pages} page(s), {seconds:5.2f}s, "
+              f"{items / seconds:7,.0f} items/s; "
               f"CPU {cpu.describe(seconds, ('source server', 'bench'))}")
         return items / seconds
 
     async def run(self, results: Results) -> None:
         await self.fill_source()
+        async with FastScanSource(self.source_server.url, self.snapshot(),
+                                  free_port()) as self.fast_source:
+            await self.rounds(results)
+
+    async def rounds(self, results: Results) -> None:
+        sources = results.sources
         for number in range(1, self.args.rounds + 1):
-            steps = ["ceiling", "scan", "copy"]
+            steps = ["ceiling", "scan", *sources]
             for step in steps if number % 2 else reversed(steps):
                 if step == "ceiling":
                     results.ceilings.append(await self.ceiling(number))
                 elif step == "scan":
-                    results.scans.append(await self.scan_alone(number))
+                    for source in sources if number % 2 else reversed(sources):
+                        results.scans[source].append(await self.scan_alone(number, source))
                 else:
-                    results.copies.append(await self.copy(f"round {number} copy"))
+                    results.copies[step].append(await self.copy(f"round {number} copy", step))
         if self.args.profile is not None:
             directory = Path(self.args.profile)  # created by main
             print(f"profiled copy (py-spy at {PROFILE_RATE} Hz, not counted above); "
                   f"raw stacks in {directory}:")
-            run = await self.copy("profiled copy", directory)
+            run = await self.copy("profiled copy", sources[0], directory)
             summarize_profiles(directory, run.seconds)
 
 
 @dataclass
 class Results:
+    sources: list[str]  # the target's source first
     ceilings: list[tuple[float, int]] = field(default_factory=list)
-    scans: list[float] = field(default_factory=list)
-    copies: list[CopyRun] = field(default_factory=list)
+    scans: dict[str, list[float]] = field(default_factory=dict)
+    copies: dict[str, list[CopyRun]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for source in self.sources:
+            self.scans.setdefault(source, [])
+            self.copies.setdefault(source, [])
+
+    def complete(self, rounds: int) -> bool:
+        return all(len(self.copies[source]) == rounds for source in self.sources)
 
 
 # -- profiles -------------------------------------------------------------------------------
@@ -543,12 +606,12 @@ def summarize_profiles(directory: Path, seconds: float, top: int = 10) -> None:
 
 
 def report(results: Results) -> bool:
-    """Print the table; True when every copy row meets the target."""
+    """Print the table; True when every row of the target's copy (the first source's)
+    meets the target. The copy via moto, when the stand-in is measured too, is limited
+    by moto's Scan and shown for comparison only."""
     ceilings = [rate for rate, _ in results.ceilings]
     ceiling = statistics.median(ceilings)
     best = ", ".join(f"c={c}" for _, c in results.ceilings)
-    wall = [run.rate for run in results.copies]
-    logged = [run.logged_rate or 0.0 for run in results.copies]
 
     def each(values: list[float]) -> str:
         return " / ".join(f"{value:,.0f}" for value in values)
@@ -556,35 +619,52 @@ def report(results: Results) -> bool:
     rows = [("measurement", "items/s median", "each round", "ratio to ceiling", "target", "met")]
     rows.append((f"ceiling: BatchWriteItem, best concurrency ({best})", f"{ceiling:,.0f}",
                  each(ceilings), "1.00", "", ""))
-    if results.scans:
-        scan = statistics.median(results.scans)
-        rows.append(("source Scan alone, one segment (not a target)", f"{scan:,.0f}",
-                     each(results.scans), f"{scan / ceiling:.2f}", "", ""))
-    met = bool(results.copies)
-    for name, values in (("copy: process start to exit", wall),
-                         ("copy: its 'copy finished' line", logged)):
-        ratio = statistics.median(values) / ceiling
-        ok = ratio >= TARGET
-        met = met and ok
-        rows.append((name, f"{statistics.median(values):,.0f}", each(values), f"{ratio:.2f}",
-                     f">= {TARGET:.2f}", "yes" if ok else "NO"))
+    for source in results.sources:
+        scans = results.scans[source]
+        if scans:
+            scan = statistics.median(scans)
+            rows.append((f"Scan alone via {SOURCE_NAMES[source]}, one segment (not a target)",
+                         f"{scan:,.0f}", each(scans), f"{scan / ceiling:.2f}", "", ""))
+    met = all(results.copies[source] for source in results.sources)
+    for number, source in enumerate(results.sources):
+        runs = results.copies[source]
+        if not runs:
+            continue
+        target = number == 0
+        name = f"copy via {SOURCE_NAMES[source]}"
+        if source == MOTO and not target:
+            name += " (limited by moto's Scan)"
+        for what, values in (("process start to exit", [run.rate for run in runs]),
+                             ("its 'copy finished' line",
+                              [run.logged_rate or 0.0 for run in runs])):
+            ratio = statistics.median(values) / ceiling
+            ok = ratio >= TARGET
+            if target:
+                met = met and ok
+            rows.append((f"{name}: {what}", f"{statistics.median(values):,.0f}", each(values),
+                         f"{ratio:.2f}", f">= {TARGET:.2f}" if target else "",
+                         ("yes" if ok else "NO") if target else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
     print()
-    startups = [run.startup for run in results.copies if run.startup is not None]
-    if startups:
-        whole = statistics.median(run.seconds for run in results.copies)
-        print(f"copy start-up (process start to its 'copy started' line), median: "
-              f"{statistics.median(startups):.2f}s of {whole:.2f}s")
-    if results.scans:
-        scan = statistics.median(results.scans)
-        serial = 1 / (1 / scan + 1 / ceiling)
-        print(f"what these allow a copy (items/s): Scan and writes one after the other "
-              f"{serial:,.0f} ({serial / ceiling:.2f} x ceiling); Scan and writes overlapped "
-              f"{min(scan, ceiling):,.0f} ({min(scan, ceiling) / ceiling:.2f} x ceiling)")
+    for source in results.sources:
+        runs = results.copies[source]
+        startups = [run.startup for run in runs if run.startup is not None]
+        if startups:
+            whole = statistics.median(run.seconds for run in runs)
+            print(f"copy via {SOURCE_NAMES[source]}: start-up (process start to its 'copy "
+                  f"started' line), median: {statistics.median(startups):.2f}s of {whole:.2f}s")
+    for source in results.sources:
+        if results.scans[source]:
+            scan = statistics.median(results.scans[source])
+            serial = 1 / (1 / scan + 1 / ceiling)
+            print(f"what Scan via {SOURCE_NAMES[source]} allows a copy (items/s): Scan and "
+                  f"writes one after the other {serial:,.0f} ({serial / ceiling:.2f} x "
+                  f"ceiling); overlapped {min(scan, ceiling):,.0f} "
+                  f"({min(scan, ceiling) / ceiling:.2f} x ceiling)")
     return met
 
 
@@ -614,7 +694,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=20_000,
                         help="items in the source table (default 20000)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of both measurements, order alternating (default 2)")
+                        help="rounds of the measurements, order alternating (default 2)")
     parser.add_argument("--segments", type=int, default=None,
                         help="REPLICATOR_COPY_SEGMENTS for the copy (default: the "
                         "replicator's, 4 per 256 MB of table, at least 4)")
@@ -624,8 +704,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--writers", type=int, default=None,
                         help="REPLICATOR_COPY_WRITERS for the copy (default: the "
                         f"replicator's, {copy_default('copy_writers')})")
+    parser.add_argument("--sources", choices=("both", FAST, MOTO), default="both",
+                        help="the copy's source: the stand-in with DynamoDB's Scan speed "
+                        "(the target), moto (limited by its Scan), or both (default)")
     parser.add_argument("--call-timeout", type=float, default=120.0,
-                        help="REPLICATOR_CALL_TIMEOUT for the copy, with REPLICATOR_LEASE_DURATION "
+                        help="REPLICATOR_CALL_TIMEOUT for the copy via moto (the copy via the "
+                        "stand-in keeps the default), with REPLICATOR_LEASE_DURATION "
                         f"raised to it plus {LEASE_MARGIN:g}s (default 120: moto needs seconds "
                         "per Scan page of these items; the replicator's default "
                         f"{copy_default('call_timeout'):g} reproduces the copy's livelock)")
@@ -633,8 +717,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="after the rounds, one more copy under py-spy (replicator and "
                         "both servers); raw stacks written to DIR")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--max-seconds", type=float, default=600.0,
-                        help="give up after this long (default 600)")
+    parser.add_argument("--max-seconds", type=float, default=1200.0,
+                        help="give up after this long (default 1200)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the copy's log files even when the run passed")
     args = parser.parse_args(argv)
@@ -656,19 +740,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs {platform.machine()}, Python {platform.python_version()}, "
           f"code {code_version()}, load average {load}")
     timeouts = timeout_settings(args.call_timeout)
-    print(f"{args.items} items, {args.rounds} rounds; copy settings: segments "
-          f"{args.segments or 'default'}, concurrency "
+    sources = [FAST, MOTO] if args.sources == "both" else [args.sources]
+    print(f"{args.items} items, {args.rounds} rounds; copy via "
+          f"{' and via '.join(SOURCE_NAMES[source] for source in sources)}; copy settings: "
+          f"segments {args.segments or 'default'}, concurrency "
           f"{args.concurrency or copy_default('copy_concurrency')}, writers "
-          f"{args.writers or copy_default('copy_writers')}, "
-          + (f"call_timeout {timeouts['call_timeout']}s and lease_duration "
-             f"{timeouts['lease_duration']}s (not the defaults)" if timeouts
-             else "default call_timeout and lease_duration")
+          f"{args.writers or copy_default('copy_writers')}, default call_timeout and "
+          "lease_duration"
+          + (f" (via moto: call_timeout {timeouts['call_timeout']}s and lease_duration "
+             f"{timeouts['lease_duration']}s)" if timeouts and MOTO in sources else "")
           + f"; ceiling concurrencies {', '.join(map(str, CONCURRENCIES))}")
     work_dir = Path(tempfile.mkdtemp(prefix="bench-copy-"))
     if args.profile is not None:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     servers = [MotoServer(), MotoServer()]
-    results = Results()
+    results = Results(sources)
     ok = False
     try:
         for server in servers:
@@ -686,8 +772,8 @@ def main(argv: list[str] | None = None) -> int:
         with signals_ignored():
             for server in servers:
                 server.stop()
-        if results.ceilings and results.copies:
-            ok = report(results) and len(results.copies) == args.rounds
+        if results.ceilings and any(results.copies.values()):
+            ok = report(results) and results.complete(args.rounds)
             print(f"load average at the end: "
                   f"{', '.join(f'{value:.2f}' for value in os.getloadavg())}")
         if ok and not args.keep_logs:
