@@ -35,8 +35,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/takeover.py
-	$(BIN)/python bench/copy_throughput.py
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
