@@ -8,7 +8,7 @@ rate / 50 new items every 20 ms, one call at a time), and records when each
 call returned. A separate poller reads the destination (BatchGetItem of the 100
 oldest writes not yet seen, ConsistentRead, continuously) and records when
 each item is first there. The lag of a write is the time from its write call
-call returning to the poller's answer that holds it.
+returning to the poller's answer that holds it.
 
 Each rate of ``--rates`` (default 500, the target's load, then 100) runs on
 freshly reset servers with a new replicator.
