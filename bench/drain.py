@@ -7,8 +7,11 @@ backlog from TRIM_HORIZON into a fresh destination table (the destination
 server is reset each time) with, in alternating order:
 
 * replicator: ``python -m replicator`` with its default settings, except
-  ``bootstrap=never`` (the backlog is measured, not a table copy) and
-  ``progress_interval=0.25`` (its applied count is read from those lines);
+  ``bootstrap=never`` (the backlog is measured, not a table copy),
+  ``progress_interval=0.25`` (its applied count is read from those lines) and
+  ``call_timeout`` 60 s with ``lease_duration`` 70 s (``--call-timeout``): on a
+  loaded machine moto can take more than the default 5 s to answer a
+  GetRecords of 1000 records, and the reference pipelines wait as long;
 * bare: ``pipelines.py bare``, GetRecords and concurrent BatchWriteItem, nothing
   else: the floor any replicator pays;
 * naive: ``pipelines.py naive``, a PutItem or DeleteItem per record in order,
@@ -45,6 +48,7 @@ from stream_bench import (
     print_table,
     replicator_drain,
     run_loop,
+    timeout_settings,
     write_summary,
 )
 
@@ -74,7 +78,8 @@ async def measure(args: argparse.Namespace, servers: list[MotoServer], work_dir:
             if name == "replicator":
                 drain = await replicator_drain(source, destination, backlog,
                                                f"bench-drain-{round_number}", work_dir,
-                                               within=within)
+                                               within=within,
+                                               call_timeout=args.call_timeout)
             else:
                 drain = await pipeline_drain(name, source, destination, backlog,
                                              naive_records if name == "naive"
@@ -104,7 +109,8 @@ async def profile(args: argparse.Namespace, servers: list[MotoServer], backlog: 
     prefix = [py_spy, "record", "--format", "raw", "--rate", str(PROFILE_RATE),
               "--nonblocking", "-o", str(out), "--"]
     drain = await replicator_drain(servers[0], servers[1], backlog, "bench-drain-profile",
-                                   work_dir, within=args.max_seconds, prefix=prefix)
+                                   work_dir, within=args.max_seconds,
+                                   call_timeout=args.call_timeout, prefix=prefix)
     await asyncio.sleep(2)  # py-spy writes its file once the process has exited
     print(f"  profiled replicator drain: {drain.rate:,.0f} records/s under py-spy; raw "
           f"stacks in {out}")
@@ -165,6 +171,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="after the rounds, one more replicator drain under py-spy "
                         "(pip install py-spy); raw stacks written to DIR")
+    parser.add_argument("--call-timeout", type=float, default=60.0,
+                        help="REPLICATOR_CALL_TIMEOUT, with REPLICATOR_LEASE_DURATION raised to "
+                        "it plus 10s (default 60: on a loaded machine moto can take more than "
+                        "the default 5s for a GetRecords page of 1000 records; 5 measures the "
+                        "default)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--max-seconds", type=float, default=900.0,
                         help="give up on a drain after this long (default 900)")
@@ -179,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     local_environment()
     print(f"backlog drain benchmark, {machine()}, code {code_version()}")
+    print(f"replicator settings: defaults, bootstrap never, progress_interval 0.25s, "
+          f"{timeout_settings(args.call_timeout) or 'default call_timeout'}")
     work_dir = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ drains it from TRIM_HORIZON into a fresh destination table, and its peak
 resident set size (VmHWM in /proc/<pid>/status) is read once every record is
 applied. The backlog is then extended to the next size and drained again, from
 TRIM_HORIZON, by a new replicator process. Default settings, except
-``bootstrap=never`` and ``progress_interval=0.25`` as in ``drain.py``.
+``bootstrap=never``, ``progress_interval=0.25`` and the call timeout (60 s)
+as in ``drain.py``.
 
 Targets: peak RSS under 200 MB at every size, and flat: the largest backlog's
 peak at most 10% above the smallest's (the queue between readers and writers
@@ -35,6 +36,7 @@ from stream_bench import (
     print_table,
     replicator_drain,
     run_loop,
+    timeout_settings,
     write_summary,
 )
 
@@ -54,7 +56,8 @@ async def measure(args: argparse.Namespace, servers: list[MotoServer],
         print(f"  backlog now {backlog.records:,} records (filled in "
               f"{backlog.fill_seconds:.0f}s so far)", flush=True)
         drain = await replicator_drain(source, destination, backlog, f"bench-memory-{size}",
-                                       work_dir, within=args.max_seconds)
+                                       work_dir, within=args.max_seconds,
+                                       call_timeout=args.call_timeout)
         drains.append(drain)
         print(f"  {size:,} records: drained in {drain.seconds:.1f}s "
               f"({drain.rate:,.0f} records/s), peak RSS {drain.peak_rss_mb:.1f} MB; "
@@ -84,6 +87,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "backlogs of growing size.")
     parser.add_argument("--backlogs", default="25000,100000",
                         help="backlog sizes in records, growing (default 25000,100000)")
+    parser.add_argument("--call-timeout", type=float, default=60.0,
+                        help="REPLICATOR_CALL_TIMEOUT, with REPLICATOR_LEASE_DURATION raised to "
+                        "it plus 10s (default 60: on a loaded machine moto can take more than "
+                        "the default 5s for a GetRecords page of 1000 records; 5 measures the "
+                        "default)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--max-seconds", type=float, default=1800.0,
                         help="give up on a drain after this long (default 1800)")
@@ -98,7 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     local_environment()
-    print(f"memory benchmark, {machine()}, code {code_version()}")
+    print(f"memory benchmark, {machine()}, code {code_version()}; replicator settings: "
+          f"defaults, bootstrap never, progress_interval 0.25s, "
+          f"{timeout_settings(args.call_timeout) or 'default call_timeout'}")
     work_dir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     servers = [MotoServer(), MotoServer()]
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from replicator.aws import Endpoint, open_client
-from replicator.config import ENV_PREFIX, env_name
+from replicator.config import ENV_PREFIX, Settings, env_name
 from replicator.local import LOCAL_CREDENTIALS, MotoServer
 from replicator.workload import create_table
 
@@ -375,18 +375,30 @@ def applied(line: dict[str, Any]) -> int:
     return int(line.get("records_applied", 0)) if line.get("event") == "progress" else -1
 
 
+def timeout_settings(call_timeout: float) -> dict[str, str]:
+    """REPLICATOR_CALL_TIMEOUT when not the default, with a lease duration long enough
+    for it (the replicator requires lease_duration > renew interval + call timeout)."""
+    if call_timeout == Settings.model_fields["call_timeout"].default:
+        return {}
+    lease_duration = max(float(Settings.model_fields["lease_duration"].default),
+                         call_timeout + 10)
+    return {"call_timeout": f"{call_timeout:g}", "lease_duration": f"{lease_duration:g}"}
+
+
 async def replicator_drain(source: MotoServer, destination: MotoServer, backlog: Backlog,
-                           task: str, work_dir: Path, *, within: float,
+                           task: str, work_dir: Path, *, within: float, call_timeout: float,
                            prefix: list[str] | None = None) -> Drain:
     """The replicator applies the whole backlog from TRIM_HORIZON into a fresh table.
 
     Timed from its "replication starting" line to the progress line that counts
     every record applied; its CPU over the same span, read from /proc when those
     lines appear. ``bootstrap=never``: the backlog is what is measured, not a copy.
+    ``call_timeout`` other than the default raises the lease duration to match.
     """
     await fresh_destination(destination)
     env = replicator_environment(source, destination, task, bootstrap="never",
-                                 progress_interval=PROGRESS_INTERVAL)
+                                 progress_interval=PROGRESS_INTERVAL,
+                                 **timeout_settings(call_timeout))
     proc = ReplicatorProcess(env, work_dir / f"{task}.log", prefix)
     try:
         pid = proc.pid
