@@ -4,8 +4,9 @@ Two local moto servers; ``python -m replicator`` with every setting at its
 default (the bootstrap copy of the empty source included) replicates the
 source into the destination. A writer puts new items into the source at
 ``--rate`` writes a second for ``--seconds`` (open loop: a BatchWriteItem of
-rate / 50 new items every 20 ms, one call at a time), and records when each
-call returned. A separate poller reads the destination (BatchGetItem of the 100
+rate / 50 new items every 20 ms, one call at a time; stopped after
+``--seconds`` even when the source could not take them all), and records
+when each call returned. A separate poller reads the destination (BatchGetItem of the 100
 oldest writes not yet seen, ConsistentRead, continuously) and records when
 each item is first there. The lag of a write is the time from its write call
 returning to the poller's answer that holds it.
@@ -93,6 +94,8 @@ async def write_load(client: Any, run: LagRun, seed: int) -> None:
     items = [small_item(rng, lag_key(i)) for i in range(total)]
     start = time.monotonic()
     for first in range(0, total, per_call):
+        if time.monotonic() - start >= run.seconds:  # the source falls behind: stop on time
+            break
         delay = start + first / run.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -248,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
 
     async def measure_all() -> None:
         for rate in args.rate_list:
-            runs.append(await measure_rate(rate, args, servers, work_dir))
-            print(describe(runs[-1]), flush=True)
+            run = await measure_rate(rate, args, servers, work_dir)
+            runs.append(run)
+            print(describe(run), flush=True)
+            # Each write's lag by when it returned, to see where the tail comes from.
+            first = min(run.returned.values(), default=0.0)
+            (work_dir / f"lags-{rate:g}.csv").write_text("seconds,lag\n" + "".join(
+                f"{run.returned[i] - first:.3f},{lag:.3f}\n" for i, lag in sorted(run.lags.items())))
 
     try:
         for server in servers:
