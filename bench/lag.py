@@ -256,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(run), flush=True)
             # Each write's lag by when it returned, to see where the tail comes from.
             first = min(run.returned.values(), default=0.0)
-            (work_dir / f"lags-{rate:g}.csv").write_text("seconds,lag\n" + "".join(
-                f"{run.returned[i] - first:.3f},{lag:.3f}\n" for i, lag in sorted(run.lags.items())))
+            rows = (f"{run.returned[i] - first:.3f},{lag:.3f}\n"
+                    for i, lag in sorted(run.lags.items()))
+            (work_dir / f"lags-{rate:g}.csv").write_text("seconds,lag\n" + "".join(rows))
 
     try:
         for server in servers:
