@@ -268,8 +268,8 @@ def base_environment() -> dict[str, str]:
 
 def replicator_environment(source: MotoServer, destination: MotoServer, task: str,
                            **extra: str) -> dict[str, str]:
-    """The replication's settings: endpoints, tables, task, JSON logs, and ``extra``.
-    Every tuning setting is the replicator's default."""
+    """The replication's settings: endpoints, tables, task, JSON logs, no metrics
+    endpoint, and ``extra``. Every tuning setting is the replicator's default."""
     settings = {
         "source_table": SOURCE_TABLE,
         "source_region": SOURCE_REGION,
@@ -281,6 +281,9 @@ def replicator_environment(source: MotoServer, destination: MotoServer, task: st
         "worker_id": f"{task}-worker",
         "log_level": "info",
         "log_format": "json",
+        # The metrics endpoint's default port is fixed and another replicator on the
+        # machine may hold it: 0 turns the endpoint off.
+        "metrics_port": "0",
         **extra,
     }
     return {**base_environment(), **{env_name(k): v for k, v in settings.items()}}
