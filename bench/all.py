@@ -9,7 +9,7 @@ and whether it is met.
     .venv/bin/python bench/all.py [--records 50000] [--memory-backlogs 50000,200000]
     make bench
 
-About 35 minutes on 2 cores with the defaults. Only 127.0.0.1.
+About 25 minutes on 2 cores with the defaults. Only 127.0.0.1.
 """
 
 from __future__ import annotations
