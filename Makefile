@@ -39,8 +39,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES)
 
 bench: $(STAMP)
-	$(BIN)/python bench/takeover.py
-	$(BIN)/python bench/copy_throughput.py
+	$(BIN)/python bench/all.py
 
 # docker/requirements.txt: the image's pinned runtime dependencies, from .venv.
 requirements: $(STAMP)

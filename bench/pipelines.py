@@ -1,0 +1,149 @@
+"""The two reference pipelines of the drain benchmark, each run as its own process.
+
+* ``bare``: the floor any replicator pays. One loop: GetRecords (Limit 1000)
+  from TRIM_HORIZON, then the page's records as BatchWriteItem calls of 25,
+  written concurrently (8 at once, as many as the replicator's default
+  writers), then the next GetRecords. Within a page only the last record of
+  each key is written: a batch may not name a key twice, and the last image is
+  the one that counts. No leases, no checkpoints, no per-key routing, no
+  parsing beyond taking the key and the new image.
+* ``naive``: each record applied in stream order by its own PutItem (INSERT,
+  MODIFY) or DeleteItem (REMOVE), one call at a time.
+
+    python bench/pipelines.py bare|naive --source URL --destination URL --records N
+
+Reads until ``--records`` records are applied, then prints one JSON line:
+records, seconds and process CPU seconds (both from after the clients are
+open to the last write), write calls, peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from stream_bench import (
+    BENCH_TIMEOUT,
+    DESTINATION_REGION,
+    DESTINATION_TABLE,
+    SOURCE_REGION,
+    SOURCE_TABLE,
+    local_environment,
+    peak_rss_mb,
+    run_loop,
+)
+
+from replicator.aws import Endpoint, open_client
+
+LIMIT = 1000
+BATCH = 25
+CONCURRENCY = 8
+
+
+def key_of(keys: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple((name, *value.items()) for name, value in keys.items())
+
+
+async def open_iterator(client: Any, source: Any) -> str:
+    description = (await source.describe_table(TableName=SOURCE_TABLE))["Table"]
+    arn = description["LatestStreamArn"]
+    stream = (await client.describe_stream(StreamArn=arn))["StreamDescription"]
+    shard = stream["Shards"][0]["ShardId"]
+    response = await client.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                               ShardIteratorType="TRIM_HORIZON")
+    return str(response["ShardIterator"])
+
+
+async def pages(streams: Any, source: Any, records: int) -> Any:
+    """Up to ``records`` records, page by page."""
+    iterator = await open_iterator(streams, source)
+    read = 0
+    while read < records:
+        response = await streams.get_records(ShardIterator=iterator, Limit=LIMIT)
+        iterator = response["NextShardIterator"]
+        page = response.get("Records", [])[:records - read]
+        if not page:
+            await asyncio.sleep(0.05)
+            continue
+        read += len(page)
+        yield page
+
+
+async def bare(streams: Any, source: Any, destination: Any, records: int) -> int:
+    calls = 0
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    async def write(batch: list[dict[str, Any]]) -> None:
+        nonlocal calls
+        async with semaphore:
+            while batch:
+                calls += 1
+                response = await destination.batch_write_item(
+                    RequestItems={DESTINATION_TABLE: batch})
+                batch = response.get("UnprocessedItems", {}).get(DESTINATION_TABLE, [])
+
+    async for page in pages(streams, source, records):
+        last: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for record in page:
+            body = record["dynamodb"]
+            if record["eventName"] == "REMOVE":
+                last[key_of(body["Keys"])] = {"DeleteRequest": {"Key": body["Keys"]}}
+            else:
+                last[key_of(body["Keys"])] = {"PutRequest": {"Item": body["NewImage"]}}
+        requests = list(last.values())
+        async with asyncio.TaskGroup() as group:
+            for i in range(0, len(requests), BATCH):
+                group.create_task(write(requests[i:i + BATCH]))
+    return calls
+
+
+async def naive(streams: Any, source: Any, destination: Any, records: int) -> int:
+    calls = 0
+    async for page in pages(streams, source, records):
+        for record in page:
+            body = record["dynamodb"]
+            if record["eventName"] == "REMOVE":
+                await destination.delete_item(TableName=DESTINATION_TABLE, Key=body["Keys"])
+            else:
+                await destination.put_item(TableName=DESTINATION_TABLE, Item=body["NewImage"])
+            calls += 1
+    return calls
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    async with (
+        open_client(Endpoint("dynamodbstreams", SOURCE_REGION, args.source),
+                    call_timeout=BENCH_TIMEOUT) as streams,
+        open_client(Endpoint("dynamodb", SOURCE_REGION, args.source),
+                    call_timeout=BENCH_TIMEOUT) as source,
+        open_client(Endpoint("dynamodb", DESTINATION_REGION, args.destination),
+                    call_timeout=BENCH_TIMEOUT, max_connections=CONCURRENCY + 2) as destination,
+    ):
+        run = bare if args.kind == "bare" else naive
+        started, cpu = time.perf_counter(), time.process_time()
+        calls = await run(streams, source, destination, args.records)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"records": args.records, "seconds": seconds, "cpu": cpu, "writes": calls,
+            "peak_rss_mb": peak_rss_mb(os.getpid())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=("bare", "naive"))
+    parser.add_argument("--source", required=True, help="source endpoint URL")
+    parser.add_argument("--destination", required=True, help="destination endpoint URL")
+    parser.add_argument("--records", type=int, required=True,
+                        help="records to apply from TRIM_HORIZON")
+    args = parser.parse_args(argv)
+    local_environment()
+    print(json.dumps(run_loop(main_async(args))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
