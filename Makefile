@@ -36,7 +36,7 @@ integration: $(STAMP)
 TEST_PROCESSES ?= 3
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES)
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/all.py
