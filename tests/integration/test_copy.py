@@ -215,7 +215,8 @@ async def write_while_copying(
 ) -> Counter[str]:
     """Puts, updates (upserts) and deletes until ``stop``: on original keys the copy has
     already written to the destination, on original keys it has not, and on new keys.
-    Every key written is added to ``touched``."""
+    Every key written is added to ``touched``. The workers write disjoint keys, as
+    ``run_workload``'s do (see there why)."""
     counts: Counter[str] = Counter()
     touched = set() if touched is None else touched
 
@@ -223,12 +224,12 @@ async def write_while_copying(
         rng = random.Random(seed * 100 + index)
         while not stop.is_set():
             if rng.random() < 0.6:
-                key = numbered_key(rng.randrange(items))
+                key = numbered_key(rng.randrange(items // workers) * workers + index)
                 found = await destination.get_item(TableName=DESTINATION_TABLE, Key=key,
                                                    ConsistentRead=True, ProjectionExpression="pk")
                 where = "copied" if "Item" in found else "not copied yet"
             else:
-                key = numbered_key(items + rng.randrange(400))
+                key = numbered_key(items + rng.randrange(400 // workers) * workers + index)
                 where = "new"
             touched.add(key_of(key))
             operation = rng.choice(["put", "update", "delete"])
