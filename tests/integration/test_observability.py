@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,14 +82,16 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 async def wait_for_sample(base: str, predicate: Callable[[Samples], bool], *, within: float,
                           what: str) -> Samples:
-    deadline = time.monotonic() + within
-    while True:
-        samples = await scrape(base)
-        if predicate(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(f"metrics did not show {what} within {within:g}s")
-        await asyncio.sleep(0.1)
+    """Scrape until the metrics satisfy ``predicate``; returns that scrape."""
+    found: Samples = {}
+
+    async def shown() -> bool:
+        found.clear()
+        found.update(await scrape(base))
+        return predicate(found)
+
+    await wait_until(shown, within=within, what=f"the metrics to show {what}")
+    return found
 
 
 @pytest.mark.timeout(60)
