@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,17 @@ def code_version() -> str:
         return "unknown (no git)"
     dirty = " + uncommitted changes in replicator/" if status.stdout.strip() else ""
     return commit.stdout.strip() + dirty
+
+
+def local_environment() -> None:
+    """Dummy credentials for this process and its children (moto accepts any), and
+    Ctrl-C or SIGTERM stop it, even if it was started with SIGINT ignored."""
+    from replicator.local import LOCAL_CREDENTIALS
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    os.environ.update(LOCAL_CREDENTIALS)
+    os.environ.pop("AWS_PROFILE", None)
 
 
 @contextlib.contextmanager

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, signals_ignored
+from bench_common import code_version, local_environment, signals_ignored
 from fast_scan import FastScanSource, ScanSnapshot, to_wire
 
 from replicator.aws import Endpoint, open_client
@@ -731,10 +731,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    os.environ.update(LOCAL_CREDENTIALS)
-    os.environ.pop("AWS_PROFILE", None)
+    local_environment()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"bootstrap copy benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
           f"{os.cpu_count()} CPUs {platform.machine()}, Python {platform.python_version()}, "

@@ -37,12 +37,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import code_version, signals_ignored
+from bench_common import code_version, local_environment, signals_ignored
 from stream_bench import (
     Backlog,
     Drain,
     fill_backlog,
-    local_environment,
     machine,
     pipeline_drain,
     print_table,

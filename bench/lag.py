@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, signals_ignored
+from bench_common import code_version, local_environment, signals_ignored
 from stream_bench import (
     BENCH_TIMEOUT,
     DESTINATION_REGION,
@@ -39,7 +39,6 @@ from stream_bench import (
     SOURCE_REGION,
     SOURCE_TABLE,
     ReplicatorProcess,
-    local_environment,
     machine,
     print_table,
     replicator_environment,

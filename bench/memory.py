@@ -26,12 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, signals_ignored
+from bench_common import code_version, local_environment, signals_ignored
 from stream_bench import (
     Backlog,
     Drain,
     fill_backlog,
-    local_environment,
     machine,
     print_table,
     replicator_drain,

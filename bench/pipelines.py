@@ -27,13 +27,13 @@ import sys
 import time
 from typing import Any
 
+from bench_common import local_environment
 from stream_bench import (
     BENCH_TIMEOUT,
     DESTINATION_REGION,
     DESTINATION_TABLE,
     SOURCE_REGION,
     SOURCE_TABLE,
-    local_environment,
     peak_rss_mb,
     run_loop,
 )

@@ -59,14 +59,6 @@ def machine() -> str:
             f"{platform.machine()}, Python {platform.python_version()}, load average {load}")
 
 
-def local_environment() -> None:
-    """Dummy credentials for this process and its children; Ctrl-C and SIGTERM stop it."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    os.environ.update(LOCAL_CREDENTIALS)
-    os.environ.pop("AWS_PROFILE", None)
-
-
 def run_loop(coroutine: Any) -> Any:
     """On uvloop where it is installed, as ``python -m replicator`` runs."""
     try:

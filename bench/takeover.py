@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, signals_ignored
+from bench_common import code_version, local_environment, signals_ignored
 
 from replicator.aws import Endpoint, open_client
 from replicator.config import ENV_PREFIX, Settings, env_name
@@ -515,11 +515,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Ctrl-C, and a SIGTERM too, stop everything (even if started with SIGINT ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    os.environ.update(LOCAL_CREDENTIALS)
-    os.environ.pop("AWS_PROFILE", None)
+    local_environment()
     print(f"lease takeover benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
           f"{os.cpu_count()} CPUs {platform.machine()}, Python {platform.python_version()}, "
           f"code {code_version()}")
