@@ -249,7 +249,8 @@ class TableCopy:
         return None
 
     async def _create(self) -> HeldLease | None:
-        await self._ensure_nobody_streams()
+        if not await self._nobody_streams():
+            return None  # another worker created a copy since the rows were read
         segments = self._settings.segments or default_segments(self._table_bytes)
         worker = self._settings.worker_id
         sent_at = time.monotonic()
@@ -268,13 +269,18 @@ class TableCopy:
                  bytes=self._table_bytes)
         return held
 
-    async def _ensure_nobody_streams(self) -> None:
+    async def _nobody_streams(self) -> bool:
         """Refuse to copy while other workers apply the task's stream.
 
         Their checkpoints would not go back to before the copy, so an item they
         update after it was scanned could be overwritten by its older, copied
         image for good. Rows whose owner's counter does not move for a lease
         duration belong to stopped (or dead) workers; then the copy may go on.
+
+        False when a copy header appeared meanwhile: workers that started at the
+        same time saw no copy, one of them created it, copied and began to stream
+        before this one looked. Its stream follows its copy, so this worker goes
+        back to the copy's rows rather than refuse.
         """
         worker = self._settings.worker_id
 
@@ -282,10 +288,20 @@ class TableCopy:
             return {row.shard_id: (row.owner, row.counter) for row in rows
                     if row.owner not in (None, worker) and not row.finished}
 
-        first = owned(await self._retried(
-            functools.partial(self._store.list_leases, self.stream_arn), "Query"))
+        async def stream_rows() -> dict[str, tuple[str | None, int]]:
+            return owned(await self._retried(
+                functools.partial(self._store.list_leases, self.stream_arn), "Query"))
+
+        async def copy_created() -> bool:
+            rows = await self._retried(
+                functools.partial(self._store.list_leases, self._key), "Query")
+            return any(row.shard_id == HEADER for row in rows)
+
+        first = await stream_rows()
         if not first:
-            return
+            return True
+        if await copy_created():
+            return False
         log.info("waiting to see whether the task's workers are stopped",
                  owners=sorted({owner for owner, _ in first.values() if owner}),
                  seconds=self._settings.lease_duration)
@@ -294,16 +310,18 @@ class TableCopy:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.coordinator_interval):
                     await self._stop.wait()
-            current = owned(await self._retried(
-                functools.partial(self._store.list_leases, self.stream_arn), "Query"))
+            current = await stream_rows()
             live = sorted({owner for shard_id, (owner, counter) in current.items()
                            if first.get(shard_id) != (owner, counter) and owner})
             if live:
+                if await copy_created():
+                    return False
                 raise StartupCheckError(
                     f"workers of this task are streaming ({', '.join(live)}): stop every "
                     "worker before copying the table again, then start them; a copy made "
                     "while the stream is applied can leave items older than the source"
                 )
+        return True
 
     async def _take(self, header: Lease, rows: dict[str, Lease]) -> HeldLease | None:
         worker = self._settings.worker_id

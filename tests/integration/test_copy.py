@@ -206,6 +206,25 @@ async def fill_big_table(source: Any, seed: int, *, items: int = COPY_ITEMS, pad
     await fill_table(source, [numbered_item(rng, i, pad=pad) for i in range(items)])
 
 
+async def last_sequence_number(source: Any, streams: Any, stream_arn: str) -> int:
+    """Put a last item and return the sequence number of its stream record: read from
+    a LATEST iterator taken before the put (the stream has one shard)."""
+    (shard,) = (await streams.describe_stream(StreamArn=stream_arn))[
+        "StreamDescription"]["Shards"]
+    iterator = (await streams.get_shard_iterator(
+        StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST",
+    ))["ShardIterator"]
+    last = {"pk": {"S": "last-write"}, "sk": {"N": "0"}}
+    await source.put_item(TableName=SOURCE_TABLE, Item={**last, "v": {"S": "last"}})
+    while True:
+        page = await streams.get_records(ShardIterator=iterator, Limit=1000)
+        for record in page["Records"]:
+            if record["dynamodb"]["Keys"] == last:
+                return int(record["dynamodb"]["SequenceNumber"])
+        iterator = page["NextShardIterator"]
+        await asyncio.sleep(0.05)
+
+
 # -- writes going on during the copy ----------------------------------------------------
 
 
@@ -306,7 +325,7 @@ async def test_a_copy_with_writes_going_on_ends_equal(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_again(
-    servers: Servers, source: Any, destination: Any,
+    servers: Servers, source: Any, destination: Any, streams: Any,
     spawn: Callable[..., ReplicatorProcess],
 ) -> None:
     """``run`` with bootstrap auto on 20,000 items, with puts, updates and deletes going
@@ -439,17 +458,18 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             for where in ("copied", "not copied yet", "new"):
                 assert counts[f"{operation} {where}"] > 0, counts
 
-        # Every write made during the copies arrives through the stream: a last put,
-        # applied in order after all of them, shows when.
-        last = {"pk": {"S": "last-write"}, "sk": {"N": "0"}}
-        await source.put_item(TableName=SOURCE_TABLE, Item={**last, "v": {"S": "last"}})
+        # Every write made during the copies arrives through the stream: once the
+        # shard's checkpoint reaches a last put, every record before it is applied (the
+        # writers apply keys concurrently, so the last put being visible is not enough:
+        # a SIGTERM then would leave queued records to a next owner there is not).
+        last = await last_sequence_number(source, streams, stream_arn)
 
-        async def last_applied() -> bool:
-            found = await destination.get_item(TableName=DESTINATION_TABLE, Key=last,
-                                               ConsistentRead=True)
-            return "Item" in found
+        async def checkpointed() -> bool:
+            (row,) = await lease_rows(source)
+            position = row["checkpoint"]["S"]
+            return position.isdigit() and int(position) >= last
 
-        await wait_until(last_applied, within=60, what="the stream to apply the writes")
+        await wait_until(checkpointed, within=60, what="the stream to apply the writes")
         second.send(signal.SIGTERM)
         assert await second.wait(within=20) == 0
     assert second.stderr() == ""

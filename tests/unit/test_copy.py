@@ -1,5 +1,6 @@
 """The bootstrap copy's pure parts: the rate limiter, LastEvaluatedKey encoding, when
-``run`` copies first (``bootstrap_needed``), and the default number of Scan segments."""
+``run`` copies first (``bootstrap_needed``), the default number of Scan segments, and
+workers that start together: one copies, the others stream after it."""
 
 from __future__ import annotations
 
@@ -14,10 +15,22 @@ from hypothesis import strategies as st
 
 from replicator import scan
 from replicator.checkpoint import Sentinel
-from replicator.copy import DONE, HEADER, RUNNING, START, bootstrap_needed, copy_key, segment_id
+from replicator.copy import (
+    DONE,
+    HEADER,
+    RUNNING,
+    START,
+    CopySettings,
+    TableCopy,
+    bootstrap_needed,
+    copy_key,
+    segment_id,
+)
+from replicator.errors import StartupCheckError
 from replicator.leases import Lease
 from replicator.records import Item, decode_key, encode_key
 from replicator.scan import BYTES_PER_SEGMENT, RateLimiter, default_segments
+from replicator.stats import Stats
 from tests.fakes import STREAM_ARN, FakeLeaseStore
 
 # -- RateLimiter ---------------------------------------------------------------------
@@ -267,6 +280,66 @@ async def test_bootstrap_needed_only_reads() -> None:
     assert store.rows == before
     assert store.counts["PutItem"] == store.counts["UpdateItem"] == 0
     assert store.counts["DeleteItem"] == 0
+
+
+# -- workers that start together -------------------------------------------------------
+
+
+class OtherWorkerCopiesFirst(FakeLeaseStore):
+    """Another worker of the task, started at the same moment: it creates the copy,
+    finishes it and begins to stream (its lease counter moves) just after this worker's
+    ``stream_rows``-th read of the stream's rows, or with ``copy=False`` streams
+    without any copy."""
+
+    def __init__(self, stream_rows: int, *, copy: bool = True) -> None:
+        super().__init__()
+        self._reads_left = stream_rows
+        self._copy = copy
+
+    async def list_leases(self, stream_arn: str) -> list[Lease]:
+        rows = await super().list_leases(stream_arn)
+        if stream_arn == STREAM_ARN:
+            self._reads_left -= 1
+            if self._reads_left == 0:
+                if self._copy:
+                    await self.plant(copy_row(HEADER, DONE))
+                row = self.rows[(STREAM_ARN, "shard-1")]
+                await self.plant(Lease(row.stream_arn, row.shard_id, None, row.owner,
+                                       row.counter + 1, row.checkpoint))
+        return rows
+
+
+def table_copy(store: FakeLeaseStore) -> TableCopy:
+    """A copy whose tables and stream are never reached: it only looks at the rows."""
+    unused = types.SimpleNamespace()
+    settings = CopySettings(worker_id="late", lease_duration=0.5, coordinator_interval=0.02)
+    return TableCopy(source=unused, destination=unused, streams=unused,  # type: ignore[arg-type]
+                     store=store, stream_arn=STREAM_ARN, settings=settings, stats=Stats(),
+                     stop=asyncio.Event())
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("stream_rows", [1, 2], ids=["before-the-check", "while-waiting"])
+async def test_a_copy_made_by_a_worker_that_started_together_is_followed_not_refused(
+    stream_rows: int,
+) -> None:
+    """This worker saw no copy and no checkpoints; by the time it checks that nobody
+    streams, another worker has copied and streams. It follows that copy: no error,
+    no second copy."""
+    store = OtherWorkerCopiesFirst(stream_rows)
+    await store.plant(Lease(STREAM_ARN, "shard-1", None, "early", 0, "100"))
+    assert await table_copy(store).run() is True
+    assert store.counts["PutItem"] == store.counts["UpdateItem"] == 0
+    assert store.row(HEADER, copy_key(STREAM_ARN)) == copy_row(HEADER, DONE)
+
+
+@pytest.mark.timeout(10)
+async def test_workers_streaming_without_a_copy_are_refused() -> None:
+    store = OtherWorkerCopiesFirst(2, copy=False)
+    await store.plant(Lease(STREAM_ARN, "shard-1", None, "early", 0, "100"))
+    with pytest.raises(StartupCheckError, match=r"workers of this task are streaming \(early\)"):
+        await table_copy(store).run()
+    assert store.counts["PutItem"] == 0
 
 
 # -- default_segments ------------------------------------------------------------------------
