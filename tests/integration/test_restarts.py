@@ -260,6 +260,14 @@ async def test_a_stop_during_a_checkpoint_write_still_checkpoints_and_releases(
             for i in range(5):
                 await source.put_item(TableName=SOURCE_TABLE, Item={**key(i), "v": {"N": "1"}})
             await running.wait_caught_up(time.monotonic())
+            # Armed once the first five are checkpointed: the write held is the sixth's.
+            first = last_sequence_number(await stream_records(streams, stream_arn))
+
+            async def checkpointed() -> bool:
+                (row,) = await lease_rows(source)
+                return bool(row["checkpoint"] == {"S": first})
+
+            await wait_until(checkpointed, within=10, what="the first five checkpointed")
             proxy.armed = True
             await source.put_item(TableName=SOURCE_TABLE, Item={**key(99), "v": {"N": "2"}})
             await asyncio.wait_for(proxy.holding.wait(), 5)
