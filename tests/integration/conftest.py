@@ -251,6 +251,22 @@ async def wait_until(
         await asyncio.sleep(0.1)
 
 
+async def settled(read: Callable[[], Awaitable[T]], *, quiet: float = 0.5,
+                  within: float = 5.0) -> T:
+    """What ``read`` returns once two reads ``quiet`` seconds apart agree: after a
+    SIGKILL, a write the dead process had fully sent may still reach moto."""
+    rows = await read()
+    deadline = time.monotonic() + within
+    while True:
+        await asyncio.sleep(quiet)
+        again = await read()
+        if again == rows:
+            return again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {within:g}s: {again}")
+        rows = again
+
+
 # -- settings ------------------------------------------------------------------------
 
 

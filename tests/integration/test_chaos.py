@@ -191,9 +191,11 @@ async def test_a_60_second_destination_outage_is_waited_out_without_loss(
     checkpoint ends on the last record of the stream."""
     stream_arn = await create_pair(source, destination)
     async with FaultProxy(servers.destination.url).running() as proxy:
-        env = environment_for(servers, destination_endpoint=proxy.url, worker_id="worker-one")
+        # The chaos test's timeouts: this test runs beside it and the 20,000-item copy.
+        env = environment_for(servers, destination_endpoint=proxy.url, worker_id="worker-one",
+                              call_timeout=CALL_TIMEOUT, lease_duration=LEASE_DURATION)
         worker = spawn("worker", env)
-        await worker.wait_for_event("shard started")
+        await worker.wait_for_event("shard started", within=60)
         workload = asyncio.create_task(run_workload(
             source, SOURCE_TABLE, seconds=OUTAGE + 2.0, rate=40, keys=300, seed=5,
         ))
@@ -220,18 +222,27 @@ async def test_a_60_second_destination_outage_is_waited_out_without_loss(
         ended = time.monotonic()
         diff = await wait_equal(source, destination, KEY_NAMES, within=40)
         caught_up = time.monotonic() - ended
+        # Equal tables can still hide queued records that change nothing (a put, then
+        # the delete of that item): the checkpoint shows when every record is applied.
+        records = await stream_records(streams, stream_arn)
+        last = records[-1]["dynamodb"]["SequenceNumber"]
+
+        async def checkpointed() -> bool:
+            (row,) = await lease_rows(source)
+            return bool(row["checkpoint"] == {"S": last})
+
+        await wait_until(checkpointed, within=30, what="the checkpoint to reach the last record")
         worker.send(signal.SIGTERM)
         assert await worker.wait(within=20) == 0, worker.stderr()
 
     assert worker.stderr() == ""
-    records = await stream_records(streams, stream_arn)
     (row,) = await lease_rows(source)
-    assert row["checkpoint"] == {"S": records[-1]["dynamodb"]["SequenceNumber"]}
+    assert row["checkpoint"] == {"S": last}
     assert "lease_owner" not in row  # released at the stop
-    # One take at the start, none after: the lease was never lost or taken again.
+    # One take at the start, none after: the lease was never lost or taken again (a
+    # renewal that timed out on the loaded machine is retried, and shows as neither).
     assert len(worker.events("lease taken")) == 1
     assert not worker.events("lease lost; shard stopped")
-    assert not worker.events("lease renewal failed")
     assert row["owner_switches"] == {"N": "2"}  # taken, then released
     retries = retries_of(worker)
     assert retries.get("BatchWriteItem", 0) > 0  # retries counted by operation

@@ -94,6 +94,21 @@ async def wait_for_sample(base: str, predicate: Callable[[Samples], bool], *, wi
     return found
 
 
+async def readiness(base: str, expected: int) -> dict[str, Any]:
+    """Ask /readyz until it answers ``expected`` (a table probe has a 2 s timeout, which
+    a loaded machine can miss once); returns that answer."""
+    found: dict[str, Any] = {}
+
+    async def answered() -> bool:
+        status, body = await get(base + READYZ_PATH)
+        found.clear()
+        found.update(json.loads(body))
+        return status == expected
+
+    await wait_until(answered, within=15, what=f"/readyz to answer {expected}")
+    return found
+
+
 @pytest.mark.timeout(60)
 async def test_metrics_follow_the_replication(
     servers: Servers, source: Any, destination: Any,
@@ -127,8 +142,11 @@ async def test_metrics_follow_the_replication(
     assert value(samples, "replicator_getrecords_calls_total") > 0  # type: ignore[operator]
     batches = value(samples, "replicator_batch_size_count")
     assert batches is not None
-    assert 0 < batches <= total
-    assert value(samples, "replicator_batch_size_sum") == total  # one key per record here
+    # A batch writes the last record of each key it holds: a put and the update of
+    # its item, read together after a stall, make one key of a batch.
+    batched = value(samples, "replicator_batch_size_sum")
+    assert batched is not None
+    assert 0 < batches <= batched <= total
     assert value(samples, "replicator_leases_held") == 1
     assert value(samples, "replicator_queue_depth") == 0
     lags = [v for (n, _), v in samples.items() if n == "replicator_replication_lag_seconds"]
@@ -146,9 +164,7 @@ async def test_metrics_follow_the_replication(
     status, body = await get(base + HEALTHZ_PATH)
     assert status == 200, body
     assert json.loads(body)["healthy"] is True
-    status, body = await get(base + READYZ_PATH)
-    ready = json.loads(body)
-    assert status == 200, body
+    ready = await readiness(base, 200)
     assert ready["phase"] == "replicating"
     assert ready["tables"] == {"source": "ok", "destination": "ok", "checkpoint": "ok"}
     assert ready["leases_held"] == 1
@@ -195,20 +211,9 @@ async def test_readyz_fails_while_the_destination_does_not_answer(
             servers, metrics_port=port, destination_endpoint=proxy.url))
         await worker.wait_for_event("shard started")
 
-        async def readiness(expected: int) -> dict[str, Any]:
-            found: dict[str, Any] = {}
-
-            async def answered() -> bool:
-                status, body = await get(base + READYZ_PATH)
-                found.update(json.loads(body))
-                return status == expected
-
-            await wait_until(answered, within=15, what=f"/readyz to answer {expected}")
-            return found
-
-        assert (await readiness(200))["tables"]["destination"] == "ok"
+        assert (await readiness(base, 200))["tables"]["destination"] == "ok"
         proxy.set_down(True)
-        down = await readiness(503)
+        down = await readiness(base, 503)
         print(f"\n/readyz while the destination does not answer: {down}")
         assert down["ready"] is False
         assert "DescribeTable: no answer within" in down["tables"]["destination"]
@@ -216,7 +221,7 @@ async def test_readyz_fails_while_the_destination_does_not_answer(
         status, body = await get(base + HEALTHZ_PATH)  # alive all the same
         assert status == 200, body
         proxy.set_down(False)
-        assert (await readiness(200))["tables"]["destination"] == "ok"
+        assert (await readiness(base, 200))["tables"]["destination"] == "ok"
 
         worker.send(signal.SIGTERM)
         assert await worker.wait(within=20) == 0

@@ -30,6 +30,9 @@ CYCLE = 0.5
 # page keeps every call short, so the lease cycles measured here are not queued
 # behind one. (DynamoDB answers either in milliseconds.)
 GET_RECORDS_LIMIT = 200
+#: At 120 a second, the workload lasts 12.5 s: it outlasts both hand-overs even when
+#: each takes as long as its bound allows (1 + 6 + 1 + 2 s).
+OPERATIONS = 1500
 
 
 async def owner_of_the_shard(source: Any) -> str | None:
@@ -89,7 +92,7 @@ async def test_three_workers_fail_over_on_kill_and_hand_over_on_sigterm(
     }
     first_owner, _ = await wait_for_owner(source, not_in=set(), within=20)
     workload = asyncio.create_task(
-        run_workload(source, SOURCE_TABLE, operations=900, rate=120, keys=150, seed=3)
+        run_workload(source, SOURCE_TABLE, operations=OPERATIONS, rate=120, keys=150, seed=3)
     )
     try:
         await asyncio.sleep(1.0)  # let the first owner replicate a while before it dies
@@ -117,7 +120,7 @@ async def test_three_workers_fail_over_on_kill_and_hand_over_on_sigterm(
     assert after_kill <= LEASE_DURATION + CYCLE + 1.5, timeline(workers)
     assert after_sigterm <= 2.0, timeline(workers)
     assert await workers[second_owner].wait(within=15) == 0
-    assert result.operations == 900
+    assert result.operations == OPERATIONS
     diff = await wait_equal(source, destination, KEY_NAMES, within=40)
     assert diff.source_items > 50
     # Each survivor logged its take-over; the first took the shard from the dead worker.
