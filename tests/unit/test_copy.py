@@ -156,7 +156,7 @@ async def test_the_rate_is_respected_in_real_time() -> None:
     await asyncio.gather(*(caller() for _ in range(4)))
     elapsed = time.monotonic() - started
     # 300 units: 200 at once, then 100 at 200 a second.
-    assert 0.45 <= elapsed <= 0.9, elapsed
+    assert 0.45 <= elapsed <= 2.0, elapsed  # the upper bound only guards against a stall
 
 
 # -- encode_key / decode_key ----------------------------------------------------------

@@ -270,6 +270,16 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
         assert row is not None
         thief = replace(row, owner="worker-thief", counter=row.counter + 10)
         await store.plant(thief)
+
+        async def thief_renews() -> None:
+            """The thief is alive: its lease never expires under this worker's eyes."""
+            while True:
+                await asyncio.sleep(RENEW)
+                current = store.row(shard)
+                assert current is not None
+                await store.plant(replace(current, counter=current.counter + 1))
+
+        renewing = asyncio.create_task(thief_renews())
         renewals.failing = False
         async with asyncio.timeout(2):
             await asyncio.wait([task])
@@ -280,9 +290,16 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
         assert tracker.cancelled
         later = put_many(stream, shard, 3000, 3)
         await store.wait_for_calls("Query", store.counts["Query"] + 10)
+        renewing.cancel()
 
     assert replication.coordinator.fatal is None
-    assert store.row(shard) == thief  # never overwritten, not even at shutdown
+    # Never written by this worker again, not even at shutdown: only the thief's renewals.
+    since_theft = store.history[store.history.index(("plant", thief)) + 1:]
+    assert [(operation, row) for operation, row in since_theft
+            if row.shard_id == shard and operation != "plant"] == []
+    final = store.row(shard)
+    assert final is not None
+    assert final.owner == "worker-thief"
     applied = set(applied_sequence_numbers(stream, dest))
     assert not set(held_back) & applied
     assert not set(later) & applied
