@@ -106,6 +106,22 @@ class Replication:
             await asyncio.shield(self.task)
 
 
+def deleted_when_finished(store: FakeLeaseStore, shard_id: str) -> bool:
+    """Whether the shard's row was deleted at SHARD_END: a finished parent's row goes
+    once all its children have been read (``plan_deletions``), which may happen while
+    they are still being read, or just before a test ends."""
+    return any(operation == "DeleteItem" and row.shard_id == shard_id and row.finished
+               for operation, row in store.history)
+
+
+def finished_and_released(store: FakeLeaseStore, shard_id: str) -> bool:
+    """The shard's row is at SHARD_END with no owner, or was deleted at SHARD_END."""
+    row = store.row(shard_id)
+    if row is None:
+        return deleted_when_finished(store, shard_id)
+    return (row.checkpoint, row.owner) == (Sentinel.SHARD_END, None)
+
+
 def caught_up(stream: FakeStream) -> Callable[[dict[str, Lease]], bool]:
     """For ``FakeLeaseStore.wait_until``: every closed shard's row is at SHARD_END and
     every open shard's row has checkpointed its last record."""

@@ -27,6 +27,7 @@ from tests.unit.harness import (
     applied_sequence_numbers,
     caught_up,
     duplicate_writes,
+    finished_and_released,
     guard_checkpoints,
     unapplied_up_to,
 )
@@ -242,9 +243,7 @@ async def test_throttled_checkpoint_writes_do_not_stop_replication() -> None:
     assert store.injected["UpdateItem"] > 0
     assert replication.stats.throttles["UpdateItem"] > 0
     assert dest.table == stream.source
-    row = store.row(root)
-    assert row is not None
-    assert (row.checkpoint, row.owner) == (Sentinel.SHARD_END, None)
+    assert finished_and_released(store, root)
 
 
 # -- poison records ---------------------------------------------------------------------
