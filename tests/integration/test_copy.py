@@ -381,7 +381,7 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             return states.count(DONE) >= 2 and "partly" in states and START in states
 
         try:
-            await wait_until(midway, within=60, what="the copy to be midway")
+            await wait_until(midway, within=120, what="the copy to be midway")
             first.send(signal.SIGKILL)
             assert await first.wait(within=10) == -signal.SIGKILL
 
