@@ -36,6 +36,7 @@ import contextlib
 import enum
 import json
 import random
+import socket
 import threading
 import uuid
 import zlib
@@ -189,6 +190,7 @@ class FaultProxy:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
+        self._placeholder: socket.socket | None = None
 
     def __repr__(self) -> str:
         return (f"<FaultProxy {self.url} -> {self.target} outage={self._outage} "
@@ -219,19 +221,36 @@ class FaultProxy:
     async def start_outage(self, kind: Outage) -> None:
         """Turn the endpoint off: refuse connections, or answer 503 to everything."""
         self._outage = kind
-        if kind is Outage.REFUSED and self._site is not None:
-            await self._site.stop()
-            self._site = None
+        if kind is Outage.REFUSED:
+            if self._site is not None:
+                await self._site.stop()
+                self._site = None
+            self._hold_port()
+        elif self._site is None and self._runner is not None:
+            await self._listen()
 
     async def end_outage(self) -> None:
         self._outage = None
         if self._site is None and self._runner is not None:
             await self._listen()
 
+    def _hold_port(self) -> None:
+        """Keep the port bound, but not listening, while connections are refused: a
+        connection is refused all the same, and no other server of the test run (a free
+        port is picked by binding port 0, which skips a bound port) can take it meanwhile.
+        SO_REUSEADDR, as the connections accepted before the outage still use the port."""
+        if self._placeholder is None:
+            self._placeholder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._placeholder.bind(("127.0.0.1", self.port))
+
     # -- serving -----------------------------------------------------------------------
 
     async def _listen(self) -> None:
         assert self._runner is not None
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await self._site.start()
 
@@ -249,6 +268,9 @@ class FaultProxy:
             finally:
                 await self._runner.cleanup()
                 self._site = None
+                if self._placeholder is not None:
+                    self._placeholder.close()
+                    self._placeholder = None
 
     @contextlib.contextmanager
     def in_thread(self) -> Iterator[FaultProxy]:
