@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import random
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from typing import TypeVar
 
 import structlog
 
+from replicator.clock import Clock
 from replicator.errors import ReplicatorError
 
 T = TypeVar("T")
@@ -34,6 +34,7 @@ async def retry_forever(
     *,
     what: str,
     backoff: Backoff,
+    clock: Clock,
     on_retry: Callable[[ReplicatorError], None] | None = None,
 ) -> T:
     """Run ``operation`` until it succeeds or fails with a non-retriable error.
@@ -57,7 +58,7 @@ async def retry_forever(
                     error=type(exc).__name__, detail=str(exc), delay=round(delay, 3),
                 )
             attempt += 1
-            await asyncio.sleep(delay)
+            await clock.sleep(delay)
 
 
 async def write_until_processed(
@@ -65,6 +66,7 @@ async def write_until_processed(
     requests: list[R],
     *,
     backoff: Backoff,
+    clock: Clock,
     on_retry: Callable[[ReplicatorError], None] | None = None,
     on_written: Callable[[int], None] | None = None,
     on_unprocessed: Callable[[], None] | None = None,
@@ -79,7 +81,7 @@ async def write_until_processed(
     while remaining:
         left = await retry_forever(
             functools.partial(write, remaining), what="BatchWriteItem", backoff=backoff,
-            on_retry=on_retry,
+            clock=clock, on_retry=on_retry,
         )
         if on_written is not None:
             on_written(len(remaining) - len(left))
@@ -87,6 +89,6 @@ async def write_until_processed(
         if remaining:
             if on_unprocessed is not None:
                 on_unprocessed()
-            await asyncio.sleep(backoff.delay(attempt))
+            await clock.sleep(backoff.delay(attempt))
             attempt += 1
 

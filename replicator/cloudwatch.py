@@ -12,14 +12,13 @@ includes what the failed one would have sent: metrics never stop replication.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from replicator.clock import Clock
 from replicator.errors import ReplicatorError
 from replicator.protocols import MetricsSink
 from replicator.stats import Stats
@@ -72,8 +71,9 @@ def metric_data(
 
 class CloudWatchPublisher:
     def __init__(self, sink: MetricsSink, stats: Stats, *, task: str, interval: float,
-                 leases_held: Any) -> None:
+                 leases_held: Any, clock: Clock) -> None:
         self._sink = sink
+        self._clock = clock
         self._stats = stats
         self._task = task
         self._interval = interval
@@ -83,9 +83,9 @@ class CloudWatchPublisher:
 
     async def run(self) -> None:
         """Publish every interval until cancelled."""
-        next_at = time.monotonic() + self._interval
+        next_at = self._clock.monotonic() + self._interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await self._clock.sleep(max(0.0, next_at - self._clock.monotonic()))
             next_at += self._interval
             await self.publish()
 

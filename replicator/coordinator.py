@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass
 
 import structlog
 
 from replicator.backoff import Backoff
 from replicator.checkpoint import CheckpointTracker, Sentinel
+from replicator.clock import Clock, first_of, within
 from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
 from replicator.leases import (
-    ExpiryClock,
     HeldLease,
     Lease,
+    LeaseExpiry,
     parent_done,
     plan_deletions,
     plan_new_leases,
@@ -72,6 +72,7 @@ class ShardCoordinator:
         stats: Stats,
         settings: CoordinatorSettings,
         stop: asyncio.Event,
+        clock: Clock,
         backoff: Backoff | None = None,
     ) -> None:
         self.stream_arn = stream_arn
@@ -82,7 +83,8 @@ class ShardCoordinator:
         self._settings = settings
         self._stop = stop
         self._backoff = backoff or Backoff()
-        self._clock = ExpiryClock(settings.lease_duration)
+        self._clock = clock
+        self._expiry = LeaseExpiry(settings.lease_duration)
         self._wake = asyncio.Event()
         self._shards: list[Shard] = []
         self._last_shard_sync = float("-inf")
@@ -111,7 +113,7 @@ class ShardCoordinator:
             try:
                 await self._lease_loop(group)
             finally:
-                deadline = time.monotonic() + self._settings.shutdown_timeout
+                deadline = self._clock.monotonic() + self._settings.shutdown_timeout
                 await self._stop_consumers()
                 await self._drain(writers, deadline)
                 await self._final_checkpoints(deadline)
@@ -132,12 +134,11 @@ class ShardCoordinator:
                     return
                 self._stats.count_retry(exc)
                 log.warning("coordinator cycle failed; trying again", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.coordinator_interval):
-                    await _first_of(self._stop, self._wake)
+            await first_of(self._stop.wait(), self._wake.wait(),
+                           self._clock.sleep(self._settings.coordinator_interval))
 
     async def _cycle(self, group: asyncio.TaskGroup, *, sync_shards: bool) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if sync_shards or now - self._last_shard_sync >= self._settings.shard_sync_interval:
             self._shards = await self._streams.list_shards(self.stream_arn)
             self._last_shard_sync = now
@@ -146,7 +147,7 @@ class ShardCoordinator:
         # A counter seen in these rows may have been written (and its owner's fence
         # renewed) while DescribeStream or this Query was on the wire: expiry, and a
         # stolen lease's wait, count from the answer, not from the start of the cycle.
-        now = time.monotonic()
+        now = self._clock.monotonic()
 
         for lease in plan_new_leases(
             self.stream_arn, self._shards, leases, self._settings.initial_position
@@ -162,13 +163,14 @@ class ShardCoordinator:
                 log.info("finished lease deleted", shard_id=lease.shard_id)
             del leases[lease.shard_id]
 
-        self._clock.observe(leases.values(), now)
+        self._expiry.observe(leases.values(), now)
         worker_id = self._settings.worker_id
-        takes = plan_takes(leases.values(), worker_id, self._clock, now, held=set(self.held))
+        takes = plan_takes(leases.values(), worker_id, self._expiry, now, held=set(self.held))
         for lease in takes:
             await self._take(lease)
         if not takes:
-            victim = plan_steal(leases.values(), worker_id, self._clock, now, held=set(self.held))
+            victim = plan_steal(leases.values(), worker_id, self._expiry, now,
+                                held=set(self.held))
             if victim is not None:
                 # Its owner may write until its own fence closes, a lease duration
                 # after its last renewal at the latest: start reading only then.
@@ -191,7 +193,7 @@ class ShardCoordinator:
                 self._start(group, held)
 
     async def _take(self, lease: Lease, *, start_after: float = float("-inf")) -> None:
-        sent_at = time.monotonic()
+        sent_at = self._clock.monotonic()
         try:
             taken = await self._store.update_lease(lease, new_owner=self._settings.worker_id)
         except ConditionFailedError:
@@ -199,7 +201,7 @@ class ShardCoordinator:
         log.info("lease taken", shard_id=lease.shard_id, previous_owner=lease.owner,
                  checkpoint=taken.checkpoint, stolen=start_after > sent_at)
         self.held[lease.shard_id] = HeldLease(
-            self._store, taken, lease_duration=self._settings.lease_duration,
+            self._store, taken, clock=self._clock, lease_duration=self._settings.lease_duration,
             sent_at=sent_at, start_after=start_after,
         )
 
@@ -216,6 +218,7 @@ class ShardCoordinator:
             checkpoint_interval=settings.checkpoint_interval,
             skip_trimmed=settings.skip_trimmed,
             backoff=self._backoff,
+            clock=self._clock,
         )
         task = group.create_task(self._run_consumer(consumer), name=f"shard-{held.shard_id}")
         self.consumers[held.shard_id] = (consumer, task)
@@ -250,7 +253,7 @@ class ShardCoordinator:
 
     async def _renew_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.lease_renew_interval)
+            await self._clock.sleep(self._settings.lease_renew_interval)
             async with asyncio.TaskGroup() as group:
                 for held in list(self.held.values()):
                     if not held.lost:  # released at SHARD_END, or already known lost
@@ -267,7 +270,7 @@ class ShardCoordinator:
             # so nothing is read or written after another worker could take the lease.
             # The next renewal either reopens the fence or finds the lease taken.
             self._stats.count_retry(exc)
-            paused = not held.fence.allows(time.monotonic(), self._settings.write_window)
+            paused = not held.fence.allows(self._clock.monotonic(), self._settings.write_window)
             log.warning("lease renewal failed", shard_id=held.shard_id, error=str(exc),
                         writes_paused=paused)
 
@@ -296,8 +299,13 @@ class ShardCoordinator:
     async def _drain(self, writers: asyncio.Task[None], deadline: float) -> None:
         # Queued records are left to the next owner: they are not checkpointed.
         self._pool.close(abandon_queued=True)
-        _, pending = await asyncio.wait([writers], timeout=max(0.0, deadline - time.monotonic()))
-        if pending:
+        timer = asyncio.ensure_future(
+            self._clock.sleep(max(0.0, deadline - self._clock.monotonic())))
+        try:
+            await asyncio.wait([writers, timer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if not writers.done():
             log.warning("shutdown deadline reached before the writers drained",
                         queued=self._pool.queue_depth())
             writers.cancel()
@@ -317,23 +325,17 @@ class ShardCoordinator:
                 return
             if checkpoint is not None:
                 self._stats.checkpoints_written += 1
+                self._stats.changed.notify()
             log.info("lease released", shard_id=held.shard_id,
                      checkpoint=checkpoint or held.lease.checkpoint)
 
-        remaining = max(0.1, deadline - time.monotonic())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(remaining), asyncio.TaskGroup() as group:
+        async def finish_all() -> None:
+            async with asyncio.TaskGroup() as group:
                 for held in list(self.held.values()):
                     if not held.lost:
                         group.create_task(finish(held))
+
+        remaining = max(0.1, deadline - self._clock.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await within(self._clock, remaining, finish_all())
         self.held.clear()
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Wait until any of the events is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

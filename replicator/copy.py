@@ -28,7 +28,6 @@ import functools
 import json
 import math
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,15 +37,17 @@ import structlog
 from replicator.aws import DynamoTable
 from replicator.backoff import Backoff, retry_forever, write_until_processed
 from replicator.checkpoint import AT_PREFIX, Sentinel
+from replicator.clock import Clock, wait_event
 from replicator.errors import (
     ConditionFailedError,
+    ExpiredIteratorError,
     LeaseLostError,
     PoisonRecordError,
     ReplicatorError,
     StartupCheckError,
     ValidationError,
 )
-from replicator.leases import ExpiryClock, HeldLease, Lease
+from replicator.leases import HeldLease, Lease, LeaseExpiry
 from replicator.protocols import LeaseStore, StreamReader
 from replicator.records import decode_key, encode_key
 from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segment
@@ -73,7 +74,8 @@ def segment_id(index: int) -> str:
     return f"segment-{index:06d}"
 
 
-async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str) -> bool:
+async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str, *,
+                           clock: Clock) -> bool:
     """Whether ``run`` copies first: always; or, for auto, when the task has no
     checkpoints yet or a copy was interrupted."""
     if mode == "never":
@@ -83,7 +85,7 @@ async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str) -> boo
 
     async def rows(key: str) -> list[Lease]:
         return await retry_forever(lambda: store.list_leases(key), what="Query",
-                                   backoff=Backoff())
+                                   backoff=Backoff(), clock=clock)
 
     header = {row.shard_id: row for row in await rows(copy_key(stream_arn))}.get(HEADER)
     if header is not None:
@@ -118,8 +120,8 @@ class CopyProgress:
     started_at: float = 0.0
     resumed: bool = False
 
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started_at
+    def rate(self, now: float) -> float:
+        elapsed = now - self.started_at
         return self.items_written / elapsed if elapsed > 0 else 0.0
 
 
@@ -137,6 +139,7 @@ class TableCopy:
         settings: CopySettings,
         stats: Stats,
         stop: asyncio.Event,
+        clock: Clock,
         table_items: int = 0,
         table_bytes: int = 0,
         key_names: tuple[str, ...] = (),
@@ -151,12 +154,13 @@ class TableCopy:
         self._settings = settings
         self._stats = stats
         self._stop = stop
+        self._clock = clock
         self._table_items = table_items
         self._table_bytes = table_bytes
         self._key_names = key_names
         self._backoff = backoff or Backoff()
-        self._reads = RateLimiter(settings.max_rcu)
-        self._writes = RateLimiter(settings.max_wcu)
+        self._reads = RateLimiter(settings.max_rcu, clock=clock)
+        self._writes = RateLimiter(settings.max_wcu, clock=clock)
         self._writer_slots = asyncio.Semaphore(settings.writers)
         self._page_limit = PageLimit()
         self.progress = CopyProgress()
@@ -204,7 +208,7 @@ class TableCopy:
                 attempt += 1
                 log.warning("copy interrupted by a failed call; resuming", error=str(exc),
                             delay=round(delay, 3))
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
         return False
 
     async def _acquire(self, fresh: bool) -> HeldLease | None:
@@ -212,7 +216,7 @@ class TableCopy:
 
         None when the copy is done (or ``stop`` was set while another worker copies).
         """
-        clock = ExpiryClock(self._settings.lease_duration)
+        expiry = LeaseExpiry(self._settings.lease_duration)
         worker = self._settings.worker_id
         waiting_logged = False
         self._segments = {}
@@ -233,9 +237,9 @@ class TableCopy:
                 await self._forget(rows.values())
                 fresh = False
                 continue
-            now = time.monotonic()
-            clock.observe([header], now)
-            if header.owner in (None, worker) or clock.expired(header, now):
+            now = self._clock.monotonic()
+            expiry.observe([header], now)
+            if header.owner in (None, worker) or expiry.expired(header, now):
                 held = await self._take(header, rows)
                 if held is not None:
                     return held
@@ -243,9 +247,7 @@ class TableCopy:
             if not waiting_logged:
                 log.info("another worker is copying the table; waiting", owner=header.owner)
                 waiting_logged = True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.coordinator_interval):
-                    await self._stop.wait()
+            await wait_event(self._clock, self._stop, self._settings.coordinator_interval)
         return None
 
     async def _create(self) -> HeldLease | None:
@@ -253,7 +255,7 @@ class TableCopy:
             return None  # another worker created a copy since the rows were read
         segments = self._settings.segments or default_segments(self._table_bytes)
         worker = self._settings.worker_id
-        sent_at = time.monotonic()
+        sent_at = self._clock.monotonic()
         header = Lease(self._key, HEADER, None, worker, 0, f"{RUNNING}/{segments}")
         if not await self._retried(functools.partial(self._store.create_lease, header),
                                    "PutItem"):
@@ -305,11 +307,9 @@ class TableCopy:
         log.info("waiting to see whether the task's workers are stopped",
                  owners=sorted({owner for owner, _ in first.values() if owner}),
                  seconds=self._settings.lease_duration)
-        deadline = time.monotonic() + self._settings.lease_duration
-        while time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.coordinator_interval):
-                    await self._stop.wait()
+        deadline = self._clock.monotonic() + self._settings.lease_duration
+        while self._clock.monotonic() < deadline:
+            await wait_event(self._clock, self._stop, self._settings.coordinator_interval)
             current = await stream_rows()
             live = sorted({owner for shard_id, (owner, counter) in current.items()
                            if first.get(shard_id) != (owner, counter) and owner})
@@ -325,7 +325,7 @@ class TableCopy:
 
     async def _take(self, header: Lease, rows: dict[str, Lease]) -> HeldLease | None:
         worker = self._settings.worker_id
-        sent_at = time.monotonic()
+        sent_at = self._clock.monotonic()
         try:
             taken = await self._retried(
                 functools.partial(self._store.update_lease, header, new_owner=worker),
@@ -336,7 +336,7 @@ class TableCopy:
         for shard_id, row in rows.items():
             if shard_id == HEADER or row.checkpoint == DONE:
                 continue
-            sent_at = time.monotonic()
+            sent_at = self._clock.monotonic()
             try:
                 taken_row = await self._retried(
                     functools.partial(self._store.update_lease, row, new_owner=worker),
@@ -351,7 +351,7 @@ class TableCopy:
         for index in range(int(header.checkpoint.split("/")[1])):
             if segment_id(index) not in rows:
                 row = Lease(self._key, segment_id(index), None, worker, 0, START)
-                sent_at = time.monotonic()
+                sent_at = self._clock.monotonic()
                 if await self._retried(functools.partial(self._store.create_lease, row),
                                        "PutItem"):
                     self._segments[row.shard_id] = self._hold(row, sent_at)
@@ -366,12 +366,12 @@ class TableCopy:
         """A call on the checkpoint table or the stream, retried while retriable. A
         conditional write whose answer was lost fails its condition when retried:
         each caller reads that as "the row moved" and reads the rows again."""
-        return await retry_forever(call, what=what, backoff=self._backoff,
+        return await retry_forever(call, what=what, backoff=self._backoff, clock=self._clock,
                                    on_retry=self._stats.count_retry)
 
     def _hold(self, lease: Lease, sent_at: float) -> HeldLease:
-        return HeldLease(self._store, lease, lease_duration=self._settings.lease_duration,
-                         sent_at=sent_at)
+        return HeldLease(self._store, lease, clock=self._clock,
+                         lease_duration=self._settings.lease_duration, sent_at=sent_at)
 
     async def _forget(self, rows: Any) -> None:
         """Delete a finished copy's rows, so that ``always`` copies again."""
@@ -399,13 +399,27 @@ class TableCopy:
                 self._watch.append(shard.shard_id)
 
     async def _watch_shard(self, shard_id: str, iterator: str) -> None:
-        """Move the shard's start from TRIM_HORIZON to the first record after the copy began."""
+        """Move the shard's start from TRIM_HORIZON to the first record after the copy began.
+
+        Only an optimisation: TRIM_HORIZON is always a correct start. So when the
+        watcher cannot go on (its iterator expired, which no new iterator can make
+        good: it pointed at the head of the shard as the copy began), the row stays
+        at TRIM_HORIZON and the stream replays the shard from there.
+        """
         next_iterator: str | None = iterator
         while next_iterator is not None:
-            page = await retry_forever(
-                functools.partial(self._streams.get_records, next_iterator, 1),
-                what="GetRecords", backoff=self._backoff, on_retry=self._stats.count_retry,
-            )
+            try:
+                page = await retry_forever(
+                    functools.partial(self._streams.get_records, next_iterator, 1),
+                    what="GetRecords", backoff=self._backoff, clock=self._clock,
+                    on_retry=self._stats.count_retry,
+                )
+            except ReplicatorError as exc:
+                if isinstance(exc, ExpiredIteratorError):
+                    self._stats.expired_iterators += 1
+                log.warning("stream position not recorded; the shard is replayed from its "
+                            "TRIM_HORIZON after the copy", shard_id=shard_id, error=str(exc))
+                return
             if page.records:
                 sequence = page.records[0]["dynamodb"]["SequenceNumber"]
                 row = Lease(self.stream_arn, shard_id, None, None, 0, Sentinel.TRIM_HORIZON)
@@ -418,14 +432,14 @@ class TableCopy:
                     log.info("stream position recorded", shard_id=shard_id, at=sequence)
                 return
             next_iterator = page.next_iterator
-            await asyncio.sleep(self._settings.idle_interval)
+            await self._clock.sleep(self._settings.idle_interval)
 
     # -- copying -----------------------------------------------------------------
 
     async def _copy(self, header: HeldLease) -> bool:
         """Copy every unfinished segment. True when all are done; False when stopped."""
         self._header = header
-        self.progress.started_at = time.monotonic()
+        self.progress.started_at = self._clock.monotonic()
         rows = {row.shard_id: row for row in await self._retried(
             functools.partial(self._store.list_leases, self._key), "Query")}
         total = int(rows[HEADER].checkpoint.split("/")[1]) if HEADER in rows else 0
@@ -443,7 +457,7 @@ class TableCopy:
             shard_id: await retry_forever(
                 functools.partial(self._streams.get_shard_iterator, self.stream_arn, shard_id,
                                   "LATEST"),
-                what="GetShardIterator", backoff=self._backoff,
+                what="GetShardIterator", backoff=self._backoff, clock=self._clock,
                 on_retry=self._stats.count_retry,
             )
             for shard_id in self._watch
@@ -481,8 +495,8 @@ class TableCopy:
         await header.release(DONE)
         log.info("copy finished", items_written=self.progress.items_written,
                  segments=total, segments_skipped=self.progress.segments_skipped,
-                 seconds=round(time.monotonic() - self.progress.started_at, 1),
-                 items_per_second=round(self.progress.rate(), 1))
+                 seconds=round(self._clock.monotonic() - self.progress.started_at, 1),
+                 items_per_second=round(self.progress.rate(self._clock.monotonic()), 1))
         return True
 
     async def _copy_segment(self, held: HeldLease, total: int,
@@ -495,7 +509,7 @@ class TableCopy:
                 return
             pages = scan_segment(
                 self._source, segment=index, total_segments=total, start_key=start,
-                limiter=self._reads, backoff=self._backoff, stats=self._stats,
+                limiter=self._reads, backoff=self._backoff, clock=self._clock, stats=self._stats,
                 page_limit=self._page_limit,
             )
             try:
@@ -535,7 +549,8 @@ class TableCopy:
         await retry_forever(
             functools.partial(held.checkpoint,
                               DONE if last_key is None else encode_key(last_key)),
-            what="UpdateItem", backoff=self._backoff, on_retry=self._stats.count_retry,
+            what="UpdateItem", backoff=self._backoff, clock=self._clock,
+            on_retry=self._stats.count_retry,
         )
         if last_key is None:
             self.progress.segments_done += 1
@@ -560,7 +575,7 @@ class TableCopy:
 
     async def _write_requests(self, requests: list[dict[str, Any]]) -> None:
         await write_until_processed(
-            self._fenced_write, requests, backoff=self._backoff,
+            self._fenced_write, requests, backoff=self._backoff, clock=self._clock,
             on_retry=self._stats.count_retry, on_written=self._written,
             on_unprocessed=self._stats.count_unprocessed,
         )
@@ -588,12 +603,13 @@ class TableCopy:
     def _written(self, items: int) -> None:
         self.progress.items_written += items
         self._stats.copy_items_written += items
+        self._stats.changed.notify()
 
     async def _fenced_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write only while this worker surely holds the copy (see ``LeaseFence``)."""
         header = self._header
         assert header is not None
-        while not header.fence.allows(time.monotonic(), self._settings.write_window):
+        while not header.fence.allows(self._clock.monotonic(), self._settings.write_window):
             if header.fence.revoked:
                 raise LeaseLostError("the copy's lease was lost")
             await header.fence.wait_changed()
@@ -603,7 +619,7 @@ class TableCopy:
 
     async def _renew_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.lease_renew_interval)
+            await self._clock.sleep(self._settings.lease_renew_interval)
             held = [lease for lease in (self._header, *self._segments.values())
                     if lease is not None and not lease.lost]
             async with asyncio.TaskGroup() as group:
@@ -626,8 +642,8 @@ class TableCopy:
             interval = 0.5 if bar is not None else self._settings.progress_interval
             last = 0
             while True:
-                await asyncio.sleep(interval)
-                rate = progress.rate()
+                await self._clock.sleep(interval)
+                rate = progress.rate(self._clock.monotonic())
                 eta = (max(0, self._table_items - progress.items_written) / rate
                        if rate > 0 else None)
                 if bar is not None:
@@ -649,7 +665,7 @@ class TableCopy:
         """Warn when the copy may outlast the stream's 24-hour retention."""
         if eta is None or self._warned_retention:
             return
-        elapsed = time.monotonic() - self.progress.started_at
+        elapsed = self._clock.monotonic() - self.progress.started_at
         if elapsed < 10:  # too early to measure a rate
             return
         total = elapsed + eta

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from replicator.checkpoint import LeaseFence, Sentinel, is_sentinel
+from replicator.clock import Clock
 from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def plan_deletions(leases: dict[str, Lease], shards: Iterable[Shard]) -> list[Le
     return deletions
 
 
-class ExpiryClock:
+class LeaseExpiry:
     """Tells which other workers' leases have expired, by this worker's own clock.
 
     A lease is expired when its (owner, counter) pair has not changed for
@@ -217,7 +217,7 @@ class Share:
 
 
 def share_of(
-    leases: Iterable[Lease], worker_id: str, clock: ExpiryClock, now: float, *, held: set[str]
+    leases: Iterable[Lease], worker_id: str, expiry: LeaseExpiry, now: float, *, held: set[str]
 ) -> Share:
     active = [lease for lease in leases if not lease.finished]
     others: dict[str, list[Lease]] = {}
@@ -225,7 +225,7 @@ def share_of(
     for lease in active:
         if lease.shard_id in held:
             continue
-        if lease.owner is None or lease.owner == worker_id or clock.expired(lease, now):
+        if lease.owner is None or lease.owner == worker_id or expiry.expired(lease, now):
             available.append(lease)
         else:
             others.setdefault(lease.owner, []).append(lease)
@@ -245,7 +245,7 @@ def _spread(worker_id: str, lease: Lease) -> int:
 def plan_takes(
     leases: Iterable[Lease],
     worker_id: str,
-    clock: ExpiryClock,
+    expiry: LeaseExpiry,
     now: float,
     *,
     held: set[str],
@@ -256,14 +256,14 @@ def plan_takes(
     ``worker_id``, or a shard it stopped when its lease was about to expire) is
     taken back first.
     """
-    share = share_of(leases, worker_id, clock, now, held=held)
+    share = share_of(leases, worker_id, expiry, now, held=held)
     return share.available[: max(0, share.target - share.mine)]
 
 
 def plan_steal(
     leases: Iterable[Lease],
     worker_id: str,
-    clock: ExpiryClock,
+    expiry: LeaseExpiry,
     now: float,
     *,
     held: set[str],
@@ -275,7 +275,7 @@ def plan_steal(
     leases settle within one of the fair share and never swing back and forth.
     Ties between the most loaded workers go to the smallest worker id.
     """
-    share = share_of(leases, worker_id, clock, now, held=held)
+    share = share_of(leases, worker_id, expiry, now, held=held)
     if share.available or share.mine >= share.target or not share.others:
         return None
     _, victim_leases = min(
@@ -308,11 +308,13 @@ class HeldLease:
         store: LeaseStore,
         lease: Lease,
         *,
+        clock: Clock,
         lease_duration: float = math.inf,
         sent_at: float | None = None,
         start_after: float = -math.inf,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._lock = asyncio.Lock()
         self.lease = lease
         self.lost = False
@@ -321,7 +323,7 @@ class HeldLease:
         self._uncertain = False
         self.start_after = start_after
         self.fence = LeaseFence(
-            lease_duration, time.monotonic() if sent_at is None else sent_at
+            lease_duration, clock.monotonic() if sent_at is None else sent_at
         )
 
     @property
@@ -333,7 +335,7 @@ class HeldLease:
             if self.lost:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
             while True:
-                sent_at = time.monotonic()
+                sent_at = self._clock.monotonic()
                 # A write cancelled in flight (a shard stopped at shutdown) may still reach
                 # the table and bump the counter: let it finish (it has a timeout) so that
                 # the next write, the final checkpoint and release, expects the right

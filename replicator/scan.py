@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from replicator.aws import DynamoTable
 from replicator.backoff import Backoff, retry_forever
+from replicator.clock import Clock
 from replicator.errors import CallTimeoutError, ReplicatorError
 from replicator.records import Item
 from replicator.stats import Stats
 
+#: The shortest wait of a rate limiter.
+MIN_WAIT = 0.001
 #: Table bytes per Scan segment when the number of segments is not set.
 BYTES_PER_SEGMENT = 256 * 1024 * 1024
 MIN_SEGMENTS = 4
@@ -32,15 +34,16 @@ class RateLimiter:
     the next caller waits until it is paid off. ``None`` means no limit.
     """
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, *, clock: Clock) -> None:
         self.rate = rate
+        self._clock = clock
         self._tokens = rate or 0.0
-        self._updated = time.monotonic()
+        self._updated = clock.monotonic()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
         assert self.rate is not None
-        now = time.monotonic()
+        now = self._clock.monotonic()
         self._tokens = min(self.rate, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
@@ -52,7 +55,9 @@ class RateLimiter:
             # Never ask for more than the bucket holds, or a big call would wait for ever.
             wanted = min(units, self.rate)
             while self._tokens < wanted:
-                await asyncio.sleep((wanted - self._tokens) / self.rate)
+                # At least MIN_WAIT: a deficit of a rounding error would otherwise be
+                # waited off in sleeps too short to move the clock.
+                await self._clock.sleep(max(MIN_WAIT, (wanted - self._tokens) / self.rate))
                 self._refill()
             self._tokens -= units
 
@@ -102,6 +107,7 @@ async def scan_segment(
     start_key: Item | None,
     limiter: RateLimiter,
     backoff: Backoff,
+    clock: Clock,
     stats: Stats,
     page_limit: PageLimit | None = None,
 ) -> AsyncGenerator[tuple[list[dict[str, Any]], Item | None], None]:
@@ -129,6 +135,7 @@ async def scan_segment(
             ),
             what="Scan",
             backoff=backoff,
+            clock=clock,
             on_retry=failed,
         )
         limit.arrived()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
 from typing import Any
 
 import structlog
@@ -21,6 +20,7 @@ from replicator.aws import (
     describe_table,
     endpoint_for,
 )
+from replicator.clock import SYSTEM_CLOCK, Clock
 from replicator.cloudwatch import CloudWatchPublisher
 from replicator.config import FENCE_SAFETY, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
@@ -43,8 +43,9 @@ PROBE_TIMEOUT = 2.0
 class Replicator:
     """One worker of a replication task. ``run`` returns the process exit code."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock
         self.stats = Stats()
         self.stop_requested = asyncio.Event()
         self.started = asyncio.Event()
@@ -59,13 +60,17 @@ class Replicator:
         self._probed: tuple[float, dict[str, str]] | None = None
         self._probe_lock = asyncio.Lock()
 
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.stats.changed.notify()
+
     def stop(self) -> None:
         """Begin a graceful shutdown: stop reading, drain, checkpoint, release."""
         self.stop_requested.set()
 
     def caught_up_since(self, instant: float) -> bool:
         """Whether every running shard has applied all it read and found nothing new
-        in a read that began after ``instant`` (a ``time.monotonic()`` value)."""
+        in a read that began after ``instant`` (a ``self.clock.monotonic()`` value)."""
         coordinator = self.coordinator
         if coordinator is None or not coordinator.consumers:
             return False
@@ -92,7 +97,7 @@ class Replicator:
                     except ReplicatorError as exc:
                         outcome = exc  # raised below, not wrapped in an ExceptionGroup
                     finally:
-                        self.phase = "stopped"
+                        self._set_phase("stopped")
                         for task in background:
                             task.cancel()
             finally:
@@ -123,7 +128,8 @@ class Replicator:
         streams = DynamoStreamReader(streams_client, call_timeout=timeout)
         store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
         prepared = await startup.check(
-            settings, source=source, streams=streams, destination=destination, store=store
+            settings, source=source, streams=streams, destination=destination, store=store,
+            clock=self.clock,
         )
         if settings.cloudwatch:
             cloudwatch = await clients.open(endpoint_for(settings, "cloudwatch"),
@@ -131,7 +137,7 @@ class Replicator:
             self.publisher = CloudWatchPublisher(
                 CloudWatchMetrics(cloudwatch, call_timeout=timeout), self.stats,
                 task=str(settings.task_name), interval=settings.cloudwatch_interval,
-                leases_held=lambda: self.live_gauges().leases_held,
+                leases_held=lambda: self.live_gauges().leases_held, clock=self.clock,
             )
             background.append(group.create_task(self.publisher.run(), name="cloudwatch"))
         try:
@@ -153,13 +159,13 @@ class Replicator:
             destination, settings.destination_table, call_timeout=timeout
         )
         mode = "always" if copy_only else settings.bootstrap
-        if await bootstrap_needed(store, prepared.stream_arn, mode):
-            self.phase = "copying"
+        if await bootstrap_needed(store, prepared.stream_arn, mode, clock=self.clock):
+            self._set_phase("copying")
             self.copy = TableCopy(
                 source=DynamoTable(source, settings.source_table, call_timeout=timeout),
                 destination=destination_table, streams=streams, store=store,
                 stream_arn=prepared.stream_arn, settings=self._copy_settings(),
-                stats=self.stats, stop=self.stop_requested,
+                stats=self.stats, stop=self.stop_requested, clock=self.clock,
                 table_items=int(prepared.source_table.get("ItemCount") or 0),
                 table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
                 key_names=tuple(k["AttributeName"] for k in prepared.source_table["KeySchema"]),
@@ -172,11 +178,11 @@ class Replicator:
         pool = WriterPool(
             destination_table,
             writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
-            write_window=settings.call_timeout + FENCE_SAFETY,
+            write_window=settings.call_timeout + FENCE_SAFETY, clock=self.clock,
         )
         coordinator = ShardCoordinator(
             stream_arn=prepared.stream_arn, streams=streams, store=store, pool=pool,
-            stats=self.stats, stop=self.stop_requested,
+            stats=self.stats, stop=self.stop_requested, clock=self.clock,
             settings=CoordinatorSettings(
                 worker_id=str(settings.worker_id),
                 initial_position=settings.initial_sentinel,
@@ -193,7 +199,7 @@ class Replicator:
             ),
         )
         self.coordinator = coordinator
-        self.phase = "replicating"
+        self._set_phase("replicating")
         self.started.set()
         background.append(group.create_task(self._report_progress(), name="progress"))
         await coordinator.run()
@@ -230,11 +236,11 @@ class Replicator:
 
     async def readiness(self) -> Readiness:
         """Ready while copying or replicating with every table answering."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._probed is None or now - self._probed[0] > PROBE_CACHE_SECONDS:
             async with self._probe_lock:
                 if self._probed is None or now - self._probed[0] > PROBE_CACHE_SECONDS:
-                    self._probed = (time.monotonic(), await self._probe_tables())
+                    self._probed = (self.clock.monotonic(), await self._probe_tables())
         tables = self._probed[1]
         phase = "stopping" if self.stop_requested.is_set() and self.phase != "stopped" \
             else self.phase
@@ -281,10 +287,10 @@ class Replicator:
 
     async def _report_progress(self) -> None:
         stats = self.stats
-        last_applied, last_time = 0, time.monotonic()
+        last_applied, last_time = 0, self.clock.monotonic()
         while True:
-            await asyncio.sleep(self.settings.progress_interval)
-            now = time.monotonic()
+            await self.clock.sleep(self.settings.progress_interval)
+            now = self.clock.monotonic()
             applied = stats.applied_total
             log.info(
                 "progress",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 
 import structlog
 
 from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import CheckpointTracker, Sentinel, at_sequence, is_sentinel
+from replicator.clock import Clock
 from replicator.errors import (
     CallTimeoutError,
     DataLossError,
@@ -63,10 +63,12 @@ class ShardConsumer:
         get_records_limit: int,
         idle_interval: float,
         checkpoint_interval: float,
+        clock: Clock,
         skip_trimmed: bool = False,
         backoff: Backoff | None = None,
     ) -> None:
         self.stream_arn = stream_arn
+        self._clock = clock
         self.shard_id = lease.shard_id
         self.lease = lease
         self.tracker = CheckpointTracker(lease.lease.checkpoint, fence=lease.fence)
@@ -84,7 +86,7 @@ class ShardConsumer:
         self._checkpoint_interval = checkpoint_interval
         self._skip_trimmed = skip_trimmed
         self._backoff = backoff or Backoff()
-        self._last_checkpoint_at = time.monotonic()
+        self._last_checkpoint_at = clock.monotonic()
         #: When the latest GetRecords that found nothing began (monotonic), or -inf.
         self.empty_read_started_at = float("-inf")
 
@@ -106,7 +108,7 @@ class ShardConsumer:
             log.info("shard started", checkpoint=self.tracker.written)
             while iterator is not None:
                 await self._hold_lease()
-                read_started = time.monotonic()
+                read_started = self._clock.monotonic()
                 page = await self._read(iterator)
                 if page is None:  # iterator expired: every read record is applied by now
                     iterator = await self._iterator_after(self.tracker.checkpointable)
@@ -115,19 +117,23 @@ class ShardConsumer:
                 await self._maybe_checkpoint()
                 iterator = page.next_iterator
                 reading.caught_up = not page.records
+                if reading.caught_up:
+                    self._stats.changed.notify()
                 if iterator is not None and not page.records:
                     self.empty_read_started_at = read_started
-                    await asyncio.sleep(self._idle)
+                    await self._clock.sleep(self._idle)
             await self.tracker.wait_drained()
             # One conditional write marks the shard finished and frees its lease.
             await retry_forever(
                 lambda: self.lease.release(Sentinel.SHARD_END),
                 what="UpdateItem",
                 backoff=self._backoff,
+                clock=self._clock,
                 on_retry=self._stats.count_retry,
             )
             self.tracker.written = Sentinel.SHARD_END
             self._stats.checkpoints_written += 1
+            self._stats.changed.notify()
             self.state = ShardState.SHARD_END
             log.info("shard finished")
             return self.state
@@ -145,7 +151,7 @@ class ShardConsumer:
     async def _hold_lease(self) -> None:
         """Read only while this worker surely holds the lease (see ``LeaseFence``)."""
         fence = self.lease.fence
-        while not fence.allows(time.monotonic(), 0.0):
+        while not fence.allows(self._clock.monotonic(), 0.0):
             if fence.revoked:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
             await fence.wait_changed()
@@ -179,6 +185,7 @@ class ShardConsumer:
             ),
             what="GetShardIterator",
             backoff=self._backoff,
+            clock=self._clock,
             on_retry=self._stats.count_retry,
         )
 
@@ -189,9 +196,9 @@ class ShardConsumer:
             # Retries can outlast the lease (a partition fails renewals and reads alike):
             # every attempt waits on the fence, not only the first.
             await self._hold_lease()
-            started = time.monotonic()
+            started = self._clock.monotonic()
             page = await self._streams.get_records(iterator, self.limit)
-            self._stats.get_records_seconds.observe(time.monotonic() - started)
+            self._stats.get_records_seconds.observe(self._clock.monotonic() - started)
             return page
 
         try:
@@ -199,6 +206,7 @@ class ShardConsumer:
                 get_records,
                 what="GetRecords",
                 backoff=self._backoff,
+                clock=self._clock,
                 on_retry=self._read_failed,
             )
         except ExpiredIteratorError:
@@ -256,7 +264,7 @@ class ShardConsumer:
     async def _maybe_checkpoint(self) -> None:
         if self.tracker.failure is not None:
             raise self.tracker.failure
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - self._last_checkpoint_at < self._checkpoint_interval:
             return
         self._last_checkpoint_at = now
@@ -277,3 +285,4 @@ class ShardConsumer:
         await self.lease.checkpoint(value)
         self.tracker.written = value
         self._stats.checkpoints_written += 1
+        self._stats.changed.notify()

@@ -6,13 +6,13 @@ problem, the setting or fact behind it, and the fix.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from replicator.aws import DynamoLeaseStore, DynamoStreamReader, describe_table
 from replicator.backoff import Backoff
+from replicator.clock import Clock
 from replicator.config import Settings
 from replicator.errors import (
     AccessDeniedError,
@@ -40,7 +40,7 @@ class Prepared:
 
 
 async def call_checked(call: Callable[[], Awaitable[T]], *, what: str, setting: str,
-                       endpoint: str | None, region: str | None) -> T:
+                       endpoint: str | None, region: str | None, clock: Clock) -> T:
     """Run a start-up call, turning endpoint and credential failures into one-line errors.
 
     Throttling, server errors and dropped connections are retried a few times
@@ -62,7 +62,7 @@ async def call_checked(call: Callable[[], Awaitable[T]], *, what: str, setting: 
         except AwsError as exc:
             attempt += 1
             if exc.retriable and attempt < STARTUP_ATTEMPTS:
-                await asyncio.sleep(STARTUP_BACKOFF.delay(attempt))
+                await clock.sleep(STARTUP_BACKOFF.delay(attempt))
                 continue
             if isinstance(exc, TransientError):
                 raise StartupCheckError(
@@ -92,12 +92,13 @@ async def check(
     streams: DynamoStreamReader,
     destination: Any,
     store: DynamoLeaseStore,
+    clock: Clock,
 ) -> Prepared:
     timeout = settings.call_timeout
     source_table = await call_checked(
         lambda: describe_table(source, settings.source_table, call_timeout=timeout),
         what=f"source table {settings.source_table}", setting="REPLICATOR_SOURCE_ENDPOINT",
-        endpoint=settings.source_endpoint, region=settings.source_region,
+        endpoint=settings.source_endpoint, region=settings.source_region, clock=clock,
     )
     if source_table is None:
         raise StartupCheckError(
@@ -116,7 +117,7 @@ async def check(
         lambda: streams.describe_stream(stream_arn),
         what=f"the stream of {settings.source_table}",
         setting="REPLICATOR_SOURCE_STREAMS_ENDPOINT",
-        endpoint=settings.source_streams_endpoint, region=settings.source_region,
+        endpoint=settings.source_streams_endpoint, region=settings.source_region, clock=clock,
     )
     view_type = str(stream.get("StreamViewType") or spec.get("StreamViewType", ""))
     if view_type not in REPLICABLE_VIEWS:
@@ -130,7 +131,7 @@ async def check(
         lambda: describe_table(destination, settings.destination_table, call_timeout=timeout),
         what=f"destination table {settings.destination_table}",
         setting="REPLICATOR_DESTINATION_ENDPOINT",
-        endpoint=settings.destination_endpoint, region=settings.destination_region,
+        endpoint=settings.destination_endpoint, region=settings.destination_region, clock=clock,
     )
     source_keys = _key_schema(source_table)
     if destination_table is None:
@@ -151,6 +152,6 @@ async def check(
     await call_checked(
         store.ensure_table,
         what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
-        endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
+        endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region, clock=clock,
     )
     return Prepared(stream_arn=stream_arn, view_type=view_type, source_table=source_table)

@@ -7,6 +7,7 @@ Prometheus endpoint (``replicator.metrics``) and CloudWatch
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections import Counter
@@ -81,10 +82,37 @@ def behind_latest(now: float, reading: ShardReading) -> float:
     return max(0.0, now - reading.last_read_created_at)
 
 
+class Signal:
+    """Wakes whoever waits for the next change; costs next to nothing when nobody waits.
+
+    ``Stats.changed`` is notified when a batch is applied, a checkpoint written, a
+    shard's reader finds nothing new, a copy's page is written or the service
+    changes phase: what an in-process observer (a test, the demo) waits on instead
+    of polling.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    async def wait(self) -> None:
+        """Until the next ``notify``."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+
 class Stats:
     """Plain counters, updated in place on the hot path; read by the reporters."""
 
     def __init__(self) -> None:
+        self.changed = Signal()
         self.records_read = 0
         self.records_applied: Counter[str] = Counter()
         self.bytes_applied = 0

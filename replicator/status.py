@@ -9,6 +9,7 @@ from typing import Any
 
 from replicator.aws import AwsClients, DynamoLeaseStore, describe_table, endpoint_for
 from replicator.checkpoint import Sentinel
+from replicator.clock import SYSTEM_CLOCK
 from replicator.config import Settings
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.startup import call_checked
@@ -73,6 +74,7 @@ async def run_status(settings: Settings, *, as_json: bool) -> int:
             lambda: describe_table(checkpoints, store.table, call_timeout=timeout),
             what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
             endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
+            clock=SYSTEM_CLOCK,
         )
         if table is None:
             raise StartupCheckError(

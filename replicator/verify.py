@@ -20,6 +20,7 @@ import structlog
 
 from replicator.aws import DynamoTable
 from replicator.backoff import Backoff, retry_forever, write_until_processed
+from replicator.clock import SYSTEM_CLOCK, Clock
 from replicator.config import Settings
 from replicator.errors import StartupCheckError
 from replicator.records import Item, KeyId, key_id
@@ -101,17 +102,19 @@ class Verifier:
         *,
         segments: int = 4,
         concurrency: int = 8,
+        clock: Clock,
         stats: Stats | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._source = source
+        self._clock = clock
         self._destination = destination
         self._key_names = key_names
         self._segments = segments
         self._concurrency = asyncio.Semaphore(concurrency)
         self._stats = stats or Stats()
         self._backoff = backoff or Backoff()
-        self._unlimited = RateLimiter(None)
+        self._unlimited = RateLimiter(None, clock=clock)
         self._page_limit = PageLimit()
 
     async def compare(self, *, repair: bool = False) -> TableDiff:
@@ -143,7 +146,8 @@ class Verifier:
             async with self._concurrency:
                 pages = scan_segment(
                     scanned, segment=index, total_segments=self._segments, start_key=None,
-                    limiter=self._unlimited, backoff=self._backoff, stats=self._stats,
+                    limiter=self._unlimited, backoff=self._backoff, clock=self._clock,
+                    stats=self._stats,
                     page_limit=self._page_limit,
                 )
                 async for items, _ in pages:
@@ -197,12 +201,12 @@ class Verifier:
             while keys:
                 page, keys = await retry_forever(
                     functools.partial(table.batch_get, keys), what="BatchGetItem",
-                    backoff=self._backoff, on_retry=self._stats.count_retry,
+                    backoff=self._backoff, clock=self._clock, on_retry=self._stats.count_retry,
                 )
                 for item in page:
                     found[self._key(item)] = item
                 if keys:
-                    await asyncio.sleep(self._backoff.delay(attempt))
+                    await self._clock.sleep(self._backoff.delay(attempt))
                     attempt += 1
         return found
 
@@ -210,6 +214,7 @@ class Verifier:
         for start in range(0, len(requests), 25):
             await write_until_processed(
                 table.batch_write, requests[start:start + 25], backoff=self._backoff,
+                clock=self._clock,
                 on_retry=self._stats.count_retry, on_unprocessed=self._stats.count_unprocessed,
             )
 
@@ -233,7 +238,7 @@ async def compare_tables(
     verifier = Verifier(
         DynamoTable(source, source_table, call_timeout=30.0),
         DynamoTable(destination, destination_table, call_timeout=30.0),
-        key_names, segments=segments,
+        key_names, segments=segments, clock=SYSTEM_CLOCK,
     )
     return await verifier.compare()
 
@@ -257,6 +262,7 @@ async def run_verify(settings: Settings, *, repair: bool) -> int:
             description = await call_checked(
                 functools.partial(describe_table, client, table, call_timeout=timeout),
                 what=f"{name} table {table}", setting=setting, endpoint=endpoint, region=region,
+                clock=SYSTEM_CLOCK,
             )
             if description is None:
                 raise StartupCheckError(
@@ -268,7 +274,7 @@ async def run_verify(settings: Settings, *, repair: bool) -> int:
         verifier = Verifier(
             source, destination, key_names_of(source_description),
             segments=settings.copy_segments or segments_for(source_description),
-            concurrency=settings.copy_concurrency,
+            concurrency=settings.copy_concurrency, clock=SYSTEM_CLOCK,
         )
         diff = await verifier.verify(repair=repair)
     for line in diff.report():

@@ -29,6 +29,7 @@ import structlog
 
 from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import CheckpointTracker, Pending
+from replicator.clock import Clock
 from replicator.errors import PoisonRecordError, ReplicatorError, ValidationError
 from replicator.protocols import DestinationWriter
 from replicator.records import KeyId, StreamRecord, key_id
@@ -61,10 +62,12 @@ class WriterPool:
         writers: int,
         queue_size: int,
         stats: Stats,
+        clock: Clock,
         backoff: Backoff | None = None,
         write_window: float = 0.0,
     ) -> None:
         self._destination = destination
+        self._clock = clock
         self._write_window = write_window
         self._stats = stats
         self._backoff = backoff or Backoff()
@@ -153,6 +156,7 @@ class WriterPool:
                 functools.partial(self._attempt, pending),
                 what="BatchWriteItem",
                 backoff=self._backoff,
+                clock=self._clock,
                 on_retry=self._stats.count_retry,
             )
             unprocessed = {_request_key(request, pending) for request in left}
@@ -161,7 +165,7 @@ class WriterPool:
             if not pending:
                 return
             self._stats.unprocessed_retries += 1
-            await asyncio.sleep(self._backoff.delay(attempt))
+            await self._clock.sleep(self._backoff.delay(attempt))
             attempt += 1
 
     async def _attempt(self, pending: dict[KeyId, list[WorkItem]]) -> list[dict[str, Any]]:
@@ -198,7 +202,7 @@ class WriterPool:
             while (
                 fence is not None
                 and not tracker.cancelled
-                and not fence.allows(time.monotonic(), self._write_window)
+                and not fence.allows(self._clock.monotonic(), self._write_window)
             ):
                 if fence.revoked:
                     tracker.cancelled = True
@@ -238,6 +242,7 @@ class WriterPool:
             item.tracker.mark_done(item.pending)
             stats.record_applied(item.record)
             stats.apply_seconds.observe(max(0.0, now - item.record.created_at))
+        stats.changed.notify()
 
 
 def _request_key(request: dict[str, Any], pending: dict[KeyId, list[WorkItem]]) -> KeyId:

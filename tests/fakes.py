@@ -21,6 +21,7 @@ import asyncio
 import copy
 import itertools
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -539,6 +540,43 @@ class FakeDestination:
             f"BatchWriteItem: ValidationException: {message}",
             code="ValidationException", operation="BatchWriteItem",
         )
+
+
+# -- the source table's items (the bootstrap copy) ------------------------------------
+
+
+class FakeSourceTable:
+    """The Scan side of a table, for the bootstrap copy: ``items`` split into segments
+    by key (as DynamoDB splits them by hash key) and served ``page_size`` at a time.
+    ``on_scan`` is called before each page is served (to write to the stream while
+    the copy runs, say)."""
+
+    def __init__(self, items: Iterable[Item] = (), *, key_names: Iterable[str] = ("pk",),
+                 page_size: int = 10, table: str = "source") -> None:
+        self.key_names = tuple(key_names)
+        self.items = {key_id({n: i[n] for n in self.key_names}): copy.deepcopy(i) for i in items}
+        self.page_size = page_size
+        self.table = table
+        self.scans: list[tuple[int, Item | None]] = []
+        self.on_scan: Callable[[int], None] | None = None
+
+    async def scan_page(self, *, segment: int, total_segments: int, start_key: Item | None,
+                        limit: int | None = None) -> tuple[list[Item], Item | None, float]:
+        self.scans.append((segment, start_key))
+        if self.on_scan is not None:
+            self.on_scan(segment)
+        await asyncio.sleep(0)
+        keys = sorted(key for key in self.items
+                      if zlib.crc32(repr(key[0]).encode()) % total_segments == segment)
+        if start_key is not None:
+            after = key_id({n: start_key[n] for n in self.key_names})
+            keys = [key for key in keys if key > after]
+        page = keys[:min(self.page_size, limit or self.page_size)]
+        last = None
+        if len(page) < len(keys):
+            item = self.items[page[-1]]
+            last = {n: item[n] for n in self.key_names}
+        return [copy.deepcopy(self.items[key]) for key in page], last, float(len(page))
 
 
 # -- the lease store ---------------------------------------------------------------

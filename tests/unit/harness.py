@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +22,14 @@ from replicator.protocols import DestinationWriter, LeaseStore, StreamReader
 from replicator.records import Item, KeyId, key_id, sequence_key
 from replicator.stats import Stats
 from replicator.writer import WriterPool
+from tests.clock import VirtualClock
 from tests.fakes import FakeDestination, FakeLeaseStore, FakeStream
 
 #: Backoff for tests: retries after at most 2 ms.
 FAST = Backoff(base=0.0005, cap=0.002)
 WORKER = "worker-1"
+#: The clock of every unit test: the virtual time of the test's event loop.
+CLOCK = VirtualClock()
 
 
 def settings(**overrides: Any) -> CoordinatorSettings:
@@ -75,11 +77,11 @@ class Replication:
         self.settings = settings(**overrides)
         self.pool = WriterPool(writes_through or destination, writers=writers,
                                queue_size=queue_size, stats=self.stats, backoff=backoff,
-                               write_window=self.settings.write_window)
+                               write_window=self.settings.write_window, clock=CLOCK)
         self.coordinator = ShardCoordinator(
             stream_arn=stream.stream_arn, streams=reads_through or stream,
             store=leases_through or store, pool=self.pool, stats=self.stats,
-            settings=self.settings, stop=self.stop, backoff=backoff,
+            settings=self.settings, stop=self.stop, backoff=backoff, clock=CLOCK,
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -180,7 +182,7 @@ class TimedBatch:
 class RecordingDestination:
     """A ``DestinationWriter`` in front of a (shared) ``FakeDestination`` that logs, for
     each batch, the worker that sent it, the shards of its records and when it ran
-    (``time.monotonic``). Several workers may log into one list."""
+    (``CLOCK``). Several workers may log into one list."""
 
     def __init__(self, destination: FakeDestination, stream: FakeStream, *,
                  worker: str = WORKER, log: list[TimedBatch] | None = None,
@@ -193,9 +195,9 @@ class RecordingDestination:
         self.latency = latency
 
     async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        started = time.monotonic()
+        started = CLOCK.stamp()
         if self.latency:
-            await asyncio.sleep(self.latency)
+            await CLOCK.sleep(self.latency)
         left = await self.destination.batch_write(requests)
         unprocessed = {id(request) for request in left}
         payloads = [
@@ -207,7 +209,7 @@ class RecordingDestination:
         self.log.append(TimedBatch(
             worker=self.worker,
             started=started,
-            ended=time.monotonic(),
+            ended=CLOCK.stamp(),
             sequence_numbers=tuple(
                 self.stream.record_of(payload)["dynamodb"]["SequenceNumber"]
                 for payload in payloads
@@ -239,7 +241,7 @@ class LeaseWrite:
 
 
 def time_lease_writes(store: FakeLeaseStore) -> list[LeaseWrite]:
-    """Log every successful write to ``store`` with its time (``time.monotonic``).
+    """Log every successful write to ``store`` with its time (``CLOCK``).
 
     Chains to the observer already set (``guard_checkpoints``), so call it after that.
     """
@@ -248,7 +250,7 @@ def time_lease_writes(store: FakeLeaseStore) -> list[LeaseWrite]:
     chained = store.observer
 
     def observe(operation: str, lease: Lease) -> None:
-        writes.append(LeaseWrite(time.monotonic(), operation, lease, owners.get(lease.shard_id)))
+        writes.append(LeaseWrite(CLOCK.stamp(), operation, lease, owners.get(lease.shard_id)))
         owners[lease.shard_id] = None if operation == "DeleteItem" else lease.owner
         if chained is not None:
             chained(operation, lease)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import types
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from replicator import scan
 from replicator.checkpoint import Sentinel
 from replicator.copy import (
     DONE,
@@ -31,132 +30,127 @@ from replicator.leases import Lease
 from replicator.records import Item, decode_key, encode_key
 from replicator.scan import BYTES_PER_SEGMENT, RateLimiter, default_segments
 from replicator.stats import Stats
-from tests.fakes import STREAM_ARN, FakeLeaseStore
+from tests.clock import START as T0
+from tests.clock import VirtualClock
+from tests.fakes import (
+    STREAM_ARN,
+    FakeDestination,
+    FakeLeaseStore,
+    FakeSourceTable,
+    FakeStream,
+    expired_iterator,
+    item,
+    on_calls,
+)
+from tests.unit.harness import CLOCK
 
 # -- RateLimiter ---------------------------------------------------------------------
 
 
-class FakeClock:
-    """Virtual time for ``replicator.scan``: its sleeps advance the clock at once."""
+class RecordingClock(VirtualClock):
+    """The test loop's virtual clock, remembering every sleep asked of it."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
         self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
 
     async def sleep(self, seconds: float) -> None:
         assert seconds >= 0
         self.slept.append(seconds)
-        # Real sleeps take at least a little time: a sleep for a rounding error's worth
-        # must still move the clock, or the limiter's wait loop would spin for ever.
-        self.now += max(seconds, 1e-9)
-        await asyncio.sleep(0)
+        await super().sleep(seconds)
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    # Only replicator.scan's view of the modules is replaced, not asyncio itself.
-    monkeypatch.setattr(scan, "time", types.SimpleNamespace(monotonic=fake.monotonic))
-    monkeypatch.setattr(scan, "asyncio", types.SimpleNamespace(sleep=fake.sleep,
-                                                               Lock=asyncio.Lock))
-    return fake
+def clock() -> RecordingClock:
+    return RecordingClock()
 
 
-async def test_a_full_bucket_lets_one_second_of_units_through_at_once(clock: FakeClock) -> None:
-    limiter = RateLimiter(10)
+async def test_a_full_bucket_lets_one_second_of_units_through_at_once(
+    clock: RecordingClock,
+) -> None:
+    limiter = RateLimiter(10, clock=clock)
     for _ in range(10):
         await limiter.acquire(1)
-    assert clock.now == 1000.0
+    assert clock.monotonic() == T0
     assert clock.slept == []
     await limiter.acquire(1)  # the eleventh waits for one unit: a tenth of a second
-    assert clock.now == pytest.approx(1000.1)
+    assert clock.monotonic() == pytest.approx(T0 + 0.1)
 
 
-async def test_the_rate_is_respected_over_many_calls(clock: FakeClock) -> None:
-    limiter = RateLimiter(50)
+async def test_the_rate_is_respected_over_many_calls(clock: RecordingClock) -> None:
+    limiter = RateLimiter(50, clock=clock)
     for _ in range(550):
         await limiter.acquire(1)
     # 50 from the full bucket, then 500 more at 50 a second.
-    assert clock.now - 1000.0 == pytest.approx(10.0, rel=1e-6)
+    assert clock.monotonic() - T0 == pytest.approx(10.0, rel=1e-6)
 
 
-async def test_concurrent_callers_share_the_rate(clock: FakeClock) -> None:
-    limiter = RateLimiter(20)
+async def test_concurrent_callers_share_the_rate(clock: RecordingClock) -> None:
+    limiter = RateLimiter(20, clock=clock)
     done_at: list[float] = []
 
     async def caller() -> None:
         for _ in range(15):
             await limiter.acquire(2)
-            done_at.append(clock.now)
+            done_at.append(clock.monotonic())
 
     await asyncio.gather(*(caller() for _ in range(4)))
     # 4 * 15 * 2 = 120 units: 20 from the bucket, 100 more at 20 a second.
-    assert max(done_at) - 1000.0 == pytest.approx(5.0, rel=1e-6)
+    assert max(done_at) - T0 == pytest.approx(5.0, rel=1e-6)
     assert len(done_at) == 60
 
 
-async def test_none_means_unlimited(clock: FakeClock) -> None:
-    limiter = RateLimiter(None)
+async def test_none_means_unlimited(clock: RecordingClock) -> None:
+    limiter = RateLimiter(None, clock=clock)
     for _ in range(1000):
         await limiter.acquire(1_000_000)
     limiter.charge(10**9)
     await limiter.acquire(1)
     assert clock.slept == []
-    assert clock.now == 1000.0
+    assert clock.monotonic() == T0
 
 
-async def test_a_charge_leaves_a_debt_that_the_next_caller_waits_off(clock: FakeClock) -> None:
-    limiter = RateLimiter(10)
+async def test_a_charge_leaves_a_debt_that_the_next_caller_waits_off(clock: RecordingClock) -> None:
+    limiter = RateLimiter(10, clock=clock)
     await limiter.acquire(1)  # 9 left
     limiter.charge(24)  # 15 in debt
     await limiter.acquire(1)  # waits until one unit is there: 16 units at 10 a second
-    assert clock.now - 1000.0 == pytest.approx(1.6)
+    assert clock.monotonic() - T0 == pytest.approx(1.6)
     await limiter.acquire(0)
-    assert clock.now - 1000.0 == pytest.approx(1.6)  # nothing is owed any more
+    assert clock.monotonic() - T0 == pytest.approx(1.6)  # nothing is owed any more
 
 
-async def test_the_debt_is_paid_by_time_already_passed(clock: FakeClock) -> None:
-    limiter = RateLimiter(10)
+async def test_the_debt_is_paid_by_time_already_passed(clock: RecordingClock) -> None:
+    limiter = RateLimiter(10, clock=clock)
     limiter.charge(30)  # -20
-    clock.now += 2.5  # 25 units refilled meanwhile: 5 left
+    clock.advance(2.5)  # 25 units refilled meanwhile: 5 left
     await limiter.acquire(5)
     assert clock.slept == []
 
 
-async def test_a_call_bigger_than_the_bucket_does_not_wait_for_ever(clock: FakeClock) -> None:
-    limiter = RateLimiter(10)
+async def test_a_call_bigger_than_the_bucket_does_not_wait_for_ever(clock: RecordingClock) -> None:
+    limiter = RateLimiter(10, clock=clock)
     await limiter.acquire(50)  # more than a second's worth: let through at a full bucket
-    assert clock.now == 1000.0
+    assert clock.monotonic() == T0
     await limiter.acquire(1)  # but the rest is a debt: 40 owed, plus the one asked for
-    assert clock.now - 1000.0 == pytest.approx(4.1)
+    assert clock.monotonic() - T0 == pytest.approx(4.1)
 
 
-async def test_the_bucket_holds_at_most_one_second_of_units(clock: FakeClock) -> None:
-    limiter = RateLimiter(10)
-    clock.now += 3600  # an hour idle does not save up an hour of units
+async def test_the_bucket_holds_at_most_one_second_of_units(clock: RecordingClock) -> None:
+    limiter = RateLimiter(10, clock=clock)
+    clock.advance(3600)  # an hour idle does not save up an hour of units
     for _ in range(10):
         await limiter.acquire(1)
     assert clock.slept == []
     await limiter.acquire(1)
-    assert clock.now - 1000.0 - 3600 == pytest.approx(0.1)
+    assert clock.monotonic() - T0 - 3600 == pytest.approx(0.1)
 
 
-@pytest.mark.timeout(10)
-async def test_the_rate_is_respected_in_real_time() -> None:
-    limiter = RateLimiter(200)
-    started = time.monotonic()
-
-    async def caller() -> None:
-        for _ in range(75):
-            await limiter.acquire(1)
-
-    await asyncio.gather(*(caller() for _ in range(4)))
-    elapsed = time.monotonic() - started
-    # 300 units: 200 at once, then 100 at 200 a second.
-    assert 0.45 <= elapsed <= 2.0, elapsed  # the upper bound only guards against a stall
+async def test_a_deficit_of_a_rounding_error_still_ends(clock: RecordingClock) -> None:
+    """A wait for a deficit too small to move a float clock ends all the same."""
+    limiter = RateLimiter(3, clock=clock)
+    for _ in range(1000):
+        await limiter.acquire(0.1)
+    assert clock.monotonic() - T0 == pytest.approx((100 - 3) / 3, rel=1e-3)
 
 
 # -- encode_key / decode_key ----------------------------------------------------------
@@ -228,7 +222,7 @@ async def planted(*rows: Lease) -> FakeLeaseStore:
 
 
 async def needed(store: FakeLeaseStore) -> dict[str, bool]:
-    return {mode: await bootstrap_needed(store, STREAM_ARN, mode)
+    return {mode: await bootstrap_needed(store, STREAM_ARN, mode, clock=CLOCK)
             for mode in ("never", "always", "auto")}
 
 
@@ -315,7 +309,7 @@ def table_copy(store: FakeLeaseStore) -> TableCopy:
     settings = CopySettings(worker_id="late", lease_duration=0.5, coordinator_interval=0.02)
     return TableCopy(source=unused, destination=unused, streams=unused,  # type: ignore[arg-type]
                      store=store, stream_arn=STREAM_ARN, settings=settings, stats=Stats(),
-                     stop=asyncio.Event())
+                     stop=asyncio.Event(), clock=CLOCK)
 
 
 @pytest.mark.timeout(10)
@@ -387,3 +381,69 @@ def test_the_scan_page_limit_is_learned_from_timeouts_and_relaxed_slowly() -> No
     for _ in range(PageLimit.GROW_AFTER):
         limit.arrived()
     assert limit.value is None  # past FIRST: no limit again
+
+
+# -- the stream's positions, recorded while the copy runs ---------------------------------
+
+
+def copy_of(stream: FakeStream, store: FakeLeaseStore, source: FakeSourceTable,
+            destination: FakeDestination, stats: Stats | None = None) -> TableCopy:
+    """A copy of ``source`` whose writes are capped at 10 units a second, so that it lasts
+    a few (virtual) seconds: long enough for the watchers to look at the stream."""
+    settings = CopySettings(worker_id="copier", segments=2, max_wcu=10, idle_interval=0.25)
+    return TableCopy(source=source, destination=destination,  # type: ignore[arg-type]
+                     streams=stream, store=store, stream_arn=STREAM_ARN, settings=settings,
+                     stats=stats or Stats(), stop=asyncio.Event(), clock=CLOCK,
+                     key_names=("pk",))
+
+
+def source_items(count: int) -> list[Item]:
+    return [item(f"item-{index:03d}", v=index) for index in range(count)]
+
+
+@pytest.mark.timeout(10)
+async def test_the_first_write_during_the_copy_becomes_the_streams_start() -> None:
+    stream, store, destination = FakeStream(), FakeLeaseStore(), FakeDestination()
+    shard = stream.add_shard()
+    before = stream.put(shard, item("old", v=0))
+    source = FakeSourceTable([*source_items(40), item("old", v=0)])
+    written: list[str] = []
+    source.on_scan = lambda _: written or written.append(stream.put(shard, item("new", v=1)))
+    copy = copy_of(stream, store, source, destination)
+
+    assert await copy.run() is True
+    row = store.row(shard)
+    assert row is not None
+    assert row.checkpoint == f"AT:{written[0]}"  # not TRIM_HORIZON, where {before} is
+    assert before != written[0]
+    assert len(destination.table) == 41
+    assert store.row(HEADER, copy_key(STREAM_ARN)) is not None
+    assert copy.progress.items_written == 41
+
+
+@pytest.mark.timeout(10)
+async def test_a_watcher_whose_iterator_expires_leaves_the_stream_at_its_trim_horizon() -> None:
+    """No new iterator can point where an expired LATEST iterator pointed, so the shard
+    keeps its TRIM_HORIZON start (always correct) and the copy goes on."""
+    stream, store, destination = FakeStream(), FakeLeaseStore(), FakeDestination()
+    shard = stream.add_shard()
+    stream.put(shard, item("old", v=0))
+    stream.get_records_fault = on_calls([1], expired_iterator)
+    source = FakeSourceTable(source_items(40))
+    written: list[str] = []
+    source.on_scan = lambda _: written or written.append(stream.put(shard, item("new", v=1)))
+    stats = Stats()
+    copy = copy_of(stream, store, source, destination, stats)
+
+    with capture_logs() as logs:
+        assert await copy.run() is True
+    assert stream.injected["GetRecords"] == 1
+    row = store.row(shard)
+    assert row is not None
+    assert row.checkpoint == Sentinel.TRIM_HORIZON
+    assert len(destination.table) == 40
+    assert stats.expired_iterators == 1
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert [(w["event"], w["shard_id"]) for w in warnings] == [
+        ("stream position not recorded; the shard is replayed from its TRIM_HORIZON after "
+         "the copy", shard)]

@@ -11,7 +11,6 @@ Also here: the adaptive GetRecords limit, which shrinks when reads time out.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -33,6 +32,7 @@ from tests.fakes import (
     when,
 )
 from tests.unit.harness import (
+    CLOCK,
     LeaseWrite,
     RecordingDestination,
     Replication,
@@ -109,12 +109,12 @@ async def test_wait_changed_wakes_on_each_renewal_and_revocation_and_only_on_new
 # -- a shard whose renewals fail --------------------------------------------------------
 
 
-class Clock:
-    """Timestamps of the stream's calls (``time.monotonic``)."""
+class ReadLog:
+    """Timestamps of the stream's calls (``CLOCK.stamp``)."""
 
     def __init__(self, stream: FakeStream) -> None:
         self.calls: list[tuple[float, Call]] = []
-        stream.on_call = lambda call: self.calls.append((time.monotonic(), call))
+        stream.on_call = lambda call: self.calls.append((CLOCK.stamp(), call))
 
     def reads(self, shard_id: str) -> list[float]:
         return [at for at, call in self.calls
@@ -144,11 +144,11 @@ def put_many(stream: FakeStream, shard_id: str, start: int, count: int) -> list[
 
 
 def closed_for_writes(held: HeldLease) -> Callable[[object], bool]:
-    return lambda _: not held.fence.allows(time.monotonic(), WRITE_WINDOW)
+    return lambda _: not held.fence.allows(CLOCK.monotonic(), WRITE_WINDOW)
 
 
 def closed_for_reads(held: HeldLease) -> Callable[[object], bool]:
-    return lambda _: not held.fence.allows(time.monotonic(), 0.0)
+    return lambda _: not held.fence.allows(CLOCK.monotonic(), 0.0)
 
 
 async def hold_records_behind_a_closed_fence(
@@ -160,7 +160,7 @@ async def hold_records_behind_a_closed_fence(
     renewals.failing = True
     # The idle reader calls GetRecords every few milliseconds, re-checking the condition.
     await stream.wait_until(closed_for_writes(held), within=2.0)
-    assert held.fence.allows(time.monotonic(), 0.0), "the test was too slow: reads closed too"
+    assert held.fence.allows(CLOCK.monotonic(), 0.0), "reads closed with the writes"
     held_back = put_many(stream, shard, 1000, 6)
     await stream.wait_until(lambda _: stream.delivered.get(shard) == held_back[-1], within=1.0)
     return held, held_back
@@ -173,7 +173,7 @@ async def test_a_closed_fence_holds_the_shards_reads_and_writes_until_a_renewal_
     stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
     checkpoints = guard_checkpoints(stream, dest, store)
     lease_writes = time_lease_writes(store)
-    clock = Clock(stream)
+    reads = ReadLog(stream)
     renewals = FailingRenewals(store, error)
     recording = RecordingDestination(dest, stream)
     shard = stream.add_shard()
@@ -192,7 +192,7 @@ async def test_a_closed_fence_holds_the_shards_reads_and_writes_until_a_renewal_
         consumer, _ = replication.coordinator.consumers[shard]
         assert consumer.tracker.in_flight == len(held_back)
 
-        reopening = time.monotonic()
+        reopening = CLOCK.stamp()
         renewals.failing = False
         await store.wait_until(caught_up(stream), within=3.0)
         await dest.wait_until(lambda table: table == stream.source, within=1.0)
@@ -207,12 +207,12 @@ async def test_a_closed_fence_holds_the_shards_reads_and_writes_until_a_renewal_
     assert reads_closed[1] - reads_closed[0] > 0.1  # the fence stayed closed a while
     assert [b for b in recording.batches_of(shard)
             if writes_closed[0] <= b.started <= writes_closed[1]] == []
-    assert [at for at in clock.reads(shard) if reads_closed[0] <= at <= reads_closed[1]] == []
+    assert [at for at in reads.reads(shard) if reads_closed[0] <= at <= reads_closed[1]] == []
     # Writes and reads went on once the renewal came through.
     first_held_back_write = min(b.started for b in recording.batches_of(shard)
                                 if set(held_back) & set(b.sequence_numbers))
     assert first_held_back_write > reopened
-    assert any(at > reopened for at in clock.reads(shard))
+    assert any(at > reopened for at in reads.reads(shard))
     assert replication.stats.fence_waits > 0
     assert duplicate_writes(stream, dest) == []
     assert checkpoints == []
@@ -223,7 +223,7 @@ async def test_a_reader_retrying_failed_reads_stops_calling_once_its_fence_close
     # GetRecords retry loop, must not go on reading a shard another worker may own.
     stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
     lease_writes = time_lease_writes(store)
-    clock = Clock(stream)
+    reads = ReadLog(stream)
     renewals = FailingRenewals(store, throttled)
     partitioned = False
     stream.get_records_fault = when(lambda call: partitioned)
@@ -236,7 +236,7 @@ async def test_a_reader_retrying_failed_reads_stops_calling_once_its_fence_close
         renewals.failing = partitioned = True
         await store.wait_until(closed_for_reads(held), within=2.0)
         await store.wait_for_calls("Query", store.counts["Query"] + 10)
-        healed = time.monotonic()
+        healed = CLOCK.stamp()
         renewals.failing = partitioned = False
         more = put_many(stream, shard, 100, 5)
         await dest.wait_until(lambda table: table == stream.source)
@@ -245,14 +245,14 @@ async def test_a_reader_retrying_failed_reads_stops_calling_once_its_fence_close
     assert stream.injected["GetRecords"] > 0
     last_renewed = last_success_before(lease_writes, shard, healed)
     reopened = first_success_after(lease_writes, shard, healed)
-    assert [at for at in clock.reads(shard)
+    assert [at for at in reads.reads(shard)
             if last_renewed + LEASE_DURATION <= at <= reopened] == []
     assert set(more) <= set(applied_sequence_numbers(stream, dest))
 
 
 async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_records() -> None:
     stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
-    clock = Clock(stream)
+    reads = ReadLog(stream)
     renewals = FailingRenewals(store, throttled)
     recording = RecordingDestination(dest, stream)
     shard = stream.add_shard()
@@ -274,7 +274,7 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
         async def thief_renews() -> None:
             """The thief is alive: its lease never expires under this worker's eyes."""
             while True:
-                await asyncio.sleep(RENEW)
+                await CLOCK.sleep(RENEW)
                 current = store.row(shard)
                 assert current is not None
                 await store.plant(replace(current, counter=current.counter + 1))
@@ -283,7 +283,7 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
         renewals.failing = False
         async with asyncio.timeout(2):
             await asyncio.wait([task])
-        dropped_at = time.monotonic()
+        dropped_at = CLOCK.stamp()
         assert shard not in replication.coordinator.held
         assert shard not in replication.coordinator.consumers
         assert held.lost
@@ -305,7 +305,7 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
     assert not set(later) & applied
     assert [b for b in recording.batches_of(shard)
             if set(held_back) & set(b.sequence_numbers)] == []
-    assert [at for at in clock.reads(shard) if at > dropped_at] == []
+    assert [at for at in reads.reads(shard) if at > dropped_at] == []
     assert tracker.in_flight == len(held_back)  # dropped: never marked applied
     assert consumer.state in (ShardState.SHUTTING_DOWN, ShardState.FAILED)
 

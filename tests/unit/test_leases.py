@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from replicator.checkpoint import Sentinel
 from replicator.errors import LeaseLostError, ThrottledError, TransientError
 from replicator.leases import (
-    ExpiryClock,
     HeldLease,
     Lease,
+    LeaseExpiry,
     parent_done,
     plan_deletions,
     plan_new_leases,
@@ -23,6 +23,7 @@ from replicator.leases import (
 )
 from replicator.records import Shard
 from tests.fakes import STREAM_ARN, FakeLeaseStore, on_calls
+from tests.unit.harness import CLOCK
 
 ME, OTHER = "worker-me", "worker-other"
 
@@ -140,11 +141,11 @@ def test_a_deleted_parent_is_not_created_again_and_does_not_block_its_read_child
     assert not parent_done("child", leases, listed)
 
 
-# -- ExpiryClock and plan_takes ----------------------------------------------------------
+# -- LeaseExpiry and plan_takes ----------------------------------------------------------
 
 
 def test_expiry_is_measured_on_the_observers_clock() -> None:
-    clock = ExpiryClock(lease_duration=10.0)
+    clock = LeaseExpiry(lease_duration=10.0)
     row = lease("a", owner=OTHER, counter=3)
     assert not clock.expired(row, 1000.0)  # never observed
     clock.observe([row], now=500.0)
@@ -156,7 +157,7 @@ def test_expiry_is_measured_on_the_observers_clock() -> None:
 
 
 def test_a_renewed_or_handed_over_lease_is_not_expired() -> None:
-    clock = ExpiryClock(lease_duration=10.0)
+    clock = LeaseExpiry(lease_duration=10.0)
     row = lease("a", owner=OTHER, counter=3)
     clock.observe([row], now=0.0)
     renewed = replace(row, counter=4)
@@ -171,7 +172,7 @@ def test_a_renewed_or_handed_over_lease_is_not_expired() -> None:
 
 
 def test_a_row_that_disappears_and_comes_back_starts_afresh() -> None:
-    clock = ExpiryClock(lease_duration=10.0)
+    clock = LeaseExpiry(lease_duration=10.0)
     row = lease("a", owner=OTHER, counter=3)
     clock.observe([row], now=0.0)
     clock.observe([], now=5.0)
@@ -181,7 +182,7 @@ def test_a_row_that_disappears_and_comes_back_starts_afresh() -> None:
 
 
 def test_plan_takes_waits_for_the_full_lease_duration() -> None:
-    clock = ExpiryClock(lease_duration=10.0)
+    clock = LeaseExpiry(lease_duration=10.0)
     rows = [lease("stale", owner=OTHER, counter=5)]
     clock.observe(rows, now=0.0)
     assert plan_takes(rows, ME, clock, now=9.99, held=set()) == []
@@ -199,8 +200,8 @@ def rows_owned(counts: dict[str | None, int], *, finished: int = 0) -> list[Leas
     return rows
 
 
-def observed(rows: list[Lease], now: float = 0.0) -> ExpiryClock:
-    clock = ExpiryClock(lease_duration=10.0)
+def observed(rows: list[Lease], now: float = 0.0) -> LeaseExpiry:
+    clock = LeaseExpiry(lease_duration=10.0)
     clock.observe(rows, now=now)
     return clock
 
@@ -308,7 +309,7 @@ def test_leases_balance_to_within_one_of_the_fair_share(
     def cycle(worker: str) -> bool:
         rows = table()
         held = {row.shard_id for row in rows if row.owner == worker}
-        clock = ExpiryClock(lease_duration=10.0)
+        clock = LeaseExpiry(lease_duration=10.0)
         clock.observe(rows, now=0.0)
         moves = plan_takes(rows, worker, clock, now=0.0, held=held)
         if not moves:
@@ -338,7 +339,7 @@ def test_leases_balance_to_within_one_of_the_fair_share(
 async def taken_lease(store: FakeLeaseStore, shard_id: str = "a") -> HeldLease:
     row = lease(shard_id)
     assert await store.create_lease(row)
-    return HeldLease(store, await store.update_lease(row, new_owner=ME))
+    return HeldLease(store, await store.update_lease(row, new_owner=ME), clock=CLOCK)
 
 
 async def test_renew_and_checkpoint_bump_the_counter() -> None:
@@ -431,7 +432,7 @@ async def test_a_write_whose_answer_was_lost_keeps_the_lease() -> None:
     store = AnswersLost()
     lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
     await store.plant(lease)
-    held = HeldLease(store, lease, lease_duration=10)
+    held = HeldLease(store, lease, clock=CLOCK, lease_duration=10)
     store.lose = 1
     with pytest.raises(TransientError):
         await held.checkpoint("100")  # applied: the row's counter moved
@@ -448,7 +449,7 @@ async def test_after_a_lost_answer_a_lease_another_worker_took_is_lost() -> None
     store = AnswersLost()
     lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
     await store.plant(lease)
-    held = HeldLease(store, lease, lease_duration=10)
+    held = HeldLease(store, lease, clock=CLOCK, lease_duration=10)
     store.lose = 1
     with pytest.raises(TransientError):
         await held.renew()
@@ -462,7 +463,7 @@ async def test_a_renewal_queued_behind_the_release_ends_quietly() -> None:
     store = FakeLeaseStore()
     lease = Lease(STREAM_ARN, "shard-1", None, "me", 0, Sentinel.TRIM_HORIZON)
     await store.plant(lease)
-    held = HeldLease(store, lease, lease_duration=10)
+    held = HeldLease(store, lease, clock=CLOCK, lease_duration=10)
     release = asyncio.create_task(held.release("100"))
     await asyncio.sleep(0)  # the release holds the lease's lock
     await held.renew()  # waits for it, then has nothing to renew: no LeaseLostError

@@ -17,6 +17,7 @@ from replicator.endpoint import LOOP_LAG_LIMIT, LoopMonitor, Readiness, StatusSe
 from replicator.errors import StartupCheckError, ThrottledError
 from replicator.metrics import LiveGauges, StatsCollector, registry_for, render
 from replicator.stats import Histogram, ShardReading, Stats, behind_latest, shard_lag
+from tests.clock import VirtualClock
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -114,7 +115,7 @@ class FlakySink:
 async def test_a_failed_cloudwatch_batch_is_carried_by_the_next() -> None:
     stats, sink = Stats(), FlakySink()
     publisher = CloudWatchPublisher(sink, stats, task="task-1", interval=60,
-                                    leases_held=lambda: 1)
+                                    leases_held=lambda: 1, clock=VirtualClock())
     stats.records_applied["INSERT"] += 5
     await publisher.publish()  # fails: logged, nothing lost
     assert sink.sent == []

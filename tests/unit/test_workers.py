@@ -29,7 +29,6 @@ import contextlib
 import itertools
 import math
 import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -54,6 +53,7 @@ from tests.fakes import (
     timed_out,
 )
 from tests.unit.harness import (
+    CLOCK,
     RecordingDestination,
     Replication,
     TimedBatch,
@@ -141,7 +141,7 @@ class WorkerStream:
     async def get_shard_iterator(self, stream_arn: str, shard_id: str, iterator_type: str,
                                  sequence_number: str | None = None) -> str:
         self._link.check("GetShardIterator")
-        self._reads.append(Read(time.monotonic(), self._link.worker, "GetShardIterator",
+        self._reads.append(Read(CLOCK.stamp(), self._link.worker, "GetShardIterator",
                                 shard_id))
         iterator = await self._stream.get_shard_iterator(
             stream_arn, shard_id, iterator_type, sequence_number)
@@ -150,7 +150,7 @@ class WorkerStream:
 
     async def get_records(self, iterator: str, limit: int) -> RecordsPage:
         self._link.check("GetRecords")
-        sent = time.monotonic()
+        sent = CLOCK.stamp()
         page = await self._stream.get_records(iterator, limit)
         shard_id = self._shards[iterator]
         if page.next_iterator is not None:
@@ -184,7 +184,7 @@ class WorkerStore:
             rows = await self._store.list_leases(stream_arn)
         finally:
             CALLER.reset(token)
-        self.answers.append(time.monotonic())
+        self.answers.append(CLOCK.stamp())
         return rows
 
     async def create_lease(self, lease: Lease) -> bool:
@@ -194,19 +194,19 @@ class WorkerStore:
     async def update_lease(self, lease: Lease, *, new_owner: str | None,
                            checkpoint: str | None = None) -> Lease:
         self._link.check("UpdateItem")
-        sent = time.monotonic()
+        sent = CLOCK.stamp()
         take = new_owner is not None and new_owner != lease.owner
         token = CALLER.set(self._link.worker)
         try:
             updated = await self._store.update_lease(lease, new_owner=new_owner,
                                                      checkpoint=checkpoint)
         except ReplicatorError as exc:
-            self.updates.append(LeaseCall(sent, time.monotonic(), lease.shard_id, new_owner,
+            self.updates.append(LeaseCall(sent, CLOCK.stamp(), lease.shard_id, new_owner,
                                           type(exc).__name__, take))
             raise
         finally:
             CALLER.reset(token)
-        self.updates.append(LeaseCall(sent, time.monotonic(), lease.shard_id, new_owner, None,
+        self.updates.append(LeaseCall(sent, CLOCK.stamp(), lease.shard_id, new_owner, None,
                                       take))
         return updated
 
@@ -258,7 +258,7 @@ class Worker:
 
     async def stop(self) -> None:
         """Graceful: drain, final checkpoints, release the leases."""
-        self.gone_at = time.monotonic()
+        self.gone_at = CLOCK.stamp()
         await self.replication.shutdown()
 
     def kill(self) -> None:
@@ -267,7 +267,7 @@ class Worker:
         to expire. Its coordinator task is cancelled and left to unwind."""
         self.link.cut = True
         self.died = True
-        self.gone_at = time.monotonic()
+        self.gone_at = CLOCK.stamp()
         assert self.replication.task is not None
         self.replication.task.cancel()
 
@@ -435,7 +435,7 @@ class Source:
     async def run(self, period: float) -> None:
         while True:
             self.write()
-            await asyncio.sleep(period)
+            await CLOCK.sleep(period)
 
 
 # -- checks --------------------------------------------------------------------------------
@@ -752,7 +752,7 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
 
         def when_stopped(shard_id: str) -> Callable[[object], None]:
             def record(_: object) -> None:
-                stopped.setdefault(shard_id, time.monotonic())
+                stopped.setdefault(shard_id, CLOCK.stamp())
             return record
 
         for shard_id, (_, _, task) in consumers.items():
@@ -769,7 +769,7 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
             thief = await cluster.join("worker-3", **slow)
             cycles = await cluster.balanced_after(since)
             await cluster.caught_up()
-            ended = time.monotonic()
+            ended = CLOCK.stamp()
 
     joined = min(thief.store.answers)
     thefts = [w for w in cluster.lease_writes

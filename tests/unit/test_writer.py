@@ -25,7 +25,7 @@ from tests.fakes import (
     unprocessed_randomly,
     when,
 )
-from tests.unit.harness import FAST
+from tests.unit.harness import CLOCK, FAST
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ async def replicate(ops: list[Op], *, writers: int, queue_size: int, seed: int,
     destination.unprocessed = unprocessed_randomly(rng, unprocessed)
     destination.fault = when(lambda call: rng.random() < throttle, throttled)
     stats = Stats()
-    pool = WriterPool(destination, writers=writers, queue_size=queue_size, stats=stats,
+    pool = WriterPool(destination, clock=CLOCK, writers=writers, queue_size=queue_size, stats=stats,
                       backoff=FAST)
     records = [make_record(index, op) for index, op in enumerate(ops)]
     ledger = Ledger(destination, records)
@@ -197,7 +197,8 @@ async def enqueue(pool: WriterPool, records: list[StreamRecord],
 
 async def test_close_drains_what_is_queued() -> None:
     destination = FakeDestination()
-    pool = WriterPool(destination, writers=2, queue_size=100, stats=Stats(), backoff=FAST)
+    pool = WriterPool(destination, writers=2, queue_size=100, stats=Stats(), backoff=FAST,
+                      clock=CLOCK)
     # 50 records fit in either writer's queue (100 // 2) whatever the key routing.
     records = [make_record(i, Op(i % 30, False, 0)) for i in range(50)]
     tracker = CheckpointTracker("TRIM_HORIZON")
@@ -215,7 +216,8 @@ async def test_close_drains_what_is_queued() -> None:
 async def test_poison_record_fails_its_shard_and_keeps_the_other_keys() -> None:
     destination = FakeDestination()
     stats = Stats()
-    pool = WriterPool(destination, writers=1, queue_size=100, stats=stats, backoff=FAST)
+    pool = WriterPool(destination, writers=1, queue_size=100, stats=stats, backoff=FAST,
+                      clock=CLOCK)
     records = [
         make_record(0, Op(0, False, 0)),
         make_record(1, Op(1, False, 0)),
@@ -257,7 +259,8 @@ async def test_other_rejections_fail_every_shard_of_the_batch() -> None:
         "BatchWriteItem: AccessDeniedException: no", code="AccessDeniedException",
         operation="BatchWriteItem",
     )
-    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST)
+    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST,
+                      clock=CLOCK)
     records = [make_record(i, Op(i, False, i % 2)) for i in range(4)]
     trackers = {"shard-0": CheckpointTracker("TRIM_HORIZON"),
                 "shard-1": CheckpointTracker("TRIM_HORIZON")}
@@ -276,7 +279,8 @@ async def test_records_of_a_stopped_shard_are_dropped_but_not_a_live_shards() ->
     # new consumer re-read the same keys. The stale records must be dropped, and the
     # new ones applied, even when both land in one batch.
     destination = FakeDestination()
-    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST)
+    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST,
+                      clock=CLOCK)
     stale, fresh = CheckpointTracker("TRIM_HORIZON"), CheckpointTracker("TRIM_HORIZON")
     old = [make_record(i, Op(i % 2, False, 0)) for i in range(4)]
     new = [make_record(i + 4, Op(i % 2, False, 0)) for i in range(4)]
@@ -305,7 +309,8 @@ async def test_a_full_queue_makes_the_reader_wait() -> None:
         return await real_write(requests)
 
     destination.batch_write = slow_write  # type: ignore[method-assign]
-    pool = WriterPool(destination, writers=1, queue_size=25, stats=Stats(), backoff=FAST)
+    pool = WriterPool(destination, writers=1, queue_size=25, stats=Stats(), backoff=FAST,
+                      clock=CLOCK)
     tracker = CheckpointTracker("TRIM_HORIZON")
     records = [make_record(i, Op(i, False, 0)) for i in range(60)]
     handed = 0
@@ -353,7 +358,8 @@ async def test_close_abandoning_the_queue_finishes_only_the_batch_in_flight() ->
         return await real_write(requests)
 
     destination.batch_write = slow_write  # type: ignore[method-assign]
-    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST)
+    pool = WriterPool(destination, writers=1, queue_size=100, stats=Stats(), backoff=FAST,
+                      clock=CLOCK)
     tracker = CheckpointTracker("TRIM_HORIZON")
     records = [make_record(i, Op(i, False, 0)) for i in range(60)]
     async with asyncio.timeout(5):
