@@ -310,6 +310,59 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
     assert consumer.state in (ShardState.SHUTTING_DOWN, ShardState.FAILED)
 
 
+class StallingDestination(RecordingDestination):
+    """Stalls the whole process (a long GC pause, a suspended VM) for ``seconds`` inside
+    its ``on_call``-th BatchWriteItem, by moving the clock on while nothing runs."""
+
+    def __init__(self, destination: FakeDestination, stream: FakeStream, *, on_call: int,
+                 seconds: float) -> None:
+        super().__init__(destination, stream)
+        self._on_call = on_call
+        self._seconds = seconds
+        self.calls = 0
+        self.stalled_at: float | None = None
+
+    async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls += 1
+        left = await super().batch_write(requests)
+        if self.calls == self._on_call:  # applied; the answer is on its way back
+            CLOCK.advance(self._seconds)
+            self.stalled_at = CLOCK.stamp()
+        return left
+
+
+async def test_a_process_stalled_past_its_lease_neither_reads_nor_writes_until_renewed(
+    clock: Any,
+) -> None:
+    # After the stall every timer is late: the renewal, the reader's idle wait and the
+    # writers' next batch all become due together. None of the reads or writes may go
+    # out before a renewal has proved the lease still this worker's.
+    stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
+    lease_writes = time_lease_writes(store)
+    reads = ReadLog(stream)
+    shard = stream.add_shard()
+    put_many(stream, shard, 0, 30)
+    stalling = StallingDestination(dest, stream, on_call=2, seconds=3 * LEASE_DURATION)
+
+    async with Replication(stream, dest, store, writes_through=stalling, writers=1,
+                           queue_size=25, get_records_limit=5, **FENCED) as replication:
+        await dest.wait_until(lambda table: table == stream.source)
+        more = put_many(stream, shard, 100, 5)
+        await dest.wait_until(lambda table: table == stream.source)
+
+    assert replication.coordinator.fatal is None
+    stalled_at = stalling.stalled_at
+    assert stalled_at is not None
+    renewed = first_success_after(lease_writes, shard, stalled_at)
+    after = [b for b in stalling.batches_of(shard) if b.started > stalled_at]
+    assert after, "nothing was written after the stall"
+    assert min(b.started for b in after) > renewed
+    assert min(at for at in reads.reads(shard) if at > stalled_at) > renewed
+    assert replication.stats.fence_waits > 0
+    assert set(more) <= set(applied_sequence_numbers(stream, dest))
+    assert clock.monotonic() - stalled_at < LEASE_DURATION  # the shard went on at once
+
+
 # -- the adaptive GetRecords limit ------------------------------------------------------
 
 
