@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import gc
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -307,6 +309,17 @@ class DynamoStreamReader:
             if not last:
                 return shards
             kwargs["ExclusiveStartShardId"] = last
+
+    async def server_time(self, stream_arn: str) -> float:
+        async with map_errors("DescribeStream", self._timeout):
+            response = await self._client.describe_stream(StreamArn=stream_arn, Limit=1)
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            return email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            # No Date header (a proxy dropped it): this machine's clock, a second back
+            # for the difference between the two.
+            return float(int(time.time()) - 1)
 
     async def get_shard_iterator(
         self,

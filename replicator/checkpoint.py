@@ -28,6 +28,12 @@ class Sentinel(enum.StrEnum):
 AT_PREFIX = "AT:"
 
 
+#: A checkpoint ``SINCE:<epoch seconds>`` starts a shard at its TRIM_HORIZON and skips,
+#: without applying them, the records created before that second: a bootstrap copy
+#: holds them already. Records of that second and later are applied.
+SINCE_PREFIX = "SINCE:"
+
+
 def is_sentinel(checkpoint: str) -> bool:
     return checkpoint in Sentinel.__members__
 
@@ -35,6 +41,23 @@ def is_sentinel(checkpoint: str) -> bool:
 def at_sequence(checkpoint: str) -> str | None:
     """The sequence number of an ``AT:`` checkpoint, or None."""
     return checkpoint.removeprefix(AT_PREFIX) if checkpoint.startswith(AT_PREFIX) else None
+
+
+def since_time(checkpoint: str) -> float | None:
+    """The epoch second of a ``SINCE:`` checkpoint, or None."""
+    if not checkpoint.startswith(SINCE_PREFIX):
+        return None
+    return float(checkpoint.removeprefix(SINCE_PREFIX))
+
+
+def since(epoch_second: float) -> str:
+    return f"{SINCE_PREFIX}{int(epoch_second)}"
+
+
+def before_reading(checkpoint: str) -> bool:
+    """Whether nothing of the shard has been applied since the checkpoint was set: a
+    sentinel start, or a bootstrap copy's ``AT:`` or ``SINCE:`` position."""
+    return is_sentinel(checkpoint) or checkpoint.startswith((AT_PREFIX, SINCE_PREFIX))
 
 
 class LeaseFence:

@@ -74,6 +74,7 @@ class ShardCoordinator:
         stop: asyncio.Event,
         clock: Clock,
         backoff: Backoff | None = None,
+        adopted: dict[str, tuple[HeldLease, str]] | None = None,
     ) -> None:
         self.stream_arn = stream_arn
         self._streams = streams
@@ -89,6 +90,12 @@ class ShardCoordinator:
         self._shards: list[Shard] = []
         self._last_shard_sync = float("-inf")
         self.held: dict[str, HeldLease] = {}
+        #: Iterators to start shards from instead of their checkpoints: a bootstrap
+        #: copy handed over the leases it took and the iterators it read the heads with.
+        self._start_iterators: dict[str, str] = {}
+        for shard_id, (held, iterator) in (adopted or {}).items():
+            self.held[shard_id] = held
+            self._start_iterators[shard_id] = iterator
         self.consumers: dict[str, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         #: Trackers of the held shards that have been started, kept past their
         #: consumer's end for the final checkpoint.
@@ -219,6 +226,7 @@ class ShardCoordinator:
             skip_trimmed=settings.skip_trimmed,
             backoff=self._backoff,
             clock=self._clock,
+            start_iterator=self._start_iterators.pop(held.shard_id, None),
         )
         task = group.create_task(self._run_consumer(consumer), name=f"shard-{held.shard_id}")
         self.consumers[held.shard_id] = (consumer, task)

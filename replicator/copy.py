@@ -1,23 +1,30 @@
 """The bootstrap copy: what the source table holds, copied before streaming starts.
 
 The hand-off to the stream is race-free. Before the first Scan, every open
-shard gets a lease row at TRIM_HORIZON, so that whatever the copy misses the
-stream applies again afterwards. A copied item may be older than a streamed
-one, and the stream wins because it is applied later. A watcher per open
-shard then reads the shard from LATEST (taken before the scan began) and, at
-the first record written after that moment, moves the row's checkpoint to
-``AT:<sequence number>``: the stream replays only what was written during the
-copy, not the whole 24 hours. Closed shards end before the copy began, so
-their rows start at SHARD_END.
+shard gets a lease row at ``SINCE:<second>``, the second the copy began by the
+service's clock (the one that stamps the records' creation times), less one:
+the stream reads such a shard from its TRIM_HORIZON but skips every record
+created before that second, since the copy holds its effect already. A copied
+item may be older than a streamed one, and the stream wins because it is
+applied later. Closed shards end before the copy began: their rows start at
+SHARD_END.
+
+A watcher per open shard reads it from LATEST (taken before the scan began).
+At the first record written after that moment it moves the row to
+``AT:<sequence number>``, so the stream reads only what was written during the
+copy. When no record was written, the copying worker takes the shard's lease
+at the end of the copy and its stream goes on from the watcher's iterator
+(``HandedOver``): nothing before the copy is read at all. A crash at any step
+leaves the rows at ``SINCE:`` or ``AT:``, both safe starts.
 
 The copy's progress lives in the checkpoint table, in rows under the key
-``copy|<stream ARN>``. A header row ``copy`` holds ``RUNNING/<segments>`` or
-``DONE``, and its owner and counter make it a lease: one worker copies,
+``copy|<stream ARN>``. A header row ``copy`` holds ``RUNNING/<segments>/<second>``
+or ``DONE``, and its owner and counter make it a lease: one worker copies,
 the others wait, and if the copier dies another takes the copy over once
 the lease expires. One row per Scan segment holds ``START``, the
 LastEvaluatedKey reached (as JSON), or ``DONE``. It is written after each
 page has been written to the destination, so a resumed copy neither skips
-items nor copies finished segments again.
+items nor copies finished segments again. See docs/DESIGN.md.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import structlog
 
 from replicator.aws import DynamoTable
 from replicator.backoff import Backoff, retry_forever, write_until_processed
-from replicator.checkpoint import AT_PREFIX, Sentinel
+from replicator.checkpoint import AT_PREFIX, Sentinel, since
 from replicator.clock import Clock, wait_event
 from replicator.errors import (
     ConditionFailedError,
@@ -107,6 +114,34 @@ class CopySettings:
     idle_interval: float = 0.25
     write_window: float = 0.0
     progress_interval: float = 10.0
+    #: Streaming follows the copy in this process: the shards whose watchers saw no
+    #: write are handed over to it with their iterators (``TableCopy.handoff``).
+    hand_off: bool = False
+
+
+def header_checkpoint(segments: int, since_second: int) -> str:
+    return f"{RUNNING}/{segments}/{since_second}"
+
+
+def header_segments(checkpoint: str) -> int:
+    """The number of segments of a ``RUNNING/<segments>[/<since>]`` header."""
+    return int(checkpoint.split("/")[1])
+
+
+def header_since(checkpoint: str) -> int | None:
+    """The epoch second the copy began at, by the service's clock (None: a header
+    written before it was recorded)."""
+    parts = checkpoint.split("/")
+    return int(parts[2]) if len(parts) > 2 else None
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A shard whose lease the copy took at its end, and the iterator its watcher read
+    the shard's head with: the stream goes on from there, not from the rows' start."""
+
+    lease: HeldLease
+    iterator: str
 
 
 @dataclass
@@ -167,6 +202,12 @@ class TableCopy:
         self._header: HeldLease | None = None
         self._segments: dict[str, HeldLease] = {}
         self._watch: list[str] = []
+        #: Shards being watched, and the iterator each watcher would read next.
+        self._heads: dict[str, str] = {}
+        #: Rows this copy created for open shards, by shard id.
+        self._positions: dict[str, Lease] = {}
+        #: Filled at the end of a copy with ``hand_off``: see ``HandedOver``.
+        self.handoff: dict[str, HandedOver] = {}
         self._warned_retention = False
         #: Set when a segment meets a lost lease or a non-retriable error: the
         #: other segments stop after their current page.
@@ -255,14 +296,20 @@ class TableCopy:
             return None  # another worker created a copy since the rows were read
         segments = self._settings.segments or default_segments(self._table_bytes)
         worker = self._settings.worker_id
+        # The service's clock, which stamps the records' creation times, a second back:
+        # a write the copy may miss is created at this second or later, whatever the
+        # small differences between the service's hosts (see docs/DESIGN.md).
+        began = int(await self._retried(
+            functools.partial(self._streams.server_time, self.stream_arn),
+            "DescribeStream")) - 1
         sent_at = self._clock.monotonic()
-        header = Lease(self._key, HEADER, None, worker, 0, f"{RUNNING}/{segments}")
+        header = Lease(self._key, HEADER, None, worker, 0, header_checkpoint(segments, began))
         if not await self._retried(functools.partial(self._store.create_lease, header),
                                    "PutItem"):
             return None  # another worker created the copy first
         held = self._hold(header, sent_at)
         # Positions first: every write from now on is in the stream after them.
-        await self._record_positions(watch=True)
+        await self._record_positions(watch=True, since_second=began)
         for index in range(segments):
             row = Lease(self._key, segment_id(index), None, worker, 0, START)
             await self._retried(functools.partial(self._store.create_lease, row), "PutItem")
@@ -348,15 +395,17 @@ class TableCopy:
             self._segments[shard_id] = self._hold(taken_row, sent_at)
         # A copy interrupted while it created its rows misses some segments: not one
         # of them may be skipped.
-        for index in range(int(header.checkpoint.split("/")[1])):
+        for index in range(header_segments(header.checkpoint)):
             if segment_id(index) not in rows:
                 row = Lease(self._key, segment_id(index), None, worker, 0, START)
                 sent_at = self._clock.monotonic()
                 if await self._retried(functools.partial(self._store.create_lease, row),
                                        "PutItem"):
                     self._segments[row.shard_id] = self._hold(row, sent_at)
-        # Shards the interrupted copy did not get to: read them from TRIM_HORIZON.
-        await self._record_positions(watch=False)
+        # Shards the interrupted copy did not get to: from when it began (or, for a
+        # header that does not say, from TRIM_HORIZON).
+        await self._record_positions(watch=False,
+                                     since_second=header_since(header.checkpoint))
         self.progress.resumed = True
         log.info("copy resumed", previous_owner=header.owner,
                  segments_left=len(self._segments))
@@ -382,32 +431,40 @@ class TableCopy:
 
     # -- positions for the stream ---------------------------------------------
 
-    async def _record_positions(self, *, watch: bool) -> None:
+    async def _record_positions(self, *, watch: bool, since_second: int | None) -> None:
+        """A row for every shard without one: closed shards end before the copy began
+        (SHARD_END); open ones start at ``SINCE:<the copy's start>``."""
         shards = await self._retried(
             functools.partial(self._streams.list_shards, self.stream_arn), "DescribeStream")
         existing = {row.shard_id for row in await self._retried(
             functools.partial(self._store.list_leases, self.stream_arn), "Query")}
+        start = Sentinel.TRIM_HORIZON if since_second is None else since(since_second)
         for shard in shards:
             if shard.shard_id in existing:
                 continue  # already streamed from: its checkpoint stands
-            checkpoint = Sentinel.SHARD_END if shard.closed else Sentinel.TRIM_HORIZON
+            checkpoint = Sentinel.SHARD_END if shard.closed else start
             row = Lease(self.stream_arn, shard.shard_id, shard.parent_shard_id, None, 0,
                         checkpoint)
             created = await self._retried(functools.partial(self._store.create_lease, row),
                                           "PutItem")
-            if created and watch and not shard.closed:
-                self._watch.append(shard.shard_id)
+            if created and not shard.closed:
+                self._positions[shard.shard_id] = row
+                if watch:
+                    self._watch.append(shard.shard_id)
 
     async def _watch_shard(self, shard_id: str, iterator: str) -> None:
-        """Move the shard's start from TRIM_HORIZON to the first record after the copy began.
+        """Move the shard's start to the first record written after the copy began
+        (``AT:``), or, while none is, keep the iterator that reads the shard's head up
+        to date (``_heads``) for the hand-over.
 
-        Only an optimisation: TRIM_HORIZON is always a correct start. So when the
+        Only an optimisation: ``SINCE:`` is always a correct start. So when the
         watcher cannot go on (its iterator expired, which no new iterator can make
         good: it pointed at the head of the shard as the copy began), the row stays
-        at TRIM_HORIZON and the stream replays the shard from there.
+        as it is.
         """
         next_iterator: str | None = iterator
         while next_iterator is not None:
+            self._heads[shard_id] = next_iterator
             try:
                 page = await retry_forever(
                     functools.partial(self._streams.get_records, next_iterator, 1),
@@ -417,12 +474,15 @@ class TableCopy:
             except ReplicatorError as exc:
                 if isinstance(exc, ExpiredIteratorError):
                     self._stats.expired_iterators += 1
-                log.warning("stream position not recorded; the shard is replayed from its "
-                            "TRIM_HORIZON after the copy", shard_id=shard_id, error=str(exc))
+                self._heads.pop(shard_id, None)
+                log.warning("stream position not recorded; the stream reads the shard from "
+                            "its start and skips what the copy holds", shard_id=shard_id,
+                            error=str(exc))
                 return
             if page.records:
+                self._heads.pop(shard_id, None)
                 sequence = page.records[0]["dynamodb"]["SequenceNumber"]
-                row = Lease(self.stream_arn, shard_id, None, None, 0, Sentinel.TRIM_HORIZON)
+                row = self._positions[shard_id]
                 with contextlib.suppress(ConditionFailedError):  # already streamed from
                     await self._retried(
                         functools.partial(self._store.update_lease, row, new_owner=None,
@@ -434,6 +494,28 @@ class TableCopy:
             next_iterator = page.next_iterator
             await self._clock.sleep(self._settings.idle_interval)
 
+    async def _hand_over(self) -> None:
+        """Take the lease of every shard whose watcher saw no write, so that this
+        worker's stream goes on from the watcher's iterator: it reads nothing written
+        before the copy. Done before the copy is marked DONE, when no other worker of
+        the task streams. A row that moved meanwhile keeps its start."""
+        worker = self._settings.worker_id
+        for shard_id, iterator in self._heads.items():
+            row = self._positions.get(shard_id)
+            if row is None:
+                continue
+            sent_at = self._clock.monotonic()
+            try:
+                taken = await self._retried(
+                    functools.partial(self._store.update_lease, row, new_owner=worker),
+                    "UpdateItem")
+            except ConditionFailedError:
+                continue
+            self.handoff[shard_id] = HandedOver(self._hold(taken, sent_at), iterator)
+        if self.handoff:
+            log.info("stream handed over from the copy", shards=sorted(self.handoff))
+        self._heads = {}
+
     # -- copying -----------------------------------------------------------------
 
     async def _copy(self, header: HeldLease) -> bool:
@@ -442,7 +524,7 @@ class TableCopy:
         self.progress.started_at = self._clock.monotonic()
         rows = {row.shard_id: row for row in await self._retried(
             functools.partial(self._store.list_leases, self._key), "Query")}
-        total = int(rows[HEADER].checkpoint.split("/")[1]) if HEADER in rows else 0
+        total = header_segments(rows[HEADER].checkpoint) if HEADER in rows else 0
         if HEADER in rows and rows[HEADER].checkpoint == DONE:
             return True
         self.progress.segments = total
@@ -479,7 +561,13 @@ class TableCopy:
             if copiers:
                 await asyncio.wait(copiers)
             stopped = self._stop.is_set() or self._halt.is_set()
-            for task in watchers + helpers:
+            for task in watchers:
+                task.cancel()
+            if not stopped and self._failure is None and self._settings.hand_off:
+                if watchers:
+                    await asyncio.wait(watchers)
+                await self._hand_over()
+            for task in helpers:
                 task.cancel()
         self._watch = []
         if self._lost or (header.lost and not header.released):

@@ -32,6 +32,11 @@ class StreamReader(Protocol):
 
     async def get_records(self, iterator: str, limit: int) -> RecordsPage: ...
 
+    async def server_time(self, stream_arn: str) -> float:
+        """The service's clock in epoch seconds (whole seconds, from the Date header of
+        a DescribeStream answer): the clock that stamps the records' creation times."""
+        ...
+
 
 class DestinationWriter(Protocol):
     """Writes to the destination table."""

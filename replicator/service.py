@@ -164,7 +164,8 @@ class Replicator:
             self.copy = TableCopy(
                 source=DynamoTable(source, settings.source_table, call_timeout=timeout),
                 destination=destination_table, streams=streams, store=store,
-                stream_arn=prepared.stream_arn, settings=self._copy_settings(),
+                stream_arn=prepared.stream_arn,
+                settings=self._copy_settings(hand_off=not copy_only),
                 stats=self.stats, stop=self.stop_requested, clock=self.clock,
                 table_items=int(prepared.source_table.get("ItemCount") or 0),
                 table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
@@ -172,6 +173,7 @@ class Replicator:
             )
             # ``always`` copies on every start: a finished copy is started over.
             if not await self.copy.run(fresh=mode == "always") or copy_only:
+                await self._release_handed_over()
                 return 0
         log.info("replication starting", stream_arn=prepared.stream_arn,
                  view_type=prepared.view_type, **settings.describe())
@@ -180,9 +182,12 @@ class Replicator:
             writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
             write_window=settings.call_timeout + FENCE_SAFETY, clock=self.clock,
         )
+        handoff = self.copy.handoff if self.copy is not None else {}
         coordinator = ShardCoordinator(
             stream_arn=prepared.stream_arn, streams=streams, store=store, pool=pool,
             stats=self.stats, stop=self.stop_requested, clock=self.clock,
+            adopted={shard_id: (handed.lease, handed.iterator)
+                     for shard_id, handed in handoff.items()},
             settings=CoordinatorSettings(
                 worker_id=str(settings.worker_id),
                 initial_position=settings.initial_sentinel,
@@ -268,7 +273,17 @@ class Replicator:
         answers = await asyncio.gather(*(probe(*self._probes[name]) for name in names))
         return dict(zip(names, answers, strict=True))
 
-    def _copy_settings(self) -> CopySettings:
+    async def _release_handed_over(self) -> None:
+        """Leases the copy took for a stream that does not follow (stopped meanwhile):
+        free them at once rather than let them expire."""
+        if self.copy is None:
+            return
+        for handed in self.copy.handoff.values():
+            with contextlib.suppress(ReplicatorError):
+                await handed.lease.release()
+        self.copy.handoff = {}
+
+    def _copy_settings(self, *, hand_off: bool) -> CopySettings:
         settings = self.settings
         return CopySettings(
             worker_id=str(settings.worker_id),
@@ -283,6 +298,7 @@ class Replicator:
             idle_interval=settings.idle_interval,
             write_window=settings.call_timeout + FENCE_SAFETY,
             progress_interval=settings.progress_interval,
+            hand_off=hand_off,
         )
 
     async def _report_progress(self) -> None:

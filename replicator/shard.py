@@ -18,7 +18,14 @@ import enum
 import structlog
 
 from replicator.backoff import Backoff, retry_forever
-from replicator.checkpoint import CheckpointTracker, Sentinel, at_sequence, is_sentinel
+from replicator.checkpoint import (
+    CheckpointTracker,
+    Sentinel,
+    at_sequence,
+    before_reading,
+    is_sentinel,
+    since_time,
+)
 from replicator.clock import Clock
 from replicator.errors import (
     CallTimeoutError,
@@ -66,6 +73,7 @@ class ShardConsumer:
         clock: Clock,
         skip_trimmed: bool = False,
         backoff: Backoff | None = None,
+        start_iterator: str | None = None,
     ) -> None:
         self.stream_arn = stream_arn
         self._clock = clock
@@ -89,6 +97,12 @@ class ShardConsumer:
         self._last_checkpoint_at = clock.monotonic()
         #: When the latest GetRecords that found nothing began (monotonic), or -inf.
         self.empty_read_started_at = float("-inf")
+        #: An iterator to start from instead of the checkpoint's: a bootstrap copy's
+        #: watcher hands over the one it read the shard's head with.
+        self._start_iterator = start_iterator
+        #: Records created before this epoch second are skipped, not applied, until
+        #: the first one created at it or later (set by a ``SINCE:`` start).
+        self._skip_before: float | None = None
 
     def __repr__(self) -> str:
         return f"<ShardConsumer {self.shard_id} {self.state} {self.tracker!r}>"
@@ -103,9 +117,12 @@ class ShardConsumer:
         self._stats.trackers[self.shard_id] = self.tracker
         reading = self._stats.readings[self.shard_id] = ShardReading()
         try:
-            iterator: str | None = await self._initial_iterator()
+            iterator: str | None = self._start_iterator
+            if iterator is None:
+                iterator = await self._initial_iterator()
             self.state = ShardState.PROCESSING
-            log.info("shard started", checkpoint=self.tracker.written)
+            log.info("shard started", checkpoint=self.tracker.written,
+                     handed_over=self._start_iterator is not None)
             while iterator is not None:
                 await self._hold_lease()
                 read_started = self._clock.monotonic()
@@ -167,6 +184,10 @@ class ShardConsumer:
     async def _iterator_after(self, checkpoint: str) -> str:
         if is_sentinel(checkpoint):  # nothing read yet
             return await self._get_iterator(checkpoint)
+        skip_before = since_time(checkpoint)
+        if skip_before is not None:  # nothing read yet since a bootstrap copy
+            self._skip_before = skip_before
+            return await self._get_iterator(Sentinel.TRIM_HORIZON)
         at = at_sequence(checkpoint)
         if at is not None:  # nothing read yet since a bootstrap copy
             try:
@@ -237,7 +258,7 @@ class ShardConsumer:
     async def _trimmed(self, checkpoint: str, exc: TrimmedDataError) -> str:
         """Records after ``checkpoint`` are gone from the stream: data loss, said loudly."""
         self._stats.trimmed_events += 1
-        after = "its start" if is_sentinel(checkpoint) else f"sequence number {checkpoint}"
+        after = "its start" if before_reading(checkpoint) else f"sequence number {checkpoint}"
         message = (
             f"shard {self.shard_id}: records after {after} were trimmed from the stream "
             "(24-hour retention) before they were applied, so the destination is missing "
@@ -255,8 +276,15 @@ class ShardConsumer:
         for raw in page.records:
             record = StreamRecord.from_wire(self.shard_id, raw)
             pending = tracker.add(record.sequence_number, record.created_at)
-            await self._pool.put(WorkItem(record, pending, tracker))
             reading.last_read_created_at = record.created_at
+            if self._skip_before is not None:
+                if record.created_at < self._skip_before:
+                    # Older than the bootstrap copy, which holds its effect already.
+                    tracker.mark_done(pending)
+                    self._stats.records_skipped += 1
+                    continue
+                self._skip_before = None  # every later record is later still
+            await self._pool.put(WorkItem(record, pending, tracker))
             if tracker.failure is not None:
                 raise tracker.failure
         self._stats.records_read += len(page.records)

@@ -114,6 +114,8 @@ class Stats:
     def __init__(self) -> None:
         self.changed = Signal()
         self.records_read = 0
+        #: Records older than a bootstrap copy's start, read but not applied.
+        self.records_skipped = 0
         self.records_applied: Counter[str] = Counter()
         self.bytes_applied = 0
         self.batches = 0

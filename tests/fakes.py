@@ -21,6 +21,7 @@ import asyncio
 import copy
 import itertools
 import random
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -202,6 +203,9 @@ class FakeStream:
         #: the stream (trim it, close a shard) at a precise point.
         self.on_call: Callable[[Call], None] | None = None
         self._epoch = epoch_timestamps
+        #: The source's wall clock (epoch seconds): stamps the records' creation times
+        #: (rounded down to the second, as AWS does) and answers ``server_time``.
+        self.wall_clock: Callable[[], float] = time.time
         self._next_sequence = first_sequence_number
         self._shard_numbers = itertools.count(1)
         self._tokens = itertools.count(1)
@@ -261,7 +265,7 @@ class FakeStream:
         sequence_number = str(self._next_sequence)
         self._next_sequence += 1
         # Rounded down to the second, as AWS does; aiobotocore parses it to a datetime.
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = datetime.fromtimestamp(int(self.wall_clock()), UTC)
         created: datetime | float = now.timestamp() if self._epoch else now
         body: dict[str, Any] = {
             "ApproximateCreationDateTime": created,
@@ -403,6 +407,12 @@ class FakeStream:
             shard_id, end
         )
         return RecordsPage(records=list(page), next_iterator=next_iterator)
+
+    async def server_time(self, stream_arn: str) -> float:
+        call = Call("DescribeStream", self._count("DescribeStream"))
+        await self._enter(call, self.list_shards_fault)
+        self._check_arn(stream_arn, call)
+        return float(int(self.wall_clock()))
 
     def _token(self, shard_id: str, position: int) -> str:
         token = f"iterator-{next(self._tokens)}"

@@ -17,7 +17,7 @@ from typing import Any
 from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel, is_sentinel
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
-from replicator.leases import Lease, progressed
+from replicator.leases import HeldLease, Lease, progressed
 from replicator.protocols import DestinationWriter, LeaseStore, StreamReader
 from replicator.records import Item, KeyId, key_id, sequence_key
 from replicator.stats import Stats
@@ -68,6 +68,7 @@ class Replication:
                  reads_through: StreamReader | None = None,
                  writes_through: DestinationWriter | None = None,
                  leases_through: LeaseStore | None = None,
+                 adopted: dict[str, tuple[HeldLease, str]] | None = None,
                  **overrides: Any) -> None:
         self.stream = stream
         self.destination = destination
@@ -82,6 +83,7 @@ class Replication:
             stream_arn=stream.stream_arn, streams=reads_through or stream,
             store=leases_through or store, pool=self.pool, stats=self.stats,
             settings=self.settings, stop=self.stop, backoff=backoff, clock=CLOCK,
+            adopted=adopted,
         )
         self.task: asyncio.Task[None] | None = None
 

@@ -387,10 +387,12 @@ def test_the_scan_page_limit_is_learned_from_timeouts_and_relaxed_slowly() -> No
 
 
 def copy_of(stream: FakeStream, store: FakeLeaseStore, source: FakeSourceTable,
-            destination: FakeDestination, stats: Stats | None = None) -> TableCopy:
+            destination: FakeDestination, stats: Stats | None = None, *,
+            hand_off: bool = False) -> TableCopy:
     """A copy of ``source`` whose writes are capped at 10 units a second, so that it lasts
     a few (virtual) seconds: long enough for the watchers to look at the stream."""
-    settings = CopySettings(worker_id="copier", segments=2, max_wcu=10, idle_interval=0.25)
+    settings = CopySettings(worker_id="copier", segments=2, max_wcu=10, idle_interval=0.25,
+                            hand_off=hand_off)
     return TableCopy(source=source, destination=destination,  # type: ignore[arg-type]
                      streams=stream, store=store, stream_arn=STREAM_ARN, settings=settings,
                      stats=stats or Stats(), stop=asyncio.Event(), clock=CLOCK,
@@ -422,10 +424,11 @@ async def test_the_first_write_during_the_copy_becomes_the_streams_start() -> No
 
 
 @pytest.mark.timeout(10)
-async def test_a_watcher_whose_iterator_expires_leaves_the_stream_at_its_trim_horizon() -> None:
+async def test_a_watcher_whose_iterator_expires_leaves_the_stream_at_the_copys_start() -> None:
     """No new iterator can point where an expired LATEST iterator pointed, so the shard
-    keeps its TRIM_HORIZON start (always correct) and the copy goes on."""
+    keeps its ``SINCE:`` start (always correct) and the copy goes on."""
     stream, store, destination = FakeStream(), FakeLeaseStore(), FakeDestination()
+    stream.wall_clock = lambda: 1_700_000_000.5
     shard = stream.add_shard()
     stream.put(shard, item("old", v=0))
     stream.get_records_fault = on_calls([1], expired_iterator)
@@ -433,17 +436,66 @@ async def test_a_watcher_whose_iterator_expires_leaves_the_stream_at_its_trim_ho
     written: list[str] = []
     source.on_scan = lambda _: written or written.append(stream.put(shard, item("new", v=1)))
     stats = Stats()
-    copy = copy_of(stream, store, source, destination, stats)
+    copy = copy_of(stream, store, source, destination, stats, hand_off=True)
 
     with capture_logs() as logs:
         assert await copy.run() is True
     assert stream.injected["GetRecords"] == 1
     row = store.row(shard)
     assert row is not None
-    assert row.checkpoint == Sentinel.TRIM_HORIZON
+    assert row.checkpoint == "SINCE:1699999999"  # the service's second, less one
+    assert copy.handoff == {}  # nothing to hand over without a live iterator
     assert len(destination.table) == 40
     assert stats.expired_iterators == 1
     warnings = [entry for entry in logs if entry["log_level"] == "warning"]
     assert [(w["event"], w["shard_id"]) for w in warnings] == [
-        ("stream position not recorded; the shard is replayed from its TRIM_HORIZON after "
-         "the copy", shard)]
+        ("stream position not recorded; the stream reads the shard from its start and "
+         "skips what the copy holds", shard)]
+
+
+@pytest.mark.timeout(10)
+async def test_with_no_write_during_the_copy_its_worker_takes_the_shard_and_its_iterator(
+) -> None:
+    stream, store, destination = FakeStream(), FakeLeaseStore(), FakeDestination()
+    shard = stream.add_shard()
+    for version in range(5):
+        stream.put(shard, item(f"old-{version}", v=version))
+    closed = stream.add_shard()
+    stream.put(closed, item("older", v=0))
+    stream.close(closed)
+    copy = copy_of(stream, store, FakeSourceTable(source_items(40)), destination,
+                   hand_off=True)
+
+    assert await copy.run() is True
+    (handed,) = copy.handoff.values()
+    assert handed.lease.shard_id == shard
+    row = store.row(shard)
+    assert row is not None
+    assert (row.owner, row.checkpoint) == ("copier", handed.lease.lease.checkpoint)
+    assert row.checkpoint.startswith("SINCE:")
+    closed_row = store.row(closed)
+    assert closed_row is not None
+    assert closed_row.checkpoint == Sentinel.SHARD_END
+    # The header is DONE only after the lease was taken: no other worker got there first.
+    header_done = next(i for i, (operation, lease) in enumerate(store.history)
+                       if lease.shard_id == HEADER and lease.checkpoint == DONE)
+    taken = next(i for i, (operation, lease) in enumerate(store.history)
+                 if lease.shard_id == shard and lease.owner == "copier")
+    assert taken < header_done
+    # The iterator reads the head of the shard: what is written next, nothing older.
+    new = stream.put(shard, item("new", v=9))
+    page = await stream.get_records(handed.iterator, 100)
+    assert [raw["dynamodb"]["SequenceNumber"] for raw in page.records] == [new]
+
+
+@pytest.mark.timeout(10)
+async def test_a_copy_for_the_copy_command_hands_nothing_over() -> None:
+    stream, store, destination = FakeStream(), FakeLeaseStore(), FakeDestination()
+    shard = stream.add_shard()
+    copy = copy_of(stream, store, FakeSourceTable(source_items(10)), destination)
+
+    assert await copy.run() is True
+    assert copy.handoff == {}
+    row = store.row(shard)
+    assert row is not None
+    assert row.owner is None
