@@ -121,8 +121,12 @@ class ShardCoordinator:
                 await self._lease_loop(group)
             finally:
                 deadline = self._clock.monotonic() + self._settings.shutdown_timeout
+                # The last part of the deadline is kept for the final checkpoints, so
+                # that writers stuck on a dead destination cannot take it all.
+                reserve = min(self._settings.write_window or 1.0,
+                              self._settings.shutdown_timeout / 4)
                 await self._stop_consumers()
-                await self._drain(writers, deadline)
+                await self._drain(writers, deadline - reserve)
                 await self._final_checkpoints(deadline)
                 renewer.cancel()
 
@@ -231,6 +235,10 @@ class ShardCoordinator:
         task = group.create_task(self._run_consumer(consumer), name=f"shard-{held.shard_id}")
         self.consumers[held.shard_id] = (consumer, task)
         self.trackers[held.shard_id] = consumer.tracker
+        # The lag counts the shard's records until its lease is given up: queued records
+        # still wait while its reader is stopped at shutdown.
+        self._stats.trackers[held.shard_id] = consumer.tracker
+        self._stats.readings[held.shard_id] = consumer.reading
 
     async def _run_consumer(self, consumer: ShardConsumer) -> None:
         shard_id = consumer.shard_id
@@ -239,17 +247,22 @@ class ShardCoordinator:
         except LeaseLostError as exc:
             log.warning("lease lost; shard stopped", shard_id=shard_id, error=str(exc))
             self.held.pop(shard_id, None)
-            self.trackers.pop(shard_id, None)
+            self._forget_tracker(shard_id)
         except ReplicatorError as exc:
             exc.add_note(f"shard {shard_id}")
             self._fail(exc)
         else:
             if state is ShardState.SHARD_END:
                 self.held.pop(shard_id, None)
-                self.trackers.pop(shard_id, None)
+                self._forget_tracker(shard_id)
                 self._wake.set()  # its children are probably listed by now
         finally:
             self.consumers.pop(shard_id, None)
+
+    def _forget_tracker(self, shard_id: str) -> None:
+        self.trackers.pop(shard_id, None)
+        self._stats.trackers.pop(shard_id, None)
+        self._stats.readings.pop(shard_id, None)
 
     def _fail(self, exc: ReplicatorError) -> None:
         if self.fatal is None:
@@ -288,7 +301,7 @@ class ShardCoordinator:
         shard_id = held.shard_id
         if self.held.get(shard_id) is held:
             del self.held[shard_id]
-            self.trackers.pop(shard_id, None)
+            self._forget_tracker(shard_id)
         running = self.consumers.get(shard_id)
         if running is not None and running[0].lease is held:
             consumer, task = running
@@ -347,3 +360,5 @@ class ShardCoordinator:
         with contextlib.suppress(TimeoutError):
             await within(self._clock, remaining, finish_all())
         self.held.clear()
+        for shard_id in list(self.trackers):
+            self._forget_tracker(shard_id)

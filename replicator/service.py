@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -20,7 +22,7 @@ from replicator.aws import (
     describe_table,
     endpoint_for,
 )
-from replicator.clock import SYSTEM_CLOCK, Clock
+from replicator.clock import SYSTEM_CLOCK, Clock, within
 from replicator.cloudwatch import CloudWatchPublisher
 from replicator.config import FENCE_SAFETY, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
@@ -34,6 +36,15 @@ from replicator.writer import WriterPool
 
 log = structlog.get_logger("replicator")
 
+#: Seconds past the shutdown deadline before the service cancels what still runs: the
+#: coordinator's own deadline comes first when the network lets it.
+DEADLINE_MARGIN = 0.25
+#: Seconds a cancelled shutdown is given to unwind before the service returns anyway.
+CANCEL_GRACE = 0.5
+#: The exit code of a stop whose shutdown met its deadline (128 + SIGTERM).
+DEADLINE_EXIT = 143
+#: Seconds past the shutdown deadline at which the process exits whatever it is doing.
+HARD_EXIT_MARGIN = 0.9
 #: /readyz answers from a DescribeTable of each table at most this old.
 PROBE_CACHE_SECONDS = 1.0
 #: A table that does not answer a DescribeTable within this is not ready.
@@ -59,13 +70,19 @@ class Replicator:
         self._probes: dict[str, tuple[Any, str]] = {}
         self._probed: tuple[float, dict[str, str]] | None = None
         self._probe_lock = asyncio.Lock()
+        self._stop_requested_at: float | None = None
+        #: Set when the shutdown deadline cut the work short.
+        self.deadline_reached = False
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
         self.stats.changed.notify()
 
     def stop(self) -> None:
-        """Begin a graceful shutdown: stop reading, drain, checkpoint, release."""
+        """Begin a graceful shutdown: stop reading, drain, checkpoint, release, all
+        within ``shutdown_timeout`` (``_bounded``)."""
+        if not self.stop_requested.is_set():
+            self._stop_requested_at = self.clock.monotonic()
         self.stop_requested.set()
 
     def caught_up_since(self, instant: float) -> bool:
@@ -92,10 +109,15 @@ class Replicator:
             try:
                 async with asyncio.TaskGroup() as group:
                     background = [group.create_task(self.monitor.run(), name="loop-monitor")]
+
+                    async def attempt() -> int | ReplicatorError:
+                        try:
+                            return await self._run(clients, group, background, copy_only)
+                        except ReplicatorError as exc:
+                            return exc  # raised below, not wrapped in an ExceptionGroup
+
                     try:
-                        outcome = await self._run(clients, group, background, copy_only)
-                    except ReplicatorError as exc:
-                        outcome = exc  # raised below, not wrapped in an ExceptionGroup
+                        outcome = await self._bounded(group.create_task(attempt(), name="work"))
                     finally:
                         self._set_phase("stopped")
                         for task in background:
@@ -106,6 +128,42 @@ class Replicator:
         if isinstance(outcome, ReplicatorError):
             raise outcome
         return outcome
+
+    async def _bounded(self, work: asyncio.Task[int | ReplicatorError]) -> int | ReplicatorError:
+        """``work``'s outcome; once a stop is requested, within ``shutdown_timeout`` of it.
+
+        Stopped while starting (nothing to finish), the work is cancelled at once.
+        Otherwise it has until the deadline to stop gracefully (the coordinator and
+        the copy finish what they can by then); past it, it is cancelled, and whatever
+        was not checkpointed is left to the next owner.
+        """
+        stopping = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            await asyncio.wait([work, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not work.done():
+            if self.phase == "starting":
+                work.cancel()
+            else:
+                asked = self._stop_requested_at
+                left = self.settings.shutdown_timeout + DEADLINE_MARGIN - (
+                    self.clock.monotonic() - asked if asked is not None else 0.0)
+                with contextlib.suppress(TimeoutError):
+                    await within(self.clock, left, asyncio.shield(work))
+            if not work.done():
+                self.deadline_reached = True
+                log.warning("shutdown deadline reached; what was not checkpointed is left "
+                            "to the next owner", phase=self.phase,
+                            seconds=self.settings.shutdown_timeout)
+                work.cancel()
+            with contextlib.suppress(TimeoutError):
+                await within(self.clock, CANCEL_GRACE, asyncio.shield(work))
+            if not work.done():
+                return DEADLINE_EXIT
+            if work.cancelled():
+                return DEADLINE_EXIT if self.deadline_reached else 0
+        return work.result()
 
     async def _run(self, clients: AwsClients, group: asyncio.TaskGroup,
                    background: list[asyncio.Task[None]], copy_only: bool) -> int:
@@ -341,13 +399,22 @@ async def run_service(settings: Settings, *, copy_only: bool = False) -> int:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 
+    backstop: threading.Timer | None = None
+
     def on_signal(signum: int) -> None:
+        nonlocal backstop
         if replicator.stop_requested.is_set():  # a second signal: stop at once
             if main_task is not None:
                 main_task.cancel()
             return
-        log.info("shutdown requested", signal=signal.Signals(signum).name)
+        log.info("shutdown requested", signal=signal.Signals(signum).name,
+                 deadline_seconds=settings.shutdown_timeout)
         replicator.stop()
+        # Whatever the loop is doing (a call that ignores cancellation, a loop held up),
+        # the process is gone shortly after the deadline.
+        backstop = threading.Timer(settings.shutdown_timeout + HARD_EXIT_MARGIN, _hard_exit)
+        backstop.daemon = True
+        backstop.start()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
@@ -358,3 +425,18 @@ async def run_service(settings: Settings, *, copy_only: bool = False) -> int:
         print("replicator: stopped by a second signal before the shutdown finished",
               file=sys.stderr)
         return 130
+    finally:
+        if backstop is not None:
+            backstop.cancel()
+
+
+def _hard_exit() -> None:
+    """The shutdown overran its deadline: leave now, as SIGKILL would, but saying so."""
+    log.error("shutdown overran its deadline; exiting now")
+    print("replicator: the shutdown overran REPLICATOR_SHUTDOWN_TIMEOUT; exited without "
+          "finishing it (what was not checkpointed is left to the next owner)",
+          file=sys.stderr)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(DEADLINE_EXIT)

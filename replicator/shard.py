@@ -81,6 +81,8 @@ class ShardConsumer:
         self.lease = lease
         self.tracker = CheckpointTracker(lease.lease.checkpoint, fence=lease.fence)
         self.state = ShardState.INITIALIZING
+        #: Where the reader stands against the head of the shard (for the lag).
+        self.reading = ShardReading()
         self._streams = streams
         self._pool = pool
         self._stats = stats
@@ -114,8 +116,7 @@ class ShardConsumer:
         had applied by then is checkpointed by the coordinator.
         """
         structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
-        self._stats.trackers[self.shard_id] = self.tracker
-        reading = self._stats.readings[self.shard_id] = ShardReading()
+        reading = self.reading
         try:
             iterator: str | None = self._start_iterator
             if iterator is None:
@@ -161,9 +162,6 @@ class ShardConsumer:
             self.state = ShardState.FAILED
             self.tracker.cancelled = True
             raise
-        finally:
-            self._stats.trackers.pop(self.shard_id, None)
-            self._stats.readings.pop(self.shard_id, None)
 
     async def _hold_lease(self) -> None:
         """Read only while this worker surely holds the lease (see ``LeaseFence``)."""

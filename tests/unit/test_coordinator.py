@@ -245,3 +245,47 @@ async def test_a_shard_that_failed_is_not_restarted_by_a_cycle_in_flight() -> No
     assert row is not None
     assert (row.owner, row.checkpoint) == (None, numbers[5])
     assert checkpoints == []
+
+
+class DeadDestination:
+    """A destination that never answers (each call waits until cancelled)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_lag_counts_the_queued_records_while_a_shutdown_waits_on_a_dead_destination(
+    clock: Any,
+) -> None:
+    stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
+    stream.wall_clock = lambda: 5000.0  # every record was created at 5000
+    shard = stream.add_shard()
+    write(stream, shard, range(10))
+    dead = DeadDestination()
+    replication = Replication(stream, dest, store, writes_through=dead, shutdown_timeout=4.0,
+                              write_window=0.5)
+
+    async with replication:
+        await store.wait_until(lambda _: shard in replication.coordinator.consumers
+                               and replication.coordinator.consumers[shard][0].tracker
+                               .in_flight == 10)
+        assert replication.stats.lag_seconds(now=5060.0) == 60.0
+        stopped_at = clock.monotonic()
+        replication.stop.set()
+        # The reader stops at once; the writers wait on the destination until the deadline.
+        await store.wait_until(lambda _: not replication.coordinator.consumers)
+        assert dead.calls > 0
+        assert replication.stats.lag_seconds(now=5060.0) == 60.0  # not 0: records wait
+        await replication.ended(within=10.0)
+        ended_at = clock.monotonic()
+
+    assert ended_at - stopped_at <= 4.0  # the shutdown deadline held
+    row = store.row(shard)
+    assert row is not None
+    assert (row.owner, row.checkpoint) == (None, Sentinel.TRIM_HORIZON)  # released, nothing applied
+    assert replication.stats.lag_seconds(now=5060.0) == 0.0  # the shard is no longer ours
