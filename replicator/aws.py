@@ -26,6 +26,7 @@ from botocore import exceptions as boto_errors
 
 from replicator import errors
 from replicator.config import Settings
+from replicator.heartbeat import WORKERS_KEY, WorkerRow
 from replicator.leases import Lease
 from replicator.records import RecordsPage, Shard
 
@@ -501,6 +502,8 @@ class DynamoLeaseStore:
             async with map_errors("Scan", self._timeout):
                 response = await self._client.scan(**kwargs)
             for item in response.get("Items", []):
+                if item["stream_arn"]["S"] == WORKERS_KEY:
+                    continue  # a worker's row, not a shard's (``list_workers``)
                 lease = _lease_from_item(item)
                 rows.append({
                     "stream_arn": lease.stream_arn,
@@ -580,6 +583,59 @@ class DynamoLeaseStore:
                 Key=_lease_key(lease),
                 ConditionExpression="lease_counter = :expected",
                 ExpressionAttributeValues={":expected": {"N": str(lease.counter)}},
+            )
+
+
+    # -- the workers' rows (``replicator.heartbeat``) ------------------------------
+
+    async def put_worker(self, row: WorkerRow) -> None:
+        item: dict[str, Any] = {
+            "stream_arn": {"S": WORKERS_KEY},
+            "shard_id": {"S": row.worker_id},
+            "host": {"S": row.host},
+            "pid": {"N": str(row.pid)},
+            "phase": {"S": row.phase},
+            "leases": {"N": str(row.leases)},
+            "started_at": {"N": repr(row.started_at)},
+            "heartbeat_at": {"N": repr(row.heartbeat_at)},
+        }
+        if row.metrics is not None:
+            item["metrics"] = {"S": row.metrics}
+        async with map_errors("PutItem", self._timeout):
+            await self._client.put_item(TableName=self.table, Item=item)
+
+    async def list_workers(self) -> list[WorkerRow]:
+        rows: list[WorkerRow] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "stream_arn = :workers",
+            "ExpressionAttributeValues": {":workers": {"S": WORKERS_KEY}},
+            "ConsistentRead": True,
+        }
+        while True:
+            async with map_errors("Query", self._timeout):
+                response = await self._client.query(**kwargs)
+            for item in response.get("Items", []):
+                rows.append(WorkerRow(
+                    worker_id=item["shard_id"]["S"],
+                    host=item.get("host", {}).get("S", ""),
+                    pid=int(item.get("pid", {}).get("N", 0)),
+                    phase=item.get("phase", {}).get("S", ""),
+                    leases=int(item.get("leases", {}).get("N", 0)),
+                    metrics=item.get("metrics", {}).get("S"),
+                    started_at=float(item.get("started_at", {}).get("N", 0)),
+                    heartbeat_at=float(item.get("heartbeat_at", {}).get("N", 0)),
+                ))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return rows
+            kwargs["ExclusiveStartKey"] = last
+
+    async def delete_worker(self, worker_id: str) -> None:
+        async with map_errors("DeleteItem", self._timeout):
+            await self._client.delete_item(
+                TableName=self.table,
+                Key={"stream_arn": {"S": WORKERS_KEY}, "shard_id": {"S": worker_id}},
             )
 
 

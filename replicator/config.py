@@ -21,6 +21,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from replicator.checkpoint import Sentinel
 
 ENV_PREFIX = "REPLICATOR_"
+#: The metrics port when none is set; workers started on one machine with the same
+#: settings take the next free ones, up to ``METRICS_PORTS`` in all.
+DEFAULT_METRICS_PORT = 9464
+METRICS_PORTS = 100
 #: Seconds, on top of the call timeout, by which a worker stops writing before its lease
 #: could expire in another worker's eyes.
 FENCE_SAFETY = 0.25
@@ -197,10 +201,11 @@ class Settings(BaseSettings):
         "skip (log the loss and go on from the oldest record left).",
     )
     progress_interval: Seconds = Field(10.0, description="Seconds between progress log lines.")
-    metrics_port: int = Field(
-        9464, ge=0, le=65535,
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
         description="Port of the HTTP endpoint serving /metrics (Prometheus), /healthz and "
-        "/readyz; 0 turns it off.",
+        f"/readyz; 0 turns it off (default: {DEFAULT_METRICS_PORT}, or the next free port "
+        "above it when other workers on this machine hold it; replicator copy opens none).",
     )
     metrics_host: str = Field(
         "127.0.0.1", min_length=1,

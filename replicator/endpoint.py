@@ -12,6 +12,7 @@ One small aiohttp server on ``REPLICATOR_METRICS_HOST:REPLICATOR_METRICS_PORT``:
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,10 @@ class Readiness:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class PortTakenError(StartupCheckError):
+    """The metrics port is held by another process (another worker, say)."""
+
+
 class StatusServer:
     def __init__(
         self,
@@ -88,7 +93,8 @@ class StatusServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise StartupCheckError(
+            error = PortTakenError if exc.errno == errno.EADDRINUSE else StartupCheckError
+            raise error(
                 f"REPLICATOR_METRICS_PORT: cannot listen on {host}:{port} "
                 f"({exc.strerror or exc}); choose a free port, or set 0 to turn the "
                 "metrics endpoint off"

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from replicator.config import Settings, env_name
+from replicator.config import DEFAULT_METRICS_PORT, env_name
 from replicator.endpoint import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 
 
@@ -24,8 +24,7 @@ def default_port() -> int:
     value = os.environ.get(env_name("metrics_port"))
     if value:
         return int(value)
-    port: int = Settings.model_fields["metrics_port"].default
-    return port
+    return DEFAULT_METRICS_PORT
 
 
 def health_url(port: int, path: str = HEALTHZ_PATH) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Any
@@ -24,11 +25,12 @@ from replicator.aws import (
 )
 from replicator.clock import SYSTEM_CLOCK, Clock, within
 from replicator.cloudwatch import CloudWatchPublisher
-from replicator.config import FENCE_SAFETY, Settings
+from replicator.config import DEFAULT_METRICS_PORT, FENCE_SAFETY, METRICS_PORTS, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
 from replicator.copy import CopySettings, TableCopy, bootstrap_needed
-from replicator.endpoint import LoopMonitor, Readiness, StatusServer
-from replicator.errors import ReplicatorError
+from replicator.endpoint import LoopMonitor, PortTakenError, Readiness, StatusServer
+from replicator.errors import ReplicatorError, StartupCheckError
+from replicator.heartbeat import Heartbeat, WorkerState
 from replicator.logs import configure_logging
 from replicator.metrics import CONTENT_TYPE_LATEST, LiveGauges, StatsCollector, registry_for, render
 from replicator.stats import Stats
@@ -64,6 +66,8 @@ class Replicator:
         self.copy: TableCopy | None = None
         self.publisher: CloudWatchPublisher | None = None
         self.server: StatusServer | None = None
+        #: The URL of this worker's metrics endpoint, once it listens.
+        self.metrics_address: str | None = None
         self.monitor = LoopMonitor()
         #: starting, copying, replicating, stopped (``readiness`` adds stopping).
         self.phase = "starting"
@@ -105,7 +109,7 @@ class Replicator:
         )
         outcome: int | ReplicatorError
         async with AwsClients() as clients:
-            server = await self._start_server()
+            server = await self._start_server(copy_only=copy_only)
             try:
                 async with asyncio.TaskGroup() as group:
                     background = [group.create_task(self.monitor.run(), name="loop-monitor")]
@@ -198,13 +202,28 @@ class Replicator:
                 leases_held=lambda: self.live_gauges().leases_held, clock=self.clock,
             )
             background.append(group.create_task(self.publisher.run(), name="cloudwatch"))
+        heartbeat = Heartbeat(
+            store, worker_id=str(settings.worker_id), host=socket.gethostname(),
+            pid=os.getpid(), interval=settings.lease_renew_interval, clock=self.clock,
+            state=self._worker_state,
+        )
+        beating = group.create_task(heartbeat.run(), name="heartbeat")
+        background.append(beating)
         try:
             return await self._replicate(
                 source, destination, streams, store, prepared, group, background, copy_only
             )
         finally:
+            beating.cancel()
+            with contextlib.suppress(TimeoutError):
+                await within(self.clock, timeout, heartbeat.leave())
             if self.publisher is not None:  # the last counts, before the process ends
                 await self.publisher.publish()
+
+    def _worker_state(self) -> WorkerState:
+        phase = "stopping" if self.stop_requested.is_set() else self.phase
+        return WorkerState(phase=phase, leases=self.live_gauges().leases_held,
+                           metrics=self.metrics_address)
 
     async def _replicate(
         self, source: Any, destination: Any, streams: DynamoStreamReader,
@@ -281,9 +300,12 @@ class Replicator:
         return LiveGauges(leases_held=len(coordinator.held),
                           queue_depth=coordinator.queue_depth())
 
-    async def _start_server(self) -> StatusServer | None:
+    async def _start_server(self, *, copy_only: bool) -> StatusServer | None:
+        """The metrics endpoint: on the port set, or on the first free one from
+        ``DEFAULT_METRICS_PORT`` (so that workers started alike on one machine each get
+        one); none when the port is 0, nor for ``copy`` unless a port is set."""
         settings = self.settings
-        if not settings.metrics_port:
+        if settings.metrics_port == 0 or (settings.metrics_port is None and copy_only):
             return None
         collector = StatsCollector(self.stats, task=str(settings.task_name),
                                    worker=str(settings.worker_id), gauges=self.live_gauges)
@@ -292,9 +314,26 @@ class Replicator:
             metrics=lambda: render(registry), metrics_content_type=CONTENT_TYPE_LATEST,
             readiness=self.readiness, monitor=self.monitor,
         )
-        await server.start(settings.metrics_host, settings.metrics_port)
+        host = settings.metrics_host
+        if settings.metrics_port is not None:
+            await server.start(host, settings.metrics_port)
+        else:
+            last = DEFAULT_METRICS_PORT + METRICS_PORTS - 1
+            for port in range(DEFAULT_METRICS_PORT, last + 1):
+                try:
+                    await server.start(host, port)
+                    break
+                except PortTakenError:
+                    if port == last:
+                        raise StartupCheckError(
+                            f"REPLICATOR_METRICS_PORT: ports {DEFAULT_METRICS_PORT} to {last} "
+                            f"on {host} are all taken; set a free port, or 0 to turn the "
+                            "metrics endpoint off"
+                        ) from None
         self.server = server
-        log.info("metrics endpoint listening", host=settings.metrics_host, port=server.port)
+        self.metrics_address = f"http://{_reachable(host)}:{server.port}"
+        log.info("metrics endpoint listening", host=host, port=server.port,
+                 url=self.metrics_address)
         return server
 
     async def readiness(self) -> Readiness:
@@ -387,6 +426,11 @@ class Replicator:
             checkpoints_written=stats.checkpoints_written,
             trimmed_events=stats.trimmed_events,
         )
+
+
+def _reachable(host: str) -> str:
+    """The host to name in an address: this machine's name when listening on every one."""
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
 
 
 async def run_service(settings: Settings, *, copy_only: bool = False) -> int:

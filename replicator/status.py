@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
+import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from replicator.aws import AwsClients, DynamoLeaseStore, describe_table, endpoint_for
@@ -12,6 +16,7 @@ from replicator.checkpoint import Sentinel
 from replicator.clock import SYSTEM_CLOCK
 from replicator.config import Settings
 from replicator.errors import ReplicatorError, StartupCheckError
+from replicator.heartbeat import WorkerRow, live_workers
 from replicator.startup import call_checked
 
 
@@ -21,8 +26,15 @@ def shard_state(row: dict[str, Any]) -> str:
     return "free" if row["owner"] is None else "leased"
 
 
-def build_report(task: str, stream_arn: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The status of a task from its checkpoint rows; only the current stream's when known."""
+def build_report(task: str, stream_arn: str | None, rows: list[dict[str, Any]],
+                 workers: Sequence[WorkerRow] = (), *,
+                 now: float = 0.0, live_within: float = 30.0) -> dict[str, Any]:
+    """The status of a task from its checkpoint rows and workers' rows; only the current
+    stream's shards when it is known.
+
+    Every worker whose heartbeat is at most ``live_within`` seconds old is listed, a
+    standby with no lease too; so is an owner of a lease without a recent heartbeat.
+    """
     if stream_arn is not None:
         rows = [row for row in rows if row["stream_arn"] == stream_arn]
     shards = sorted(
@@ -31,14 +43,26 @@ def build_report(task: str, stream_arn: str | None, rows: list[dict[str, Any]]) 
     )
     active = [row for row in shards if row["state"] != "finished"]
     owners = Counter(row["owner"] for row in active if row["owner"] is not None)
-    workers = [{"worker_id": worker, "leases": count} for worker, count in sorted(owners.items())]
+    live = {row.worker_id: row for row in live_workers(list(workers), now, within=live_within)}
+    listed = []
+    for worker_id in sorted(set(owners) | set(live)):
+        row = live.get(worker_id)
+        listed.append({
+            "worker_id": worker_id,
+            "leases": owners.get(worker_id, 0),
+            "phase": row.phase if row else None,
+            "host": row.host if row else None,
+            "pid": row.pid if row else None,
+            "metrics": row.metrics if row else None,
+            "heartbeat_seconds_ago": round(max(0.0, now - row.heartbeat_at), 1) if row else None,
+        })
     return {
         "task": task,
         "stream_arn": stream_arn,
         "shards": shards,
-        "workers": workers,
+        "workers": listed,
         "active_shards": len(active),
-        "fair_share": math.ceil(len(active) / len(workers)) if workers else None,
+        "fair_share": math.ceil(len(active) / len(listed)) if listed and active else None,
     }
 
 
@@ -55,11 +79,20 @@ def render_table(report: dict[str, Any]) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     lines.append("")
     if report["workers"]:
-        lines.append(f"workers (fair share {report['fair_share']} of "
+        share = report["fair_share"]
+        lines.append(f"workers ({len(report['workers'])}; fair share "
+                     f"{share if share is not None else '-'} of "
                      f"{report['active_shards']} active shards):")
-        lines += [f"  {w['worker_id']}: {w['leases']}" for w in report["workers"]]
+        for worker in report["workers"]:
+            beat = worker["heartbeat_seconds_ago"]
+            heard = "no heartbeat" if beat is None else f"heartbeat {beat:g}s ago"
+            where = f", {worker['host']} pid {worker['pid']}" if worker["host"] else ""
+            metrics = f", metrics {worker['metrics']}" if worker["metrics"] else ""
+            phase = f", {worker['phase']}" if worker["phase"] else ""
+            lines.append(f"  {worker['worker_id']}: {worker['leases']} leases{phase}, "
+                         f"{heard}{where}{metrics}")
     else:
-        lines.append(f"no worker holds a lease ({report['active_shards']} active shards)")
+        lines.append(f"no worker is running ({report['active_shards']} active shards)")
     return "\n".join(lines)
 
 
@@ -83,6 +116,7 @@ async def run_status(settings: Settings, *, as_json: bool) -> int:
                 "REPLICATOR_TASK_NAME names another task"
             )
         rows = await store.scan_rows()
+        workers = await store.list_workers()
         stream_arn: str | None = None
         try:
             source_table = await describe_table(source, settings.source_table,
@@ -90,6 +124,20 @@ async def run_status(settings: Settings, *, as_json: bool) -> int:
             stream_arn = source_table.get("LatestStreamArn") if source_table else None
         except ReplicatorError:  # the rows are still worth showing without the source
             stream_arn = None
-    report = build_report(str(settings.task_name), stream_arn, rows)
-    print(json.dumps(report, indent=2) if as_json else render_table(report))
+    # A worker writes its row every renew interval: three missed beats, or a lease
+    # duration, make it gone.
+    live_within = max(3 * settings.lease_renew_interval, settings.lease_duration)
+    report = build_report(str(settings.task_name), stream_arn, rows, workers,
+                          now=time.time(), live_within=live_within)
+    write_out(json.dumps(report, indent=2) if as_json else render_table(report))
     return 0
+
+
+def write_out(text: str) -> None:
+    """Print ``text``; a reader that stopped reading (``status | head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Nothing more can be written; keep the interpreter's last flush quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

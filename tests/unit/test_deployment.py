@@ -35,7 +35,7 @@ from packaging.utils import canonicalize_name
 
 from replicator import healthcheck, workload
 from replicator.cli import load_settings
-from replicator.config import ENV_PREFIX, Settings, env_name
+from replicator.config import DEFAULT_METRICS_PORT, ENV_PREFIX, Settings, env_name
 from replicator.endpoint import HEALTHZ_PATH, METRICS_PATH
 
 ROOT = Path(__file__).parents[2]
@@ -261,7 +261,7 @@ def test_dockerfile_entry_point_metrics_and_health_check() -> None:
     env = image_environment()
     check_variables({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}, "Dockerfile")
     assert env["REPLICATOR_METRICS_HOST"] == "0.0.0.0"
-    port = env.get("REPLICATOR_METRICS_PORT", str(Settings.model_fields["metrics_port"].default))
+    port = env.get("REPLICATOR_METRICS_PORT", str(DEFAULT_METRICS_PORT))
     exposed = [rest for keyword, rest in final if keyword == "EXPOSE"]
     assert exposed == [port]
     healthcheck_line = next(rest for keyword, rest in final if keyword == "HEALTHCHECK")
@@ -335,7 +335,7 @@ def test_health_check_asks_healthz_on_the_metrics_port(
     monkeypatch.setenv("REPLICATOR_METRICS_PORT", "0")
     assert healthcheck.main([]) == 1
     monkeypatch.delenv("REPLICATOR_METRICS_PORT")
-    assert healthcheck.default_port() == Settings.model_fields["metrics_port"].default
+    assert healthcheck.default_port() == DEFAULT_METRICS_PORT
 
 
 # -- docker/compose.yaml -----------------------------------------------------------------

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
+from replicator.errors import ThrottledError
+from replicator.heartbeat import Heartbeat, WorkerRow, WorkerState
 from replicator.status import build_report, render_table
 
 ARN, OLD_ARN = "arn:stream/new", "arn:stream/old"
@@ -29,8 +34,7 @@ def test_report_counts_each_workers_share_of_the_active_shards() -> None:
     assert states == {"s0": "finished", "s1": "leased", "s2": "leased", "s3": "leased",
                       "s4": "free", "s5": "finished"}
     # Finished shards are no one's load; the old stream's rows are not shown.
-    assert report["workers"] == [{"worker_id": "w1", "leases": 2},
-                                 {"worker_id": "w2", "leases": 1}]
+    assert [(w["worker_id"], w["leases"]) for w in report["workers"]] == [("w1", 2), ("w2", 1)]
     assert report["active_shards"] == 4
     assert report["fair_share"] == 2
 
@@ -41,5 +45,81 @@ def test_without_the_source_every_stream_is_shown_and_no_worker_means_no_share()
     assert report["workers"] == []
     assert report["fair_share"] is None
     text = render_table(report)
-    assert "no worker holds a lease (2 active shards)" in text
+    assert "no worker is running (2 active shards)" in text
     assert "source table unreachable" in text
+
+
+def beat(worker_id: str, seconds_ago: float, *, now: float = 1000.0, phase: str = "replicating",
+         leases: int = 0) -> WorkerRow:
+    return WorkerRow(worker_id, "host-a", 42, phase, leases, f"http://host-a:9{len(worker_id)}",
+                     started_at=now - 3600, heartbeat_at=now - seconds_ago)
+
+
+def test_standby_workers_are_listed_with_no_lease_and_dead_ones_are_not() -> None:
+    rows = [row("s1", "w1"), row("s2", "w1"), row("s3", "gone")]
+    workers = [beat("w1", 1.0, leases=2), beat("standby", 2.5), beat("dead", 120.0)]
+    report = build_report("task", ARN, rows, workers, now=1000.0, live_within=30.0)
+    listed = {w["worker_id"]: w for w in report["workers"]}
+    assert set(listed) == {"w1", "standby", "gone"}  # "gone" still owns a lease row
+    assert listed["standby"]["leases"] == 0
+    assert listed["standby"]["heartbeat_seconds_ago"] == 2.5
+    assert listed["standby"]["metrics"] == "http://host-a:97"
+    assert listed["w1"]["leases"] == 2
+    assert listed["gone"]["heartbeat_seconds_ago"] is None
+    assert report["fair_share"] == 1  # 3 active shards among 3 workers
+    text = render_table(report)
+    assert "  standby: 0 leases, replicating, heartbeat 2.5s ago, host-a pid 42, metrics " \
+        "http://host-a:97" in text
+    assert "  gone: 1 leases, no heartbeat" in text
+    assert "dead" not in text
+
+
+class Registry:
+    """The workers' rows in memory; ``fail`` makes the next put fail."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, WorkerRow] = {}
+        self.puts = 0
+        self.fail = False
+
+    async def put_worker(self, row: WorkerRow) -> None:
+        self.puts += 1
+        if self.fail:
+            self.fail = False
+            raise ThrottledError("PutItem: throttled", operation="PutItem")
+        self.rows[row.worker_id] = row
+
+    async def list_workers(self) -> list[WorkerRow]:
+        return list(self.rows.values())
+
+    async def delete_worker(self, worker_id: str) -> None:
+        self.rows.pop(worker_id, None)
+
+
+@pytest.mark.timeout(10)
+async def test_a_worker_beats_every_interval_survives_a_failed_beat_and_leaves(
+    clock: Any,
+) -> None:
+    registry = Registry()
+    walls = iter(range(100, 10_000, 3))
+    state = WorkerState("copying", 0, "http://host:9464")
+    heartbeat = Heartbeat(registry, worker_id="w1", host="host", pid=7, interval=3.0,
+                          clock=clock, state=lambda: state, wall=lambda: float(next(walls)))
+    task = asyncio.create_task(heartbeat.run())
+    await clock.sleep(0.1)
+    assert registry.rows["w1"].phase == "copying"
+    registry.fail = True
+    await clock.sleep(3.0)  # the second beat fails: logged, the loop goes on
+    state = WorkerState("replicating", 2, "http://host:9464")
+    await clock.sleep(3.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert registry.puts == 3
+    assert heartbeat.beats == 2
+    row = registry.rows["w1"]
+    assert (row.phase, row.leases, row.pid) == ("replicating", 2, 7)
+    assert row.metrics == "http://host:9464"
+    assert row.heartbeat_at > row.started_at
+    await heartbeat.leave()
+    assert registry.rows == {}
