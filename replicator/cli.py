@@ -114,7 +114,7 @@ def _demo_parser() -> argparse.ArgumentParser:
         "the other, and compare the tables at the end.",
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="workload duration")
-    parser.add_argument("--rate", type=int, default=200, help="source writes per second")
+    parser.add_argument("--rate", type=int, default=40, help="source writes per second")
     parser.add_argument("--keys", type=int, default=400, help="distinct item keys")
     return parser
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,9 @@ from replicator.service import Replicator
 from replicator.verify import compare_tables
 from replicator.workload import KEY_NAMES, create_table, random_item, run_workload
 
+#: Operations a second the demo asks of the workload: about what one moto server serves
+#: on a 2-core machine while the replicator reads it too.
+DEFAULT_RATE = 40
 SOURCE_TABLE = "demo-source"
 DESTINATION_TABLE = "demo-destination"
 
@@ -32,7 +36,7 @@ def say(message: str) -> None:
 
 
 async def run_demo(
-    *, seconds: float = 8.0, rate: int = 200, keys: int = 400, seed_items: int = 500
+    *, seconds: float = 8.0, rate: int = DEFAULT_RATE, keys: int = 400, seed_items: int = 500
 ) -> int:
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
@@ -86,8 +90,13 @@ async def run_demo(
                     copied = replicator.copy.progress
                     say(f"bootstrap copy: {copied.items_written} items in "
                         f"{copied.segments} segments")
-                say(f"workload done: {result.operations} operations {result.by_kind} "
-                    f"in {finished - started:.1f}s; waiting for the destination to catch up")
+                took = finished - started
+                achieved = result.operations / took if took > 0 else 0.0
+                slower = f" (asked for {rate}/s: the source server could not keep up)" \
+                    if achieved < 0.8 * rate else ""
+                say(f"workload done: {result.operations} operations ({counts(result.by_kind)}) "
+                    f"in {took:.1f}s, {achieved:.0f}/s{slower}; waiting for the destination "
+                    "to catch up")
                 await _caught_up(replicator, finished, service)
                 say(f"caught up {time.monotonic() - finished:.2f}s after the last write")
                 replicator.stop()
@@ -95,7 +104,7 @@ async def run_demo(
                 code = await service
             stats = replicator.stats
             say(f"replicator read {stats.records_read} stream records, applied "
-                f"{stats.applied_total} ({dict(stats.records_applied)}), wrote "
+                f"{stats.applied_total} ({counts(stats.records_applied)}), wrote "
                 f"{stats.checkpoints_written} checkpoints, exit code {code}")
             published = await _cloudwatch_datapoints(source_server.url, "replicator-demo")
             say(f"CloudWatch (moto) holds {published} RecordsProcessed data points of the task")
@@ -141,13 +150,24 @@ async def _caught_up(replicator: Replicator, since: float, service: asyncio.Task
         await asyncio.sleep(0.05)
 
 
+def counts(by_kind: Mapping[str, int]) -> str:
+    """``{"put": 3, "delete": 1}`` as "3 put, 1 delete"."""
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(
+        by_kind.items(), key=lambda entry: -entry[1]))
+
+
 async def _progress(replicator: Replicator) -> None:
     with contextlib.suppress(asyncio.CancelledError):
-        await replicator.started.wait()
         while True:
             await asyncio.sleep(1.0)
             stats = replicator.stats
             coordinator = replicator.coordinator
-            say(f"applied {stats.applied_total:6d} of {stats.records_read:6d} records read, "
-                f"lag {stats.lag_seconds():.2f}s, "
-                f"queue {coordinator.queue_depth() if coordinator else 0}")
+            if replicator.phase == "copying" and replicator.copy is not None:
+                copied = replicator.copy.progress
+                say(f"copying: {copied.items_written} items written, "
+                    f"{copied.segments_done} of {copied.segments} segments done")
+            elif coordinator is not None and stats.records_read == 0:
+                say(f"streaming: {len(coordinator.held)} shards leased, no record read yet")
+            elif coordinator is not None:
+                say(f"applied {stats.applied_total:6d} of {stats.records_read:6d} records "
+                    f"read, lag {stats.lag_seconds():.2f}s, queue {coordinator.queue_depth()}")

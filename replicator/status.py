@@ -17,6 +17,7 @@ from replicator.clock import SYSTEM_CLOCK
 from replicator.config import Settings
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.heartbeat import WorkerRow, live_workers
+from replicator.interrupt import until_signalled
 from replicator.startup import call_checked
 
 
@@ -97,6 +98,10 @@ def render_table(report: dict[str, Any]) -> str:
 
 
 async def run_status(settings: Settings, *, as_json: bool) -> int:
+    return await until_signalled(_status(settings, as_json=as_json), command="status")
+
+
+async def _status(settings: Settings, *, as_json: bool) -> int:
     timeout = settings.call_timeout
     async with AwsClients() as clients:
         checkpoints = await clients.open(endpoint_for(settings, "checkpoint"),

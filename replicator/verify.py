@@ -23,6 +23,7 @@ from replicator.backoff import Backoff, retry_forever, write_until_processed
 from replicator.clock import SYSTEM_CLOCK, Clock
 from replicator.config import Settings
 from replicator.errors import StartupCheckError
+from replicator.interrupt import until_signalled
 from replicator.records import Item, KeyId, key_id
 from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segment
 from replicator.stats import Stats
@@ -31,6 +32,8 @@ log = structlog.get_logger("replicator.verify")
 
 #: How many keys of each kind a report lists.
 EXAMPLES = 10
+#: ``replicator verify``'s exit code when the tables differ (after a repair, if asked).
+TABLES_DIFFER = 5
 
 
 def normalize(value: Any) -> Any:
@@ -61,6 +64,8 @@ class TableDiff:
         default_factory=lambda: {"missing": [], "extra": [], "different": []}
     )
     repaired: int = 0
+    #: The comparison made before repairing, when ``--repair`` fixed something.
+    before: TableDiff | None = None
 
     @property
     def equal(self) -> bool:
@@ -81,6 +86,18 @@ class TableDiff:
         )
 
     def report(self) -> list[str]:
+        """What differed (before a repair, if one was made), what was repaired, and the
+        verdict."""
+        lines = []
+        if self.before is not None:
+            lines += [f"before repair: {line}" for line in self.before._details()]
+            lines.append(f"repaired {self.repaired} items")
+            lines.append(f"after repair: {self.summary()}")
+            lines += self._details()[1:]
+            return lines
+        return self._details()
+
+    def _details(self) -> list[str]:
         lines = [self.summary()]
         for kind in ("missing", "extra", "different"):
             if self.examples[kind]:
@@ -132,6 +149,7 @@ class Verifier:
         log.info("repaired; comparing again", repaired=repaired)
         after = await self.compare()
         after.repaired = repaired
+        after.before = diff
         return after
 
     async def _pass(
@@ -244,7 +262,13 @@ async def compare_tables(
 
 
 async def run_verify(settings: Settings, *, repair: bool) -> int:
-    """``replicator verify``: print the comparison; exit 0 only when the tables are equal."""
+    """``replicator verify``: print the comparison; exit 0 only when the tables are equal,
+    ``TABLES_DIFFER`` when they are not."""
+    structlog.contextvars.bind_contextvars(task=settings.task_name, worker_id=settings.worker_id)
+    return await until_signalled(_verify(settings, repair=repair), command="verify")
+
+
+async def _verify(settings: Settings, *, repair: bool) -> int:
     from replicator.aws import AwsClients, describe_table, endpoint_for
     from replicator.startup import call_checked
 
@@ -279,7 +303,5 @@ async def run_verify(settings: Settings, *, repair: bool) -> int:
         diff = await verifier.verify(repair=repair)
     for line in diff.report():
         print(line)
-    if diff.repaired:
-        print(f"repaired {diff.repaired} items")
-    return 0 if diff.equal else 1
+    return 0 if diff.equal else TABLES_DIFFER
 
