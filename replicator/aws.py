@@ -182,7 +182,9 @@ async def open_client(
     """
     config = AioConfig(
         connect_timeout=min(call_timeout, 5.0),
-        read_timeout=call_timeout,
+        # Every call is bounded by ``map_errors``'s timeout; a Scan's may grow past the
+        # call timeout (``scan.ScanPacing``), so botocore's own is only a backstop.
+        read_timeout=max(call_timeout, LONGEST_CALL),
         retries={"total_max_attempts": 1},
         max_pool_connections=max_connections,
         parameter_validation=False,
@@ -364,6 +366,10 @@ async def describe_table(client: Any, table: str, *, call_timeout: float) -> dic
     return description
 
 
+#: Seconds the longest call may take: a Scan page whose timeout grew (``ScanPacing``).
+LONGEST_CALL = 60.0
+
+
 class DynamoTable:
     """Scan, BatchGetItem and BatchWriteItem on one table.
 
@@ -378,9 +384,10 @@ class DynamoTable:
 
     async def scan_page(
         self, *, segment: int, total_segments: int, start_key: dict[str, Any] | None,
-        limit: int | None = None,
+        limit: int | None = None, call_timeout: float | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, float]:
-        """One page of a parallel Scan: (items, LastEvaluatedKey, read units consumed)."""
+        """One page of a parallel Scan: (items, LastEvaluatedKey, read units consumed),
+        within ``call_timeout`` (default: the table's)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "Segment": segment,
@@ -392,7 +399,7 @@ class DynamoTable:
             kwargs["ExclusiveStartKey"] = start_key
         if limit is not None:
             kwargs["Limit"] = limit
-        async with map_errors("Scan", self._timeout):
+        async with map_errors("Scan", call_timeout or self._timeout):
             response = await self._client.scan(**kwargs)
         consumed = float(response.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
         return response.get("Items", []), response.get("LastEvaluatedKey"), consumed

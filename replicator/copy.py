@@ -57,7 +57,7 @@ from replicator.errors import (
 from replicator.leases import HeldLease, Lease, LeaseExpiry
 from replicator.protocols import LeaseStore, StreamReader
 from replicator.records import decode_key, encode_key
-from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segment
+from replicator.scan import RateLimiter, ScanPacing, default_segments, scan_segment
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
@@ -114,6 +114,8 @@ class CopySettings:
     idle_interval: float = 0.25
     write_window: float = 0.0
     progress_interval: float = 10.0
+    #: The timeout of a call, and the first of a Scan page (``ScanPacing``).
+    call_timeout: float = 5.0
     #: Streaming follows the copy in this process: the shards whose watchers saw no
     #: write are handed over to it with their iterators (``TableCopy.handoff``).
     hand_off: bool = False
@@ -197,7 +199,7 @@ class TableCopy:
         self._reads = RateLimiter(settings.max_rcu, clock=clock)
         self._writes = RateLimiter(settings.max_wcu, clock=clock)
         self._writer_slots = asyncio.Semaphore(settings.writers)
-        self._page_limit = PageLimit()
+        self._pacing = ScanPacing(settings.call_timeout)
         self.progress = CopyProgress()
         self._header: HeldLease | None = None
         self._segments: dict[str, HeldLease] = {}
@@ -598,7 +600,7 @@ class TableCopy:
             pages = scan_segment(
                 self._source, segment=index, total_segments=total, start_key=start,
                 limiter=self._reads, backoff=self._backoff, clock=self._clock, stats=self._stats,
-                page_limit=self._page_limit,
+                pacing=self._pacing,
             )
             try:
                 async with contextlib.aclosing(pages):

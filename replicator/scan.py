@@ -7,7 +7,7 @@ import math
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from replicator.aws import DynamoTable
+from replicator.aws import LONGEST_CALL, DynamoTable
 from replicator.backoff import Backoff, retry_forever
 from replicator.clock import Clock
 from replicator.errors import CallTimeoutError, ReplicatorError
@@ -68,35 +68,52 @@ class RateLimiter:
         self._tokens -= units
 
 
-class PageLimit:
-    """The Scan page limit, learned from timeouts and shared by a scan's segments.
+class ScanPacing:
+    """How long a Scan page may take, and how many items it asks for; learned from the
+    pages, shared by a scan's segments.
 
-    No limit at first (DynamoDB serves 1 MB pages). A timed-out page sets one
-    (``FIRST``), and each further timeout halves it: a retried call would take
-    as long, and pile onto the one the server is still serving. After
-    ``GROW_AFTER`` pages in a row arrive, the limit doubles, and past ``FIRST``
-    it is dropped again. Shared by all segments, so that what one learned the
-    others need not learn again.
+    A timed-out page is asked for again, and the server may still be computing the
+    one abandoned: on a slow server (moto, a table under heavy load) a retry with
+    the same timeout only multiplies its work, and a smaller page makes more pages
+    without making each much cheaper. So a timeout first doubles the page's timeout,
+    up to ``LONGEST_CALL``; each page that arrives keeps it at least ``HEADROOM``
+    times the slowest of the recent pages, and it settles back toward the call
+    timeout as pages come quickly. Only when a page times out at the longest
+    timeout does the page shrink (``FIRST`` items, halved after each further
+    timeout, doubled back after ``GROW_AFTER`` pages in a row, and dropped past
+    ``FIRST``): then the transfer itself is what is slow.
     """
 
     FIRST = 1000
     GROW_AFTER = 8
+    HEADROOM = 3.0
+    RECENT = 8
 
-    def __init__(self) -> None:
-        self.value: int | None = None
+    def __init__(self, call_timeout: float, longest: float = LONGEST_CALL) -> None:
+        self.base = call_timeout
+        self.longest = max(longest, call_timeout)
+        self.timeout = call_timeout
+        self.limit: int | None = None
         self._arrived = 0
+        self._recent: list[float] = []
 
     def timed_out(self) -> None:
-        self.value = self.FIRST if self.value is None else max(1, self.value // 2)
+        if self.timeout < self.longest:
+            self.timeout = min(self.longest, self.timeout * 2)
+            return
+        self.limit = self.FIRST if self.limit is None else max(1, self.limit // 2)
         self._arrived = 0
 
-    def arrived(self) -> None:
-        if self.value is None:
+    def arrived(self, seconds: float) -> None:
+        """A page arrived after ``seconds``."""
+        self._recent = [*self._recent[-(self.RECENT - 1):], seconds]
+        self.timeout = min(self.longest, max(self.base, self.HEADROOM * max(self._recent)))
+        if self.limit is None:
             return
         self._arrived += 1
         if self._arrived >= self.GROW_AFTER:
             self._arrived = 0
-            self.value = None if self.value * 2 > self.FIRST else self.value * 2
+            self.limit = None if self.limit * 2 > self.FIRST else self.limit * 2
 
 
 async def scan_segment(
@@ -109,36 +126,39 @@ async def scan_segment(
     backoff: Backoff,
     clock: Clock,
     stats: Stats,
-    page_limit: PageLimit | None = None,
+    pacing: ScanPacing,
 ) -> AsyncGenerator[tuple[list[dict[str, Any]], Item | None], None]:
     """Pages of one segment, from ``start_key``: (items, LastEvaluatedKey or None at the end).
 
     Throttling and transient errors are retried; read units are charged to
-    ``limiter``; a page that times out is asked for again with a smaller
-    ``page_limit``.
+    ``limiter``; a page that times out is asked for again as ``pacing`` says.
     """
     key = start_key
-    limit = page_limit or PageLimit()
 
     def failed(error: ReplicatorError) -> None:
         stats.count_retry(error)
         if isinstance(error, CallTimeoutError):
-            limit.timed_out()
+            pacing.timed_out()
+
+    async def page(start: Item | None) -> tuple[list[dict[str, Any]], Item | None, float]:
+        sent = clock.monotonic()
+        answer = await table.scan_page(
+            segment=segment, total_segments=total_segments, start_key=start,
+            limit=pacing.limit, call_timeout=pacing.timeout,
+        )
+        pacing.arrived(clock.monotonic() - sent)
+        return answer
 
     while True:
         await limiter.acquire(1.0)
-        # The limit is read when each attempt is made, so that a retry asks for less.
+        # The pacing is read when each attempt is made, so that a retry waits longer.
         items, key, consumed = await retry_forever(
-            lambda start=key: table.scan_page(  # type: ignore[misc]
-                segment=segment, total_segments=total_segments, start_key=start,
-                limit=limit.value,
-            ),
+            lambda start=key: page(start),  # type: ignore[misc]
             what="Scan",
             backoff=backoff,
             clock=clock,
             on_retry=failed,
         )
-        limit.arrived()
         limiter.charge(max(0.0, consumed - 1.0))
         yield items, key
         if key is None:

@@ -395,6 +395,7 @@ class Replicator:
             idle_interval=settings.idle_interval,
             write_window=settings.call_timeout + FENCE_SAFETY,
             progress_interval=settings.progress_interval,
+            call_timeout=settings.call_timeout,
             hand_off=hand_off,
         )
 

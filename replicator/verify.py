@@ -25,7 +25,7 @@ from replicator.config import Settings
 from replicator.errors import StartupCheckError
 from replicator.interrupt import until_signalled
 from replicator.records import Item, KeyId, key_id
-from replicator.scan import PageLimit, RateLimiter, default_segments, scan_segment
+from replicator.scan import RateLimiter, ScanPacing, default_segments, scan_segment
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.verify")
@@ -120,6 +120,7 @@ class Verifier:
         segments: int = 4,
         concurrency: int = 8,
         clock: Clock,
+        call_timeout: float = 5.0,
         stats: Stats | None = None,
         backoff: Backoff | None = None,
     ) -> None:
@@ -132,7 +133,7 @@ class Verifier:
         self._stats = stats or Stats()
         self._backoff = backoff or Backoff()
         self._unlimited = RateLimiter(None, clock=clock)
-        self._page_limit = PageLimit()
+        self._pacing = ScanPacing(call_timeout)
 
     async def compare(self, *, repair: bool = False) -> TableDiff:
         diff = TableDiff()
@@ -166,7 +167,7 @@ class Verifier:
                     scanned, segment=index, total_segments=self._segments, start_key=None,
                     limiter=self._unlimited, backoff=self._backoff, clock=self._clock,
                     stats=self._stats,
-                    page_limit=self._page_limit,
+                    pacing=self._pacing,
                 )
                 async for items, _ in pages:
                     found = await self._look_up(other, items)
@@ -256,7 +257,7 @@ async def compare_tables(
     verifier = Verifier(
         DynamoTable(source, source_table, call_timeout=30.0),
         DynamoTable(destination, destination_table, call_timeout=30.0),
-        key_names, segments=segments, clock=SYSTEM_CLOCK,
+        key_names, segments=segments, clock=SYSTEM_CLOCK, call_timeout=30.0,
     )
     return await verifier.compare()
 
@@ -299,6 +300,7 @@ async def _verify(settings: Settings, *, repair: bool) -> int:
             source, destination, key_names_of(source_description),
             segments=settings.copy_segments or segments_for(source_description),
             concurrency=settings.copy_concurrency, clock=SYSTEM_CLOCK,
+            call_timeout=settings.call_timeout,
         )
         diff = await verifier.verify(repair=repair)
     for line in diff.report():

@@ -571,7 +571,8 @@ class FakeSourceTable:
         self.on_scan: Callable[[int], None] | None = None
 
     async def scan_page(self, *, segment: int, total_segments: int, start_key: Item | None,
-                        limit: int | None = None) -> tuple[list[Item], Item | None, float]:
+                        limit: int | None = None, call_timeout: float | None = None,
+                        ) -> tuple[list[Item], Item | None, float]:
         self.scans.append((segment, start_key))
         if self.on_scan is not None:
             self.on_scan(segment)

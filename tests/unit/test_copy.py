@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel
 from replicator.copy import (
     DONE,
@@ -25,10 +26,16 @@ from replicator.copy import (
     copy_key,
     segment_id,
 )
-from replicator.errors import StartupCheckError
+from replicator.errors import CallTimeoutError, StartupCheckError
 from replicator.leases import Lease
 from replicator.records import Item, decode_key, encode_key
-from replicator.scan import BYTES_PER_SEGMENT, RateLimiter, default_segments
+from replicator.scan import (
+    BYTES_PER_SEGMENT,
+    RateLimiter,
+    ScanPacing,
+    default_segments,
+    scan_segment,
+)
 from replicator.stats import Stats
 from tests.clock import START as T0
 from tests.clock import VirtualClock
@@ -362,25 +369,80 @@ def test_default_segments_grow_with_the_table() -> None:
     assert min(counts) == 4
 
 
-def test_the_scan_page_limit_is_learned_from_timeouts_and_relaxed_slowly() -> None:
-    from replicator.scan import PageLimit
+def test_a_timed_out_scan_page_gets_a_longer_timeout_before_a_smaller_page() -> None:
+    pacing = ScanPacing(call_timeout=5.0, longest=40.0)
+    assert (pacing.timeout, pacing.limit) == (5.0, None)  # 1 MB pages at first
+    pacing.timed_out()
+    assert (pacing.timeout, pacing.limit) == (10.0, None)  # the same page, waited for longer
+    pacing.timed_out()
+    pacing.timed_out()
+    assert (pacing.timeout, pacing.limit) == (40.0, None)
+    pacing.timed_out()  # at the longest timeout: the transfer itself is slow
+    assert (pacing.timeout, pacing.limit) == (40.0, ScanPacing.FIRST)
+    pacing.timed_out()
+    assert pacing.limit == ScanPacing.FIRST // 2
+    for _ in range(ScanPacing.GROW_AFTER - 1):
+        pacing.arrived(1.0)
+    assert pacing.limit == ScanPacing.FIRST // 2  # not yet
+    pacing.arrived(1.0)
+    assert pacing.limit == ScanPacing.FIRST
+    for _ in range(ScanPacing.GROW_AFTER):
+        pacing.arrived(1.0)
+    assert pacing.limit is None  # past FIRST: no limit again
 
-    limit = PageLimit()
-    assert limit.value is None  # 1 MB pages until a page times out
-    limit.arrived()
-    assert limit.value is None
-    limit.timed_out()
-    assert limit.value == PageLimit.FIRST
-    limit.timed_out()
-    assert limit.value == PageLimit.FIRST // 2
-    for _ in range(PageLimit.GROW_AFTER - 1):
-        limit.arrived()
-    assert limit.value == PageLimit.FIRST // 2  # not yet
-    limit.arrived()
-    assert limit.value == PageLimit.FIRST
-    for _ in range(PageLimit.GROW_AFTER):
-        limit.arrived()
-    assert limit.value is None  # past FIRST: no limit again
+
+def test_the_scan_timeout_follows_the_slowest_recent_pages() -> None:
+    pacing = ScanPacing(call_timeout=5.0, longest=60.0)
+    pacing.arrived(4.0)  # a page as slow as that needs room to be slower still
+    assert pacing.timeout == 12.0
+    pacing.arrived(30.0)
+    assert pacing.timeout == 60.0  # capped
+    for _ in range(ScanPacing.RECENT):
+        pacing.arrived(0.5)
+    assert pacing.timeout == 5.0  # quick pages bring it back to the call timeout
+
+
+class SlowScans(FakeSourceTable):
+    """A Scan that takes ``seconds_per_item`` of (virtual) server time a returned item,
+    and times out like ``map_errors`` when that exceeds the call's timeout."""
+
+    def __init__(self, items: list[Item], seconds_per_item: float) -> None:
+        super().__init__(items, page_size=100)
+        self.seconds_per_item = seconds_per_item
+        self.timeouts: list[float] = []
+        self.calls: list[tuple[float | None, int | None]] = []
+
+    async def scan_page(self, *, segment: int, total_segments: int, start_key: Item | None,
+                        limit: int | None = None, call_timeout: float | None = None,
+                        ) -> tuple[list[Item], Item | None, float]:
+        self.calls.append((call_timeout, limit))
+        items, last, units = await super().scan_page(
+            segment=segment, total_segments=total_segments, start_key=start_key, limit=limit)
+        needed = len(items) * self.seconds_per_item
+        assert call_timeout is not None
+        if needed > call_timeout:
+            await CLOCK.sleep(call_timeout)
+            self.timeouts.append(call_timeout)
+            raise CallTimeoutError("Scan: no answer within the call timeout", operation="Scan")
+        await CLOCK.sleep(needed)
+        return items, last, units
+
+
+@pytest.mark.timeout(10)
+async def test_a_slow_scan_is_waited_for_rather_than_asked_again_in_pieces() -> None:
+    # 100 items a page at 0.12 s each: 12 s a page, more than the 5 s call timeout.
+    table = SlowScans([item(f"k{i:04d}", v=i) for i in range(600)], seconds_per_item=0.12)
+    pacing = ScanPacing(call_timeout=5.0)
+    pages = scan_segment(table, segment=0, total_segments=1, start_key=None,
+                         limiter=RateLimiter(None, clock=CLOCK), backoff=Backoff(0.01, 0.05),
+                         clock=CLOCK, stats=Stats(), pacing=pacing)
+    copied = [entry async for page, _ in pages for entry in page]
+    assert len(copied) == 600
+    # Two pages were abandoned (at 5 s and 10 s); every later one came at the first try,
+    # whole: no page was cut smaller.
+    assert table.timeouts == [5.0, 10.0]
+    assert {limit for _, limit in table.calls} == {None}
+    assert len(table.calls) == 6 + 2
 
 
 # -- the stream's positions, recorded while the copy runs ---------------------------------
