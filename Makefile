@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit integration bench requirements clean
+.PHONY: setup demo test soak lint typecheck unit integration bench requirements clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,16 @@ integration: $(STAMP)
 TEST_PROCESSES ?= 3
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist worksteal
+	$(BIN)/python -m pytest tests/unit tests/integration -q -n $(TEST_PROCESSES) --dist worksteal
+
+# The soak tier: the minute-long tests (faults and kill -9 on three workers, a
+# 60-second outage, a 20,000-item copy killed midway), each on moto servers of its
+# own, two at a time (each keeps a core busy). Not part of `make test`; CI runs it
+# after.
+SOAK_PROCESSES ?= 2
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest tests/soak -q -n $(SOAK_PROCESSES) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/all.py

@@ -6,7 +6,9 @@ own state, so two of them stand for two regions or accounts.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +30,16 @@ def free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """In the child, before moto starts: end with the process that started it, even
+    one killed outright (a test process past its timeout), instead of lingering.
+    (Linux ties this to the thread that started the child: start servers from a
+    thread that outlives them, as the main thread does.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 class MotoServer:
     """``python -m moto.server`` on a free loopback port, stopped on exit."""
 
@@ -43,6 +55,7 @@ class MotoServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + timeout
         while True:

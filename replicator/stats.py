@@ -11,8 +11,9 @@ import asyncio
 import bisect
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from replicator.errors import ReplicatorError, ThrottledError
 
@@ -101,11 +102,12 @@ class Signal:
         if event is not None:
             event.set()
 
-    async def wait(self) -> None:
-        """Until the next ``notify``."""
+    def wait(self) -> Coroutine[Any, Any, bool]:
+        """Until the next ``notify`` after this call (not after the awaiting begins:
+        ``ensure_future(changed.wait())`` misses nothing notified meanwhile)."""
         if self._event is None:
             self._event = asyncio.Event()
-        await self._event.wait()
+        return self._event.wait()
 
 
 class Stats:

@@ -6,6 +6,13 @@ reset before every test. The replicator runs either in-process (``replicating``:
 a ``Replicator`` in a task, so a test can read its ``stats`` and ask
 ``caught_up_since``) or as ``python -m replicator`` (``ReplicatorProcess``: JSON
 log lines on stdout, real signals, a real exit code).
+
+Waiting, on a loaded machine: every wait has a deadline, and deadlines are failure
+detectors, not timing assertions (a wait that takes 2 s here may have 60). An
+in-process replicator is waited on through ``InProcess.until``, which wakes on
+``Stats.changed``; a subprocess through ``wait_for_event`` (its log lines); a table
+another process writes through ``wait_until``. Each failure says what it waited
+for and shows the last log lines of the processes involved.
 """
 
 from __future__ import annotations
@@ -19,7 +26,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -35,9 +50,9 @@ from replicator.local import LOCAL_CREDENTIALS, MotoServer, free_port
 from replicator.logs import configure_logging
 from replicator.records import Item
 from replicator.service import Replicator
-from replicator.stats import Stats
+from replicator.stats import Signal, Stats
 from replicator.verify import TableDiff, compare_tables
-from replicator.workload import random_item
+from replicator.workload import WorkloadResult, random_item, run_workload
 
 T = TypeVar("T")
 
@@ -46,6 +61,14 @@ DESTINATION_REGION = "eu-west-1"
 SOURCE_TABLE = "source-table"
 DESTINATION_TABLE = "destination-table"
 TASK_NAME = "integration-task"
+
+#: The default deadline of a wait: what takes a second or two on an idle machine can
+#: take ten on a loaded one. A failure detector, never a timing assertion.
+DEADLINE = 60.0
+#: How often ``wait_until`` and ``wait_for_event`` look again.
+POLL = 0.1
+#: Log lines of a process shown when a wait involving it fails.
+TAIL = 30
 
 #: Small intervals so that a test sees reads, checkpoints and lease moves within a second.
 FAST: dict[str, Any] = {
@@ -189,9 +212,16 @@ async def create_pair(
 async def stream_records(streams: Any, stream_arn: str) -> list[dict[str, Any]]:
     """Every record of the stream, read from its TRIM_HORIZON by the test itself: the
     count of stream records is what the replicator reads, whatever moto's quirks
-    (two INSERTs for an upserting UpdateItem, a MODIFY for an identical put)."""
+    (two INSERTs for an upserting UpdateItem, a MODIFY for an identical put).
+
+    Two writes that reach moto at the same time can get the same sequence number
+    (it numbers a record by the length of the shard before appending it, and builds
+    the record in between); when they are the last of the shard, GetRecords answers
+    the last record again and again, never an empty page. So a page with no record
+    not seen before (by eventID) ends the shard too."""
     description = (await streams.describe_stream(StreamArn=stream_arn))["StreamDescription"]
     records: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for shard in description["Shards"]:
         iterator = (
             await streams.get_shard_iterator(
@@ -200,9 +230,11 @@ async def stream_records(streams: Any, stream_arn: str) -> list[dict[str, Any]]:
         )["ShardIterator"]
         while iterator:
             page = await streams.get_records(ShardIterator=iterator, Limit=1000)
-            if not page["Records"]:
+            fresh = [record for record in page["Records"] if record["eventID"] not in seen]
+            if not fresh:
                 break
-            records.extend(page["Records"])
+            seen.update(record["eventID"] for record in fresh)
+            records.extend(fresh)
             iterator = page.get("NextShardIterator")
     return records
 
@@ -224,47 +256,101 @@ async def compare(
     return await compare_tables(source, source_table, destination, destination_table, key_names)
 
 
-async def wait_equal(
-    source: Any, destination: Any, key_names: list[str], *, within: float = 30.0,
-    source_table: str = SOURCE_TABLE, destination_table: str = DESTINATION_TABLE,
-) -> TableDiff:
-    """Poll both tables until they hold the same items. For a replicator in another
-    process, whose progress the test cannot ask for."""
-    deadline = time.monotonic() + within
-    while True:
-        diff = await compare(source, destination, key_names, source_table=source_table,
-                             destination_table=destination_table)
-        if diff.equal and diff.source_items > 0:
-            return diff
-        if time.monotonic() > deadline:
-            raise AssertionError(f"tables still differ after {within:g}s: {diff.summary()}")
-        await asyncio.sleep(0.2)
+# -- waiting on what other processes do -------------------------------------------------
+
+
+def reports(processes: Iterable[ReplicatorProcess]) -> str:
+    """The state and last log lines of each process, for a failure message."""
+    return "".join("\n\n" + process.report() for process in processes)
 
 
 async def wait_until(
-    condition: Callable[[], Awaitable[bool]], *, within: float, what: str
+    condition: Callable[[], Awaitable[bool]], *, within: float,
+    what: str | Callable[[], str], processes: Iterable[ReplicatorProcess] = (),
+    every: float = POLL,
 ) -> None:
+    """Poll ``condition`` (a read of a table, a scrape) every ``every`` seconds until it
+    holds, for what a test cannot await: the checkpoint row of another process, say.
+    On failure the error says ``what`` (a callable: what it returns then) and shows
+    the last log lines of ``processes``. The deadline holds even for a check that
+    does not end (a read retried for as long as moto does not answer)."""
     deadline = time.monotonic() + within
-    while not await condition():
+
+    def failure(note: str = "") -> AssertionError:
+        described = what if isinstance(what, str) else what()
+        return AssertionError(f"timed out after {within:g}s waiting for {described}{note}"
+                              + reports(processes))
+
+    while True:
+        # A check begun just before the deadline may take a few seconds to end.
+        check = asyncio.timeout(max(0.0, deadline - time.monotonic()) + 5.0)
+        try:
+            async with check:
+                holds = await condition()
+        except TimeoutError:
+            if not check.expired():
+                raise
+            raise failure(" (the last check had not ended)") from None
+        if holds:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
-        await asyncio.sleep(0.1)
+            raise failure()
+        await asyncio.sleep(every)
+
+
+async def wait_equal(
+    source: Any, destination: Any, key_names: list[str], *, within: float = DEADLINE,
+    source_table: str = SOURCE_TABLE, destination_table: str = DESTINATION_TABLE,
+    processes: Iterable[ReplicatorProcess] = (),
+) -> TableDiff:
+    """Poll both tables until they hold the same items (and some): for a replicator in
+    another process, whose progress the test cannot ask for."""
+    found: list[TableDiff] = []
+
+    async def equal() -> bool:
+        found[:] = [await compare(source, destination, key_names, source_table=source_table,
+                                  destination_table=destination_table)]
+        return found[0].equal and found[0].source_items > 0
+
+    await wait_until(
+        equal, within=within, processes=processes, every=0.25,  # a comparison costs
+        what=lambda: "the tables to be equal (last compared: "
+        f"{found[0].summary() if found else 'not yet'})",
+    )
+    return found[0]
 
 
 async def settled(read: Callable[[], Awaitable[T]], *, quiet: float = 0.5,
-                  within: float = 5.0) -> T:
+                  within: float = 30.0) -> T:
     """What ``read`` returns once two reads ``quiet`` seconds apart agree: after a
-    SIGKILL, a write the dead process had fully sent may still reach moto."""
+    SIGKILL (or SIGSTOP), a write the process had fully sent may still reach moto."""
     rows = await read()
     deadline = time.monotonic() + within
     while True:
-        await asyncio.sleep(quiet)
+        await asyncio.sleep(quiet)  # the quiet spell that counts as settled
         again = await read()
         if again == rows:
             return again
         if time.monotonic() > deadline:
             raise AssertionError(f"still changing after {within:g}s: {again}")
         rows = again
+
+
+async def workload_until(
+    stop: asyncio.Event, client: Any, table: str = SOURCE_TABLE, *, chunk: int = 50,
+    seed: int = 7, **options: Any,
+) -> WorkloadResult:
+    """``run_workload`` (same ``options``), ``chunk`` operations at a time, until
+    ``stop`` is set: a workload that outlasts whatever the test waits for, however
+    long that takes on a loaded machine."""
+    total = WorkloadResult()
+    while not stop.is_set():
+        result = await run_workload(client, table, operations=chunk, seed=seed, **options)
+        seed += 1
+        total.operations += result.operations
+        for kind, count in result.by_kind.items():
+            total.by_kind[kind] = total.by_kind.get(kind, 0) + count
+    return total
 
 
 # -- settings ------------------------------------------------------------------------
@@ -301,6 +387,43 @@ def environment_for(servers: Servers, **overrides: Any) -> dict[str, str]:
 # -- an in-process replicator ----------------------------------------------------------
 
 
+async def until(
+    changed: Signal, condition: Callable[[], bool], *, within: float = DEADLINE, what: str,
+    task: asyncio.Future[Any] | None = None, describe: Callable[[], str] = str,
+) -> None:
+    """Until ``condition`` holds, looked at again each time ``changed`` is notified,
+    under one deadline: the wait on something in this process (an in-process
+    replicator's ``Stats.changed``, a test proxy's), without polling. Fails at once
+    when ``task`` (what makes the changes) ends first; a failure includes
+    ``describe()``."""
+    deadline = time.monotonic() + within
+    while True:
+        notified = asyncio.ensure_future(changed.wait())  # listens from here on
+        try:
+            if condition():
+                return
+            if task is not None and task.done():
+                raise AssertionError(
+                    f"{_ending(task)} before {what}: {describe()}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out after {within:g}s waiting for {what}: {describe()}")
+            await asyncio.wait([notified, *([task] if task is not None else [])],
+                               timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            notified.cancel()
+
+
+def _ending(task: asyncio.Future[Any]) -> str:
+    """How a finished task ended, for a failure message."""
+    if task.cancelled():
+        return "cancelled"
+    error = task.exception()
+    return f"stopped (it returned {task.result()!r})" if error is None else \
+        f"stopped ({error!r})"
+
+
 class InProcess:
     """A ``Replicator`` running in a task of the test's event loop."""
 
@@ -313,7 +436,12 @@ class InProcess:
     def stats(self) -> Stats:
         return self.replicator.stats
 
-    async def start(self, within: float = 20.0) -> None:
+    def now(self) -> float:
+        """The replicator's clock now: the instant ``wait_caught_up`` takes."""
+        return self.replicator.clock.monotonic()
+
+    async def start(self, within: float = DEADLINE) -> None:
+        """Run the replicator, until it has started (after a bootstrap copy, if any)."""
         self.task = asyncio.create_task(self.replicator.run(), name="replicator")
         started = asyncio.create_task(self.replicator.started.wait())
         await asyncio.wait([self.task, started], timeout=within,
@@ -323,20 +451,36 @@ class InProcess:
             self.task.result()  # raises what ended it
             raise AssertionError("the replicator stopped at start-up")
         if not self.replicator.started.is_set():
-            raise AssertionError(f"the replicator did not start within {within:g}s")
+            raise AssertionError(f"the replicator did not start within {within:g}s: "
+                                 f"{self.describe()}")
 
-    async def wait_caught_up(self, since: float, within: float = 30.0) -> None:
-        """Until every record written before ``since`` (a monotonic instant) is applied."""
-        assert self.task is not None
-        deadline = time.monotonic() + within
-        while not self.replicator.caught_up_since(since):
-            if self.task.done():
-                raise AssertionError(f"the replicator stopped: {self.task.result()!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the replicator did not catch up within {within:g}s")
-            await asyncio.sleep(0.05)
+    async def until(self, condition: Callable[[], bool], *, within: float = DEADLINE,
+                    what: str) -> None:
+        """Until ``condition`` (of the replicator's state) holds, looked at again at
+        each notification of ``Stats.changed`` (a batch applied, a checkpoint written,
+        an empty read, a copy page written, a change of phase), under one deadline.
+        Fails at once if the replicator stops."""
+        assert self.task is not None, "the replicator was not started"
+        await until(self.stats.changed, condition, within=within, what=what,
+                    task=self.task, describe=self.describe)
 
-    async def stop(self, within: float = 20.0) -> int:
+    async def wait_caught_up(self, since: float, within: float = DEADLINE) -> None:
+        """Until every record written before ``since`` (an instant of the replicator's
+        clock: ``now()``) is applied."""
+        await self.until(lambda: self.replicator.caught_up_since(since), within=within,
+                         what="every record written before then to be applied")
+
+    def describe(self) -> str:
+        """What the replicator has done, for a failure message."""
+        stats = self.stats
+        copy = self.replicator.copy
+        return (f"phase {self.replicator.phase}, {stats.records_read} records read, "
+                f"{stats.applied_total} applied, {stats.checkpoints_written} checkpoints "
+                f"written, {stats.copy_items_written} items copied"
+                + ("" if copy is None else f" ({copy!r})")
+                + f", retries {dict(stats.retries)}")
+
+    async def stop(self, within: float = 30.0) -> int:
         """Graceful stop; returns the exit code of ``run``."""
         assert self.task is not None
         self.replicator.stop()
@@ -376,10 +520,16 @@ class ReplicatorProcess:
     def __init__(self, directory: Path, name: str, env: Mapping[str, str],
                  args: tuple[str, ...] = ()) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        self.name = name
         self.stdout_path = directory / f"{name}.stdout"
         self.stderr_path = directory / f"{name}.stderr"
         #: The whole environment of the process.
         self.environment = {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1", **env}
+        #: The log lines parsed so far, the bytes of stdout they came from, and the
+        #: start of a line not yet ended.
+        self._lines: list[dict[str, Any]] = []
+        self._parsed = 0
+        self._unended = b""
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "replicator", *args],
@@ -388,6 +538,9 @@ class ReplicatorProcess:
                 stdout=out,
                 stderr=err,
             )
+
+    def __repr__(self) -> str:
+        return f"<ReplicatorProcess {self.name} pid {self.pid}>"
 
     @property
     def pid(self) -> int:
@@ -404,38 +557,50 @@ class ReplicatorProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.stdout().splitlines():
+        """Every JSON log line so far. stdout is read on from where the last call
+        stopped: waits read it every tenth of a second, and a busy worker logs a lot."""
+        with self.stdout_path.open("rb") as out:
+            out.seek(self._parsed)
+            data = out.read()
+        self._parsed += len(data)
+        *ended, self._unended = (self._unended + data).split(b"\n")
+        for line in ended:
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if isinstance(entry, dict):
-                    lines.append(entry)
-        return lines
+                    self._lines.append(entry)
+        return list(self._lines)
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [line for line in self.log_lines() if line.get("event") == event]
 
-    async def wait_for_event(self, event: str, within: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + within
-        while True:
-            found = self.events(event)
-            if found:
-                return found[0]
-            if self.returncode is not None:
-                raise AssertionError(
-                    f"replicator exited ({self.returncode}) before logging {event!r}:\n"
-                    f"{self.stdout()}\n{self.stderr()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"replicator did not log {event!r} within {within:g}s")
-            await asyncio.sleep(0.05)
+    def report(self, lines: int = TAIL) -> str:
+        """Whether the process runs (or its exit code), its last ``lines`` log lines
+        and its stderr: what a failed wait shows."""
+        code = self.returncode
+        state = "still running" if code is None else f"exited with code {code}"
+        tail = self.stdout().splitlines()[-lines:]
+        stderr = self.stderr().strip().splitlines()[-2 * lines:]
+        return (f"--- {self.name} ({state}); its last {len(tail)} log lines:\n"
+                + "\n".join(tail)
+                + f"\n--- {self.name}'s stderr:\n" + ("\n".join(stderr) or "(empty)"))
 
-    async def wait(self, within: float) -> int:
+    async def wait_for_event(
+        self, event: str, *, where: Callable[[dict[str, Any]], bool] | None = None,
+        within: float = DEADLINE,
+    ) -> dict[str, Any]:
+        """The first log line of ``event`` for which ``where`` holds: see the function
+        ``wait_for_event``."""
+        _, line = await wait_for_event(self, event, where=where, within=within)
+        return line
+
+    async def wait(self, within: float = 30.0) -> int:
         """Wait (without blocking the event loop) for the process to exit."""
         deadline = time.monotonic() + within
         while (code := self.returncode) is None:
             if time.monotonic() > deadline:
-                raise AssertionError(f"replicator still running after {within:g}s")
+                raise AssertionError(f"{self.name} still running after {within:g}s"
+                                     + reports([self]))
             await asyncio.sleep(0.05)
         return code
 
@@ -449,6 +614,36 @@ class ReplicatorProcess:
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+
+
+async def wait_for_event(
+    processes: ReplicatorProcess | Iterable[ReplicatorProcess], event: str, *,
+    where: Callable[[dict[str, Any]], bool] | None = None, within: float = DEADLINE,
+) -> tuple[ReplicatorProcess, dict[str, Any]]:
+    """The first log line of ``event`` for which ``where`` (if given) holds, logged by
+    one of ``processes``, and the process that logged it: the one way a test waits on
+    a subprocess. Fails when ``within`` seconds pass, or when one of the processes
+    exits without having logged it; the error shows each one's exit code (if it
+    exited), its last log lines and its stderr."""
+    watched = [processes] if isinstance(processes, ReplicatorProcess) else list(processes)
+    assert watched, "no process to wait on"
+    wanted = repr(event) if where is None else f"{event!r} matching the test's condition"
+    deadline = time.monotonic() + within
+    while True:
+        # Who has exited is read first: their logs are complete by then.
+        exited = [process.name for process in watched if process.returncode is not None]
+        for process in watched:
+            for line in process.events(event):
+                if where is None or where(line):
+                    return process, line
+        if exited:
+            raise AssertionError(f"{', '.join(exited)} exited before logging {wanted}"
+                                 + reports(watched))
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no {wanted} logged by {', '.join(p.name for p in watched)} within "
+                f"{within:g}s" + reports(watched))
+        await asyncio.sleep(POLL)
 
 
 @pytest.fixture
@@ -493,9 +688,14 @@ def numbered_item(rng: random.Random, index: int, *, pad: int = 0, rich_every: i
 
 
 async def fill_table(
-    client: Any, items: list[Item], *, table: str = SOURCE_TABLE, concurrency: int = 8
+    client: Any, items: list[Item], *, table: str = SOURCE_TABLE, concurrency: int = 1
 ) -> None:
-    """Write ``items`` with BatchWriteItem, 25 a call, ``concurrency`` calls at once."""
+    """Write ``items`` with BatchWriteItem, 25 a call, ``concurrency`` calls at once.
+
+    One at a time by default: two writes that reach moto at once can get the same
+    stream sequence number (see ``stream_records``), after which moto's GetRecords
+    serves a record twice, or the last one for ever (a reader never sees the end
+    of the shard). One at a time is about as fast on moto (/work/shared/MOTO.md)."""
     batches = [items[start:start + 25] for start in range(0, len(items), 25)]
     batches.reverse()
 

@@ -3,11 +3,13 @@ copy killed with SIGKILL resumes without copying finished segments again, ``copy
 then ``run`` does not copy twice, and what is written during a copy reaches the
 destination through the stream, from the position the copy recorded.
 
-moto serializes an item with every attribute type in about 3 ms (Scan, BatchGetItem
-and GetRecords alike; 350 such items a second against the 4,000 small ones of
-/work/shared/MOTO.md), so the big tables hold 4,000 items, a tenth of them rich ones,
-padded so that a 1 MB Scan page holds about 200: a segment takes a few pages, and a
-copy several seconds.
+The copied tables are small (1,600 items, a tenth of them with every attribute type,
+which moto takes about 3 ms to serialize), and their copies last several seconds
+because the copy's writes are capped (``copy_max_wcu``), not because the table is
+big. A proxy in front of the source cuts the copy's Scan pages short (``scan_limit``,
+as DynamoDB's 1 MB pages do on a big table), so that a segment takes several pages.
+The same kill -9 test on 20,000 items, with no cap and no proxy limit, is in the soak
+tier (``tests/soak/test_copy.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -30,10 +33,12 @@ from replicator.copy import DONE, HEADER, START, copy_key, segment_id
 from replicator.errors import StartupCheckError
 from replicator.records import Item, decode_key
 from replicator.service import Replicator
+from replicator.stats import Signal
 from replicator.verify import normalize
 from replicator.workload import KEY_NAMES, random_item
 
 from .conftest import (
+    DEADLINE,
     DESTINATION_TABLE,
     SOURCE_TABLE,
     TASK_NAME,
@@ -52,20 +57,21 @@ from .conftest import (
     settings_for,
     settled,
     stream_records,
+    until,
     wait_equal,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
-#: Items of the tables copied in process, their padding, and the copy's Scan segments.
-COPY_ITEMS = 4000
-PAD = 5000
+#: The copied tables: small items, in 8 Scan segments of about 200 items each.
+COPY_ITEMS = 1600
 SEGMENTS = 8
-#: The table of the kill -9 test: 20,000 items, padded so a segment spans two pages.
-#: moto serves about 1,400 of them a second, so it is the longest test of the suite.
-BIG_ITEMS = 20_000
-BIG_PAD = 400
+#: Scan pages of at most this many items: 4 or 5 pages a segment.
+SCAN_LIMIT = 50
+#: Write units a second the copy may use: the 1,600 items (one unit each, the rich
+#: ones too) take about 8 s, on any machine at least that.
+COPY_MAX_WCU = 200
 
 Key = tuple[str, str]
 
@@ -87,12 +93,17 @@ def original(key: Key) -> bool:
 class CountingProxy(Proxy):
     """An HTTP proxy in front of a moto server. It counts the items of every
     BatchWriteItem by key and logs every Scan (segment and start key); while
-    ``gate`` is clear it holds BatchWriteItem calls (counted first)."""
+    ``gate`` is clear it holds BatchWriteItem calls (counted first). With a
+    ``scan_limit``, it asks moto for Scan pages of that many items at most (the
+    caller sees pages cut short, as by DynamoDB's 1 MB). ``changed`` is notified at
+    every call it counts."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, scan_limit: int | None = None) -> None:
         super().__init__(target)
+        self.scan_limit = scan_limit
         self.gate = asyncio.Event()
         self.gate.set()
+        self.changed = Signal()
         self.written: Counter[Key] = Counter()
         self.held: set[Key] = set()
         self.scans: list[tuple[int | None, Item | None]] = []
@@ -104,6 +115,7 @@ class CountingProxy(Proxy):
 
     def _note(self, operation: str, body: bytes) -> bool:
         """Count the call; True when it is a write to hold at the gate."""
+        self.changed.notify()
         if operation == "BatchWriteItem":
             request = json.loads(body)
             for requests in request["RequestItems"].values():
@@ -127,6 +139,10 @@ class CountingProxy(Proxy):
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         if self._note(operation, body):
             await self.gate.wait()
+        if operation == "Scan" and self.scan_limit is not None:
+            scan = json.loads(body)
+            scan["Limit"] = min(scan.get("Limit", self.scan_limit), self.scan_limit)
+            body = json.dumps(scan).encode()
         return await self.pass_on(request, body)
 
     def closing(self) -> None:
@@ -201,7 +217,7 @@ async def assert_tables_equal(source: Any, destination: Any) -> int:
     return len(ours)
 
 
-async def fill_big_table(source: Any, seed: int, *, items: int = COPY_ITEMS, pad: int = PAD
+async def fill_big_table(source: Any, seed: int, *, items: int = COPY_ITEMS, pad: int = 0
                          ) -> None:
     rng = random.Random(seed)
     await fill_table(source, [numbered_item(rng, i, pad=pad) for i in range(items)])
@@ -217,13 +233,16 @@ async def last_sequence_number(source: Any, streams: Any, stream_arn: str) -> in
     ))["ShardIterator"]
     last = {"pk": {"S": "last-write"}, "sk": {"N": "0"}}
     await source.put_item(TableName=SOURCE_TABLE, Item={**last, "v": {"S": "last"}})
+    deadline = time.monotonic() + DEADLINE
     while True:
         page = await streams.get_records(ShardIterator=iterator, Limit=1000)
         for record in page["Records"]:
             if record["dynamodb"]["Keys"] == last:
                 return int(record["dynamodb"]["SequenceNumber"])
         iterator = page["NextShardIterator"]
-        await asyncio.sleep(0.05)
+        if not page["Records"]:
+            assert time.monotonic() < deadline, "the last put is not in the stream"
+            await asyncio.sleep(0.05)  # polled: moto shows a record once its write returns
 
 
 # -- writes going on during the copy ----------------------------------------------------
@@ -231,12 +250,12 @@ async def last_sequence_number(source: Any, streams: Any, stream_arn: str) -> in
 
 async def write_while_copying(
     source: Any, destination: Any, stop: asyncio.Event, *, seed: int, workers: int = 2,
-    items: int = COPY_ITEMS, touched: set[Key] | None = None,
+    items: int = COPY_ITEMS, touched: set[Key] | None = None, pause: float = 0.02,
 ) -> Counter[str]:
     """Puts, updates (upserts) and deletes until ``stop``: on original keys the copy has
     already written to the destination, on original keys it has not, and on new keys.
     Every key written is added to ``touched``. The workers write disjoint keys, as
-    ``run_workload``'s do (see there why)."""
+    ``run_workload``'s do (see there why), each ``pause`` seconds after its last."""
     counts: Counter[str] = Counter()
     touched = set() if touched is None else touched
 
@@ -268,7 +287,7 @@ async def write_while_copying(
             else:
                 await source.delete_item(TableName=SOURCE_TABLE, Key=key)
             counts[f"{operation} {where}"] += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(pause)  # the writers' pace
 
     async with asyncio.TaskGroup() as group:
         for index in range(workers):
@@ -276,32 +295,43 @@ async def write_while_copying(
     return counts
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 async def test_a_copy_with_writes_going_on_ends_equal(
     servers: Servers, source: Any, destination: Any
 ) -> None:
     stream_arn = await create_pair(source, destination)
     await fill_big_table(source, seed=1)
-    settings = settings_for(servers, worker_id="copier", copy_segments=SEGMENTS,
-                            progress_interval=0.5, call_timeout=5, lease_duration=6)
-    running = InProcess(settings)
-    started = running.replicator.started
+    async with CountingProxy(servers.source.url, scan_limit=SCAN_LIMIT).running() as reads:
+        # The copy's Scan goes through ``reads``; the stream and the checkpoint table
+        # are reached directly.
+        settings = settings_for(
+            servers, worker_id="copier", copy_segments=SEGMENTS, copy_max_wcu=COPY_MAX_WCU,
+            source_endpoint=reads.url, source_streams_endpoint=servers.source.url,
+            checkpoint_endpoint=servers.source.url, progress_interval=0.5, call_timeout=5,
+            lease_duration=6,
+        )
+        running = InProcess(settings)
+        started = running.replicator.started
 
-    async def writes() -> Counter[str]:
-        await wait_until(lambda: has_header(source, stream_arn), within=20,
-                         what="the copy to begin")
-        return await write_while_copying(source, destination, started, seed=1)
+        async def writes() -> Counter[str]:
+            await wait_until(lambda: has_header(source, stream_arn), within=DEADLINE,
+                             what="the copy to begin")
+            # One writer: the test waits until the replicator is caught up, which it
+            # never is if the last two writes raced (see ``stream_records``).
+            return await write_while_copying(source, destination, started, seed=1, workers=1)
 
-    writer = asyncio.create_task(writes())
-    try:
-        await running.start(within=90)  # returns once the copy is done and streaming began
-        counts = await asyncio.wait_for(writer, 10)
-        await running.wait_caught_up(time.monotonic(), within=40)
-        items = await assert_tables_equal(source, destination)
-    finally:
-        writer.cancel()
-        if running.task is not None and not running.task.done():
-            await running.stop()
+        writer = asyncio.create_task(writes())
+        try:
+            # ``start`` returns once the copy is done and streaming began.
+            await running.start(within=2 * DEADLINE)
+            counts = await asyncio.wait_for(writer, DEADLINE)
+            await running.wait_caught_up(running.now())
+            items = await assert_tables_equal(source, destination)
+        finally:
+            writer.cancel()
+            if running.task is not None and not running.task.done():
+                await running.stop()
     assert items > COPY_ITEMS // 2
 
     for operation in ("put", "update", "delete"):
@@ -312,6 +342,10 @@ async def test_a_copy_with_writes_going_on_ends_equal(
     assert copy.progress.segments == copy.progress.segments_done == SEGMENTS
     assert not copy.progress.resumed
     assert copy.progress.items_written >= COPY_ITEMS - counts.total()
+    # Every segment was scanned in several pages, each from where the last ended.
+    pages = Counter(segment for segment, _ in reads.scans)
+    assert set(pages) == set(range(SEGMENTS))
+    assert min(pages.values()) >= 3, pages
     # The stream was read from the first write during the copy, not from the start of
     # the stream (which holds the COPY_ITEMS puts of the fill): an upserting
     # UpdateItem is two records in moto, every other write one.
@@ -323,19 +357,56 @@ async def test_a_copy_with_writes_going_on_ends_equal(
 # -- SIGKILL during the copy, and a resume ------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(400)
-async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_again(
+@dataclass(frozen=True)
+class KilledCopy:
+    """The table and the copy of a kill -9 test: how many items, how the copy is kept
+    slow enough to be seen midway, and how long each step may take."""
+
+    items: int
+    #: Each segment holds more items than this: it takes two pages at least.
+    segment_items_over: int
+    #: Padding of each item (``numbered_item``).
+    pad: int = 0
+    #: Scan pages cut to this many items by the proxy in front of the source.
+    scan_limit: int | None = None
+    #: More settings of the two workers (REPLICATOR_*).
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: The pause of each of the two writers after each write during the copy.
+    pause: float = 0.02
+    #: Deadlines: for the first copy to be seen midway, and for the second to finish.
+    midway_within: float = DEADLINE
+    finish_within: float = DEADLINE
+
+
+#: The integration tier's: 1,600 small items, the copy's writes capped so that it
+#: lasts about 8 s, Scan pages of 50 items (4 or 5 a segment).
+SMALL_KILLED_COPY = KilledCopy(
+    items=COPY_ITEMS, segment_items_over=2 * SCAN_LIMIT, scan_limit=SCAN_LIMIT,
+    settings={"copy_max_wcu": COPY_MAX_WCU}, pause=0.05,
+)
+
+
+def midway(rows: dict[str, str]) -> bool:
+    """Two segments or more copied, one partly (a page or more), one not started."""
+    states = [cp if cp in (DONE, START) else "partly" for row, cp in rows.items()
+              if row != HEADER]
+    return states.count(DONE) >= 2 and "partly" in states and START in states
+
+
+async def a_copy_killed_midway_resumes(
     servers: Servers, source: Any, destination: Any, streams: Any,
-    spawn: Callable[..., ReplicatorProcess],
+    spawn: Callable[..., ReplicatorProcess], plan: KilledCopy,
 ) -> None:
-    """``run`` with bootstrap auto on 20,000 items, with puts, updates and deletes going
-    on during the copy; kill -9 midway; a second worker resumes the copy."""
+    """``run`` with bootstrap auto, with puts, updates and deletes going on during the
+    copy; kill -9 midway; a second worker resumes the copy. Finished segments are
+    neither scanned nor written again, unfinished ones resume from their checkpointed
+    position, every write made during the copies arrives, and the tables end equal."""
+    items_total = plan.items
     stream_arn = await create_pair(source, destination)
-    await fill_big_table(source, seed=2, items=BIG_ITEMS, pad=BIG_PAD)
-    keys = segment_keys(SEGMENTS, BIG_ITEMS)
-    assert sum(map(len, keys.values())) == BIG_ITEMS
-    assert all(len(segment) > 200 for segment in keys.values()), {
+    await fill_big_table(source, seed=2, items=items_total, pad=plan.pad)
+    keys = segment_keys(SEGMENTS, items_total)
+    assert sum(map(len, keys.values())) == items_total
+    assert all(len(segment) > plan.segment_items_over for segment in keys.values()), {
         s: len(k) for s, k in keys.items()}
     stop_writes = asyncio.Event()
     touched: set[Key] = set()  # every key written during the copy, by anyone
@@ -343,7 +414,7 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
 
     async with (
         CountingProxy(servers.destination.url).running() as writes,
-        CountingProxy(servers.source.url).running() as reads,
+        CountingProxy(servers.source.url, scan_limit=plan.scan_limit).running() as reads,
     ):
         # Only the copy's reads of the source table go through ``reads``: the stream
         # and the checkpoint table are reached directly.
@@ -352,10 +423,10 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             source_endpoint=reads.url, source_streams_endpoint=servers.source.url,
             checkpoint_endpoint=servers.source.url, copy_segments=SEGMENTS,
             copy_concurrency=2, progress_interval=0.5, call_timeout=3, lease_duration=4,
-            lease_renew_interval=0.5,
+            lease_renew_interval=0.5, **plan.settings,
         )
         first = spawn("first", env)
-        await first.wait_for_event("copy started", within=30)
+        await first.wait_for_event("copy started")
 
         # The watcher moves the stream's start to the first write made during the copy.
         during: list[Key] = []
@@ -367,25 +438,21 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             (row,) = await lease_rows(source)
             return bool(row["checkpoint"]["S"].startswith("AT:"))
 
-        await wait_until(moved_to_at, within=15, what="the stream position to be recorded")
+        await wait_until(moved_to_at, within=DEADLINE, processes=[first],
+                         what="the stream position to be recorded")
         # From here until the resumed copy ends: puts, updates and deletes on copied
         # keys, on keys not copied yet and on new keys.
         writer = asyncio.create_task(write_while_copying(
-            source, destination, stop_writes, seed=2, items=BIG_ITEMS, touched=touched))
-
-        async def midway() -> bool:
-            """Two segments or more copied, one partly (a page or more), one not started."""
-            rows = await copy_rows(source, stream_arn)
-            states = [cp if cp in (DONE, START) else "partly"
-                      for row, cp in rows.items() if row != HEADER]
-            return states.count(DONE) >= 2 and "partly" in states and START in states
+            source, destination, stop_writes, seed=2, items=items_total, touched=touched,
+            pause=plan.pause))
 
         try:
-            await wait_until(midway, within=120, what="the copy to be midway")
-            first.send(signal.SIGKILL)
-            assert await first.wait(within=10) == -signal.SIGKILL
+            await stop_midway(first, source, stream_arn, within=plan.midway_within)
+            first.send(signal.SIGKILL)  # stopped midway, now killed there
+            assert await first.wait() == -signal.SIGKILL
 
             at_kill = await settled(lambda: copy_rows(source, stream_arn))
+            assert midway(at_kill), at_kill
             done = {s for s in range(SEGMENTS) if at_kill[segment_id(s)] == DONE}
             unfinished = set(range(SEGMENTS)) - done
             not_started = {s for s in unfinished if at_kill[segment_id(s)] == START}
@@ -418,14 +485,14 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             reads.reset()
 
             second = spawn("second", {**env, "REPLICATOR_WORKER_ID": "worker-two"})
-            resumed = await second.wait_for_event("copy resumed", within=30)
+            resumed = await second.wait_for_event("copy resumed")
             assert resumed["previous_owner"] == "worker-one"  # taken over once it expired
             assert resumed["segments_left"] == len(unfinished)
             skipped = await second.wait_for_event("segments already copied are skipped")
             assert skipped["skipped"] == len(done)
-            await second.wait_for_event("copy finished", within=120)
+            await second.wait_for_event("copy finished", within=plan.finish_within)
             stop_writes.set()
-            counts = await asyncio.wait_for(writer, 10)
+            counts = await asyncio.wait_for(writer, DEADLINE)
         finally:
             stop_writes.set()
             if writer is not None and not writer.done():
@@ -436,7 +503,7 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
         second_written = Counter({k: n for k, n in writes.written.items() if original(k)})
         untouched = set(second_written) - touched
         progress = second.events("copy progress")  # every half second
-        assert progress, second.stdout()
+        assert progress, second.report()
         assert {line["segments"] for line in progress} == {SEGMENTS}
         assert all(line["segments_done"] >= len(done) for line in progress)
 
@@ -449,7 +516,7 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             assert first_scan == starts[s], (s, first_scan, starts[s])
         assert untouched == remaining - touched
         assert not untouched & done_keys
-        assert len(remaining - touched) > BIG_ITEMS // 10
+        assert len(remaining - touched) > items_total // 10
         total = sum(n for k, n in first_written.items() if k not in touched) + sum(
             second_written[k] for k in untouched)
         unfinished_items = sum(len(keys[s]) for s in unfinished)
@@ -470,23 +537,65 @@ async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_ag
             position = row["checkpoint"]["S"]
             return position.isdigit() and int(position) >= last
 
-        await wait_until(checkpointed, within=60, what="the stream to apply the writes")
+        await wait_until(checkpointed, within=DEADLINE, processes=[second],
+                         what="the stream to apply the writes")
         second.send(signal.SIGTERM)
-        assert await second.wait(within=20) == 0
+        assert await second.wait() == 0, second.report()
     assert second.stderr() == ""
     rows = await copy_rows(source, stream_arn)
     assert set(rows.values()) == {DONE}
     assert len(rows) == SEGMENTS + 1
     items = await assert_tables_equal(source, destination)
-    print(f"\n{BIG_ITEMS} items copied, {counts.total()} writes during the copy "
+    print(f"\n{items_total} items copied, {counts.total()} writes during the copy "
           f"({dict(counts)}), {len(done)} of {SEGMENTS} segments finished before the kill "
           f"were not copied again; {items} items in each table at the end")
+
+
+async def stop_midway(first: ReplicatorProcess, source: Any, stream_arn: str, *,
+                      within: float) -> dict[str, str]:
+    """Stop ``first`` (SIGSTOP) once its copy is midway, and leave it stopped there;
+    returns the copy's rows. The rows are read again once settled (a write sent just
+    before the stop may still land): if the copy moved on past midway meanwhile, the
+    process goes on (SIGCONT) until it is seen midway again. So the kill that follows
+    lands midway however late the test saw it there, and however busy the machine."""
+    deadline = time.monotonic() + within
+    rows: dict[str, str] = {}
+
+    async def seen_midway() -> bool:
+        rows.clear()
+        rows.update(await copy_rows(source, stream_arn))
+        if rows.get(HEADER) == DONE or first.returncode is not None:
+            raise AssertionError(f"the copy ended before it was seen midway: {rows}; "
+                                 "slow it down" + first.report())
+        return midway(rows)
+
+    while True:
+        await wait_until(seen_midway, within=max(0.0, deadline - time.monotonic()),
+                         what=lambda: f"the copy to be midway (rows: {rows})",
+                         processes=[first])
+        first.send(signal.SIGSTOP)
+        at_stop = await settled(lambda: copy_rows(source, stream_arn))
+        if midway(at_stop):
+            return at_stop
+        first.send(signal.SIGCONT)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_a_copy_killed_midway_resumes_without_copying_finished_segments_again(
+    servers: Servers, source: Any, destination: Any, streams: Any,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    """On 1,600 small items, the copy slowed by its write cap (``SMALL_KILLED_COPY``);
+    the same on 20,000 items is in the soak tier."""
+    await a_copy_killed_midway_resumes(servers, source, destination, streams, spawn,
+                                       SMALL_KILLED_COPY)
 
 
 # -- ``copy``, then ``run`` -------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 async def test_copy_then_run_streams_without_copying_again(
     servers: Servers, source: Any, destination: Any, streams: Any,
     spawn: Callable[..., ReplicatorProcess],
@@ -497,7 +606,7 @@ async def test_copy_then_run_streams_without_copying_again(
     env = environment_for(servers, copy_segments=4, worker_id="copier")
 
     copier = spawn("copy", env, "copy")
-    assert await copier.wait(within=40) == 0
+    assert await copier.wait(within=DEADLINE) == 0, copier.report()
     assert copier.stderr() == ""
     assert copier.events("copy started")[0]["segments"] == 4
     assert copier.events("copy finished")[0]["items_written"] == 200
@@ -520,10 +629,10 @@ async def test_copy_then_run_streams_without_copying_again(
     await source.delete_item(TableName=SOURCE_TABLE, Key=numbered_key(4))  # the last write
 
     runner = spawn("run", {**env, "REPLICATOR_WORKER_ID": "runner"})
-    await runner.wait_for_event("shard started", within=30)
-    await wait_equal(source, destination, KEY_NAMES, within=30)
+    await runner.wait_for_event("shard started")
+    await wait_equal(source, destination, KEY_NAMES, processes=[runner])
     runner.send(signal.SIGTERM)
-    assert await runner.wait(within=20) == 0
+    assert await runner.wait() == 0, runner.report()
     assert runner.stderr() == ""
     assert not runner.events("copy started")
     assert not runner.events("copy resumed")
@@ -536,7 +645,7 @@ async def test_copy_then_run_streams_without_copying_again(
 # -- the hand-off to the stream ----------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(450)
 async def test_writes_during_the_copy_reach_the_destination_through_the_stream(
     servers: Servers, source: Any, destination: Any, streams: Any
 ) -> None:
@@ -552,12 +661,9 @@ async def test_writes_during_the_copy_reach_the_destination_through_the_stream(
                                 copy_segments=SEGMENTS, call_timeout=10, lease_duration=11)
         copier = asyncio.create_task(Replicator(settings).run(copy_only=True))
         try:
-            async def all_scanned() -> bool:
-                if copier.done():
-                    raise AssertionError(f"the copy ended early: {copier.result()!r}")
-                return len(proxy.held) == 60
-
-            await wait_until(all_scanned, within=20, what="the copy to scan every item")
+            await until(proxy.changed, lambda: len(proxy.held) == 60, task=copier,
+                        what="the copy to scan every item (its writes held)",
+                        describe=lambda: f"{len(proxy.held)} writes held")
             # Every item was read by the copy: these writes come after its scan.
             await source.update_item(
                 TableName=SOURCE_TABLE, Key=numbered_key(10), UpdateExpression="SET v = :v",
@@ -573,9 +679,9 @@ async def test_writes_during_the_copy_reach_the_destination_through_the_stream(
                 (row,) = await lease_rows(source)
                 return bool(row["checkpoint"] == {"S": f"AT:{first}"})
 
-            await wait_until(position_recorded, within=10, what="the stream position")
+            await wait_until(position_recorded, within=DEADLINE, what="the stream position")
             proxy.gate.set()
-            assert await asyncio.wait_for(copier, 30) == 0
+            assert await asyncio.wait_for(copier, DEADLINE) == 0
         finally:
             copier.cancel()
 
@@ -587,7 +693,7 @@ async def test_writes_during_the_copy_reach_the_destination_through_the_stream(
     assert (diff.missing, diff.extra, diff.different) == (1, 1, 1), diff.report()
 
     async with replicating(settings_for(servers, worker_id="streamer")) as running:
-        await running.wait_caught_up(time.monotonic())
+        await running.wait_caught_up(running.now())
         assert running.replicator.copy is None  # the copy is done: not again
         # Read from the first write during the copy: the three writes, not the fill.
         assert running.stats.records_read == 3
@@ -598,7 +704,7 @@ async def test_writes_during_the_copy_reach_the_destination_through_the_stream(
 # -- REPLICATOR_BOOTSTRAP ---------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(600)
 async def test_bootstrap_always_copies_on_every_start_and_auto_only_once(
     servers: Servers, source: Any, destination: Any
 ) -> None:
@@ -622,7 +728,7 @@ async def test_bootstrap_always_copies_on_every_start_and_auto_only_once(
         assert copy is not None
         assert copy.progress.items_written == 100  # copied again, from the start
         assert not copy.progress.resumed
-        await third.wait_caught_up(time.monotonic())
+        await third.wait_caught_up(third.now())
         diff = await compare(source, destination, KEY_NAMES)
         assert diff.equal, diff.report()
 
@@ -630,18 +736,18 @@ async def test_bootstrap_always_copies_on_every_start_and_auto_only_once(
         assert fourth.replicator.copy is None
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 async def test_a_copy_refuses_to_start_while_workers_stream(
     servers: Servers, source: Any, destination: Any
 ) -> None:
     stream_arn = await create_pair(source, destination)
     streaming = settings_for(servers, worker_id="streamer", bootstrap="never")
-    async with replicating(streaming):
-        async def leased() -> bool:
-            rows = await lease_rows(source)
-            return bool(rows) and all("lease_owner" in row for row in rows)
-
-        await wait_until(leased, within=10, what="the streaming worker to hold its lease")
+    async with replicating(streaming) as running:
+        # Caught up: it holds the lease of the shard, and has read it.
+        await running.wait_caught_up(0.0)
+        rows = await lease_rows(source)
+        assert rows
+        assert all(row.get("lease_owner") == {"S": "streamer"} for row in rows), rows
         copier = Replicator(settings_for(servers, worker_id="copier"))
         with pytest.raises(StartupCheckError,
                            match=r"workers of this task are streaming \(streamer\)"):

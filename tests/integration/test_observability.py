@@ -20,6 +20,7 @@ from replicator.endpoint import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 from replicator.local import free_port
 from replicator.workload import KEY_NAMES
 from tests.integration.conftest import (
+    DEADLINE,
     SOURCE_TABLE,
     TASK_NAME,
     Proxy,
@@ -80,8 +81,8 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return found[0] if found else None
 
 
-async def wait_for_sample(base: str, predicate: Callable[[Samples], bool], *, within: float,
-                          what: str) -> Samples:
+async def wait_for_sample(worker: ReplicatorProcess, base: str,
+                          predicate: Callable[[Samples], bool], *, what: str) -> Samples:
     """Scrape until the metrics satisfy ``predicate``; returns that scrape."""
     found: Samples = {}
 
@@ -90,11 +91,12 @@ async def wait_for_sample(base: str, predicate: Callable[[Samples], bool], *, wi
         found.update(await scrape(base))
         return predicate(found)
 
-    await wait_until(shown, within=within, what=f"the metrics to show {what}")
+    await wait_until(shown, within=DEADLINE, what=f"the metrics to show {what}",
+                     processes=[worker])
     return found
 
 
-async def readiness(base: str, expected: int) -> dict[str, Any]:
+async def readiness(worker: ReplicatorProcess, base: str, expected: int) -> dict[str, Any]:
     """Ask /readyz until it answers ``expected`` (a table probe has a 2 s timeout, which
     a loaded machine can miss once); returns that answer."""
     found: dict[str, Any] = {}
@@ -105,11 +107,12 @@ async def readiness(base: str, expected: int) -> dict[str, Any]:
         found.update(json.loads(body))
         return status == expected
 
-    await wait_until(answered, within=15, what=f"/readyz to answer {expected}")
+    await wait_until(answered, within=DEADLINE, processes=[worker],
+                     what=lambda: f"/readyz to answer {expected} (last: {found})")
     return found
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(600)
 async def test_metrics_follow_the_replication(
     servers: Servers, source: Any, destination: Any,
     spawn: Callable[..., ReplicatorProcess],
@@ -126,18 +129,20 @@ async def test_metrics_follow_the_replication(
     assert value(before, "replicator_records_read_total") == 0
 
     written = await write_known_mix(source)
-    await wait_equal(source, destination, KEY_NAMES)
+    await wait_equal(source, destination, KEY_NAMES, processes=[worker])
     total = sum(written.values())
 
     def all_applied(samples: Samples) -> bool:
         return all(value(samples, "replicator_records_applied_total", event=event) == count
                    for event, count in written.items())
 
-    samples = await wait_for_sample(base, all_applied, within=10, what="every write applied")
+    samples = await wait_for_sample(worker, base, all_applied, what="every write applied")
     assert value(samples, "replicator_records_read_total") == total
     assert value(samples, "replicator_apply_latency_seconds_count") == total
     mean_latency = value(samples, "replicator_apply_latency_seconds_sum") / total  # type: ignore[operator]
-    assert 0 <= mean_latency < 10  # seconds from the source write to the destination write
+    # Seconds from the source write to the destination write: a sanity check of the
+    # figure (a second or less here), not a bound of the replicator's.
+    assert 0 <= mean_latency < DEADLINE
     assert value(samples, "replicator_bytes_applied_total") > 0  # type: ignore[operator]
     assert value(samples, "replicator_getrecords_calls_total") > 0  # type: ignore[operator]
     batches = value(samples, "replicator_batch_size_count")
@@ -151,26 +156,26 @@ async def test_metrics_follow_the_replication(
     assert value(samples, "replicator_queue_depth") == 0
     lags = [v for (n, _), v in samples.items() if n == "replicator_replication_lag_seconds"]
     assert len(lags) == 1  # one series: the one shard
-    assert 0 <= lags[0] < 30
+    assert 0 <= lags[0] < DEADLINE  # a sanity check too
     # Caught up and everything applied: the lag falls to zero, as does the reader's.
     samples = await wait_for_sample(
-        base,
+        worker, base,
         lambda s: value(s, "replicator_replication_lag_seconds") == 0
         and value(s, "replicator_milliseconds_behind_latest") == 0
         and (value(s, "replicator_checkpoints_written_total") or 0) > 0,
-        within=10, what="lag 0 and a checkpoint",
+        what="lag 0 and a checkpoint",
     )
 
     status, body = await get(base + HEALTHZ_PATH)
     assert status == 200, body
     assert json.loads(body)["healthy"] is True
-    ready = await readiness(base, 200)
+    ready = await readiness(worker, base, 200)
     assert ready["phase"] == "replicating"
     assert ready["tables"] == {"source": "ok", "destination": "ok", "checkpoint": "ok"}
     assert ready["leases_held"] == 1
 
     worker.send(signal.SIGTERM)
-    assert await worker.wait(within=20) == 0
+    assert await worker.wait() == 0, worker.report()
 
 
 class SwitchableProxy(Proxy):
@@ -198,7 +203,7 @@ class SwitchableProxy(Proxy):
         self.set_down(False)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(600)
 async def test_readyz_fails_while_the_destination_does_not_answer(
     servers: Servers, source: Any, destination: Any,
     spawn: Callable[..., ReplicatorProcess],
@@ -211,9 +216,9 @@ async def test_readyz_fails_while_the_destination_does_not_answer(
             servers, metrics_port=port, destination_endpoint=proxy.url))
         await worker.wait_for_event("shard started")
 
-        assert (await readiness(base, 200))["tables"]["destination"] == "ok"
+        assert (await readiness(worker, base, 200))["tables"]["destination"] == "ok"
         proxy.set_down(True)
-        down = await readiness(base, 503)
+        down = await readiness(worker, base, 503)
         print(f"\n/readyz while the destination does not answer: {down}")
         assert down["ready"] is False
         assert "DescribeTable: no answer within" in down["tables"]["destination"]
@@ -221,13 +226,13 @@ async def test_readyz_fails_while_the_destination_does_not_answer(
         status, body = await get(base + HEALTHZ_PATH)  # alive all the same
         assert status == 200, body
         proxy.set_down(False)
-        assert (await readiness(base, 200))["tables"]["destination"] == "ok"
+        assert (await readiness(worker, base, 200))["tables"]["destination"] == "ok"
 
         worker.send(signal.SIGTERM)
-        assert await worker.wait(within=20) == 0
+        assert await worker.wait() == 0, worker.report()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 async def test_cloudwatch_metrics_arrive_under_the_task_name(
     servers: Servers, source: Any, destination: Any,
     spawn: Callable[..., ReplicatorProcess],
@@ -238,7 +243,7 @@ async def test_cloudwatch_metrics_arrive_under_the_task_name(
         cloudwatch_interval=0.5))
     await worker.wait_for_event("shard started")
     written = await write_known_mix(source)
-    await wait_equal(source, destination, KEY_NAMES)
+    await wait_equal(source, destination, KEY_NAMES, processes=[worker])
     dimensions = [{"Name": "TaskName", "Value": TASK_NAME}]
 
     async with open_client(source_endpoint(servers, "cloudwatch"), call_timeout=30) as cloudwatch:
@@ -254,7 +259,8 @@ async def test_cloudwatch_metrics_arrive_under_the_task_name(
         async def all_published() -> bool:
             return await total("RecordsProcessed") == sum(written.values())
 
-        await wait_until(all_published, within=15, what="RecordsProcessed to add up")
+        await wait_until(all_published, within=DEADLINE, processes=[worker],
+                         what="RecordsProcessed to add up")
         assert await total("RecordsRead") == sum(written.values())
         assert await total("BytesProcessed") > 0
         listed = await cloudwatch.list_metrics(Namespace=TASK_NAME)
@@ -263,7 +269,7 @@ async def test_cloudwatch_metrics_arrive_under_the_task_name(
         assert all(metric["Dimensions"] == dimensions for metric in listed["Metrics"])
 
     worker.send(signal.SIGTERM)
-    assert await worker.wait(within=20) == 0
+    assert await worker.wait() == 0, worker.report()
 
 
 MARKERS = {
@@ -273,7 +279,7 @@ MARKERS = {
 }
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(400)
 async def test_no_credential_value_appears_in_logs_or_metrics(
     servers: Servers, source: Any, destination: Any,
     spawn: Callable[..., ReplicatorProcess],
@@ -286,11 +292,11 @@ async def test_no_credential_value_appears_in_logs_or_metrics(
     worker = spawn("secret", {**env, **MARKERS})
     await worker.wait_for_event("shard started")
     await write_known_mix(source)
-    await wait_equal(source, destination, KEY_NAMES)
+    await wait_equal(source, destination, KEY_NAMES, processes=[worker])
     outputs = [text for path in (METRICS_PATH, HEALTHZ_PATH, READYZ_PATH)
                for _, text in [await get(base + path)]]
     worker.send(signal.SIGTERM)
-    assert await worker.wait(within=20) == 0
+    assert await worker.wait() == 0, worker.report()
     outputs += [worker.stdout(), worker.stderr()]
 
     # And the other commands, including one that fails.
@@ -302,7 +308,7 @@ async def test_no_credential_value_appears_in_logs_or_metrics(
             cwd=worker.stdout_path.parent,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(command.communicate(), 60)
+        out, err = await asyncio.wait_for(command.communicate(), DEADLINE)
         outputs += [out.decode(), err.decode()]
     assert "no-such-table" in outputs[-1]  # the failure was reported, on one line
     assert len(worker.log_lines()) > 5

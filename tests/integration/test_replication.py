@@ -3,7 +3,6 @@ every attribute type, every kind of write, tables with and without a sort key.""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from .conftest import (
     stream_records,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 ATTRIBUTE_TYPES = {"S", "N", "B", "SS", "NS", "BS", "M", "L", "BOOL", "NULL"}
 
@@ -78,9 +77,12 @@ async def test_every_attribute_type_arrives_identical(
     await create_pair(source, destination)
     async with replicating(settings_for(servers)) as running:
         await source.put_item(TableName=SOURCE_TABLE, Item=EVERY_TYPE)
-        workload = await run_workload(source, SOURCE_TABLE, operations=150, rate=2000, keys=60)
-        written = time.monotonic()
-        await running.wait_caught_up(written)
+        # One writer: concurrent writes to moto can share a stream sequence number,
+        # and a shared one at the end of the shard is read again for ever (see
+        # ``stream_records``), so the replicator would never be caught up.
+        workload = await run_workload(source, SOURCE_TABLE, operations=150, rate=2000, keys=60,
+                                      concurrency=1)
+        await running.wait_caught_up(running.now())
 
         key = {"pk": EVERY_TYPE["pk"], "sk": EVERY_TYPE["sk"]}
         copied = (await destination.get_item(
@@ -188,8 +190,7 @@ async def test_puts_updates_deletes_and_batch_writes_on_a_table_with_a_sort_key(
     stream_arn = await create_pair(source, destination)
     async with replicating(settings_for(servers)) as running:
         await _write_every_kind(source, SOURCE_TABLE, key)
-        written = time.monotonic()
-        await running.wait_caught_up(written)
+        await running.wait_caught_up(running.now())
         await _assert_every_kind_applied(destination, DESTINATION_TABLE, key)
         diff = await compare(source, destination, KEY_NAMES)
         assert diff.equal, diff.summary()
@@ -216,8 +217,7 @@ async def test_a_table_with_a_hash_key_only(
     await create_pair(source, destination, keys={"id": key_type})
     async with replicating(settings_for(servers)) as running:
         await _write_every_kind(source, SOURCE_TABLE, key)
-        written = time.monotonic()
-        await running.wait_caught_up(written)
+        await running.wait_caught_up(running.now())
         await _assert_every_kind_applied(destination, DESTINATION_TABLE, key)
         diff = await compare(source, destination, ["id"])
         assert diff.equal, diff.summary()

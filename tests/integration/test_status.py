@@ -17,7 +17,7 @@ from tests.integration.conftest import (
     settings_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 def report_in(out: str) -> dict[str, Any]:

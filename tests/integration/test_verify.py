@@ -19,6 +19,7 @@ from replicator.cli import main
 from replicator.records import Item
 
 from .conftest import (
+    DEADLINE,
     DESTINATION_TABLE,
     SOURCE_TABLE,
     ReplicatorProcess,
@@ -51,7 +52,7 @@ def verify(
 
     async def run(*args: str) -> tuple[int, list[str], str]:
         capsys.readouterr()
-        code = await asyncio.wait_for(asyncio.to_thread(main, ["verify", *args]), 60)
+        code = await asyncio.wait_for(asyncio.to_thread(main, ["verify", *args]), DEADLINE)
         captured = capsys.readouterr()
         return code, captured.out.splitlines(), captured.err
 
@@ -68,7 +69,7 @@ async def filled_pair(source: Any, destination: Any) -> list[Item]:
     return items
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 async def test_verify_reports_missing_extra_and_different_items_and_repair_fixes_them(
     source: Any, destination: Any, verify: Callable[..., Any]
 ) -> None:
@@ -110,7 +111,7 @@ async def test_verify_reports_missing_extra_and_different_items_and_repair_fixes
     assert out == [f"equal: {ITEMS} items in each table"]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 async def test_verify_of_equal_tables_exits_0_whatever_the_order_of_sets(
     source: Any, destination: Any, verify: Callable[..., Any]
 ) -> None:
@@ -139,13 +140,13 @@ async def test_verify_of_equal_tables_exits_0_whatever_the_order_of_sets(
     assert out == [f"equal: {ITEMS} items in each table"]
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)
 async def test_verify_with_no_destination_table_exits_2_with_one_line(
     servers: Servers, source: Any, spawn: Callable[..., ReplicatorProcess]
 ) -> None:
     await create_table(source, SOURCE_TABLE, stream="NEW_AND_OLD_IMAGES")
     process = spawn("verify", environment_for(servers), "verify")
-    assert await process.wait(within=20) == 2
+    assert await process.wait(within=DEADLINE) == 2, process.report()
     assert process.stdout() == ""
     assert process.stderr().splitlines() == [
         f"replicator: error: destination table {DESTINATION_TABLE} does not exist in region "
@@ -153,7 +154,7 @@ async def test_verify_with_no_destination_table_exits_2_with_one_line(
     ]
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)
 async def test_verify_with_no_source_table_exits_2_with_one_line(
     destination: Any, verify: Callable[..., Any]
 ) -> None:

@@ -17,15 +17,17 @@ from replicator import workload
 from replicator.config import ENV_PREFIX
 
 from .conftest import (
+    DEADLINE,
     DESTINATION_REGION,
     DESTINATION_TABLE,
     SOURCE_REGION,
     SOURCE_TABLE,
     Servers,
     stream_records,
+    wait_until,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 def command(servers: Servers, *extra: str) -> list[str]:
@@ -46,7 +48,7 @@ def environment() -> dict[str, str]:
 
 def run(servers: Servers, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command(servers, *extra), env=environment(), capture_output=True,
-                          text=True, timeout=45, check=False)
+                          text=True, timeout=DEADLINE, check=False)
 
 
 def keys_of(description: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -85,12 +87,16 @@ async def test_writes_until_sigterm(servers: Servers, source: Any) -> None:
     )
     try:
         assert process.stdout is not None
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(DEADLINE):
             while b"writing about" not in await process.stdout.readline():
                 pass
-        await asyncio.sleep(1.0)
+
+        async def written() -> bool:
+            return bool((await source.scan(TableName=SOURCE_TABLE, Select="COUNT"))["Count"])
+
+        await wait_until(written, within=DEADLINE, what="the generator's first writes")
         process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(DEADLINE):
             out, err = await process.communicate()
     finally:
         if process.returncode is None:
