@@ -37,7 +37,7 @@ from replicator.errors import (
 )
 from replicator.leases import HeldLease
 from replicator.protocols import StreamReader
-from replicator.records import RecordsPage, StreamRecord
+from replicator.records import RecordsPage, StreamRecord, sequence_key
 from replicator.stats import ShardReading, Stats
 from replicator.writer import WorkItem, WriterPool
 
@@ -102,6 +102,9 @@ class ShardConsumer:
         #: An iterator to start from instead of the checkpoint's: a bootstrap copy's
         #: watcher hands over the one it read the shard's head with.
         self._start_iterator = start_iterator
+        #: The last sequence number handed over, and the event ids given with it.
+        self._last_sequence: int | None = None
+        self._last_events: set[str | None] = set()
         #: Records created before this epoch second are skipped, not applied, until
         #: the first one created at it or later (set by a ``SINCE:`` start).
         self._skip_before: float | None = None
@@ -131,13 +134,13 @@ class ShardConsumer:
                 if page is None:  # iterator expired: every read record is applied by now
                     iterator = await self._iterator_after(self.tracker.checkpointable)
                     continue
-                await self._hand_over(page, reading)
+                fresh = await self._hand_over(page, reading)
                 await self._maybe_checkpoint()
                 iterator = page.next_iterator
-                reading.caught_up = not page.records
+                reading.caught_up = not fresh
                 if reading.caught_up:
                     self._stats.changed.notify()
-                if iterator is not None and not page.records:
+                if iterator is not None and not fresh:
                     self.empty_read_started_at = read_started
                     await self._clock.sleep(self._idle)
             await self.tracker.wait_drained()
@@ -269,10 +272,21 @@ class ShardConsumer:
             raise DataLossError(message) from exc
         return await self._get_iterator(Sentinel.TRIM_HORIZON)
 
-    async def _hand_over(self, page: RecordsPage, reading: ShardReading) -> None:
+    async def _hand_over(self, page: RecordsPage, reading: ShardReading) -> int:
+        """Hand the page's records to the writers; returns how many were new.
+
+        A record the shard has given already (the same sequence number and event id,
+        or an older sequence number) is passed over: DynamoDB never sends one, but
+        moto can give two concurrent writes one sequence number and then serve the
+        second of them after itself for ever.
+        """
         tracker = self.tracker
+        fresh = 0
         for raw in page.records:
             record = StreamRecord.from_wire(self.shard_id, raw)
+            if self._seen_before(record.sequence_number, raw.get("eventID")):
+                continue
+            fresh += 1
             pending = tracker.add(record.sequence_number, record.created_at)
             reading.last_read_created_at = record.created_at
             if self._skip_before is not None:
@@ -285,7 +299,21 @@ class ShardConsumer:
             await self._pool.put(WorkItem(record, pending, tracker))
             if tracker.failure is not None:
                 raise tracker.failure
-        self._stats.records_read += len(page.records)
+        self._stats.records_read += fresh
+        return fresh
+
+    def _seen_before(self, sequence_number: str, event_id: str | None) -> bool:
+        last = self._last_sequence
+        number = sequence_key(sequence_number)
+        if last is not None and number < last:
+            return True
+        if number != last:
+            self._last_sequence = number
+            self._last_events = set()
+        elif event_id in self._last_events:
+            return True
+        self._last_events.add(event_id)
+        return False
 
     async def _maybe_checkpoint(self) -> None:
         if self.tracker.failure is not None:

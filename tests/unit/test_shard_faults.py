@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 from replicator.checkpoint import Sentinel
 from replicator.errors import DataLossError, PoisonRecordError
 from replicator.leases import Lease
-from replicator.records import sequence_key
+from replicator.records import RecordsPage, sequence_key
 from tests.fakes import (
     STREAM_ARN,
     Call,
@@ -278,3 +278,42 @@ async def test_poison_record_stops_the_shard_before_it() -> None:
     assert checkpoints == []
     assert all(lease.checkpoint in (Sentinel.TRIM_HORIZON, *before)
                for _, lease in store.history)
+
+
+class OneSequenceNumberForTwoWrites(FakeStream):
+    """moto under concurrent writes: two records get one sequence number, and the next
+    iterator after a page ("after that sequence number") points at the second of them
+    again, so a shard that ends with them serves that record for ever."""
+
+    async def get_records(self, iterator: str, limit: int) -> RecordsPage:
+        page = await super().get_records(iterator, limit)
+        if page.records and page.next_iterator is not None:
+            shard_id, _ = self._iterators[page.next_iterator]
+            records = self.shards[shard_id].records
+            last = page.records[-1]["dynamodb"]["SequenceNumber"]
+            first = next(index for index, raw in enumerate(records)
+                         if raw["dynamodb"]["SequenceNumber"] == last)
+            page = RecordsPage(page.records, self._token(shard_id, first + 1))
+        return page
+
+
+async def test_a_record_served_again_is_not_applied_again_and_the_reader_goes_idle() -> None:
+    stream, dest, store = OneSequenceNumberForTwoWrites(), FakeDestination(), FakeLeaseStore()
+    shard = stream.add_shard()
+    fill(stream, shard, 6)
+    stream.put(shard, item("twin-a", v=1))
+    stream.put(shard, item("twin-b", v=2))
+    records = stream.records(shard)
+    records[-1]["dynamodb"]["SequenceNumber"] = records[-2]["dynamodb"]["SequenceNumber"]
+
+    async with Replication(stream, dest, store) as replication:
+        await dest.wait_until(lambda table: table == stream.source)
+        gets = stream.counts["GetRecords"]
+        # Idle from here: a read every idle interval finds nothing new.
+        await stream.wait_until(lambda _: stream.counts["GetRecords"] >= gets + 5)
+        consumer = replication.coordinator.consumers[shard][0]
+        assert consumer.reading.caught_up
+
+    assert replication.stats.records_read == 8  # the twin served again was passed over
+    assert replication.stats.applied_total == 8
+    assert [w.key for w in dest.log].count((("pk", "S", "twin-b"),)) == 1
