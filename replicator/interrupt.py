@@ -28,7 +28,8 @@ async def until_signalled(work: Coroutine[Any, Any, int], *, command: str) -> in
         task.cancel()
 
     for signum in SIGNALS:
-        with contextlib.suppress(NotImplementedError):
+        # Not on every platform, nor from a thread other than the main one (a test).
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal, signum)
     try:
         return await task
@@ -40,5 +41,5 @@ async def until_signalled(work: Coroutine[Any, Any, int], *, command: str) -> in
         return 128 + received[0]
     finally:
         for signum in SIGNALS:
-            with contextlib.suppress(NotImplementedError):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)

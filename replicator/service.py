@@ -422,6 +422,7 @@ class Replicator:
         log.info(
             "replication stopped",
             records_read=stats.records_read,
+            records_skipped=stats.records_skipped,
             records_applied=dict(stats.records_applied),
             retries=dict(stats.retries),
             checkpoints_written=stats.checkpoints_written,

@@ -257,7 +257,8 @@ class FaultProxy:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FaultProxy]:
         """Serve in the current event loop for the body of the block."""
-        self._runner = web.ServerRunner(web.Server(self._handle))
+        # Held answers (SLOW) are cut at the end of the test, not waited for.
+        self._runner = web.ServerRunner(web.Server(self._handle), shutdown_timeout=1.0)
         await self._runner.setup()
         async with aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=60)

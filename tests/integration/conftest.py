@@ -242,9 +242,10 @@ async def stream_records(streams: Any, stream_arn: str) -> list[dict[str, Any]]:
 async def lease_rows(client: Any, task_name: str = TASK_NAME) -> list[Item]:
     """The rows of the checkpoint table (named after the task) in the source server."""
     response = await client.scan(TableName=task_name, ConsistentRead=True)
-    # The bootstrap copy's rows (keyed copy|<stream ARN>) are not shards' leases.
+    # The bootstrap copy's rows (keyed copy|<stream ARN>) and the workers' rows (keyed
+    # workers) are not shards' leases.
     rows: list[Item] = [
-        row for row in response["Items"] if not row["stream_arn"]["S"].startswith("copy|")
+        row for row in response["Items"] if row["stream_arn"]["S"].startswith("arn:")
     ]
     return rows
 

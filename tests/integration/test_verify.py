@@ -17,6 +17,7 @@ import pytest
 
 from replicator.cli import main
 from replicator.records import Item
+from replicator.verify import TABLES_DIFFER
 
 from .conftest import (
     DEADLINE,
@@ -82,14 +83,15 @@ async def test_verify_reports_missing_extra_and_different_items_and_repair_fixes
                                   ExpressionAttributeValues={":v": {"N": "-1"}})
 
     code, out, err = await verify()
-    assert code == 1, (out, err)
-    assert out == [
+    assert code == TABLES_DIFFER, (out, err)
+    differences = [
         f"NOT equal: 1 missing, 1 extra, 1 different (source {ITEMS} items, "
         f"destination {ITEMS})",
         "first missing: pk='item-000003', sk='1'",
         "first extra: pk='item-004999', sk='1'",
         "first different: pk='item-000006', sk='0'",
     ]
+    assert out == differences
     # Without --repair nothing is written.
     assert "Item" not in await destination.get_item(TableName=DESTINATION_TABLE,
                                                     Key=numbered_key(7))
@@ -98,7 +100,9 @@ async def test_verify_reports_missing_extra_and_different_items_and_repair_fixes
 
     code, out, err = await verify("--repair")
     assert code == 0, (out, err)
-    assert out == [f"equal: {ITEMS} items in each table", "repaired 3 items"]
+    # What differed first, then what was repaired, then the verdict.
+    assert out == [*(f"before repair: {line}" for line in differences), "repaired 3 items",
+                   f"after repair: equal: {ITEMS} items in each table"]
     restored = await destination.get_item(TableName=DESTINATION_TABLE, Key=numbered_key(12))
     assert restored["Item"]["v"] == {"N": "12"}
     assert "Item" in await destination.get_item(TableName=DESTINATION_TABLE,
