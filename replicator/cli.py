@@ -3,120 +3,491 @@
 Commands: ``run`` (the default: copy the table when needed, then replicate
 for ever), ``copy`` (only the bootstrap copy), ``verify`` (compare the two
 tables, ``--repair`` what differs), ``status`` (the task's shards, owners and
-checkpoints) and ``demo`` (an end-to-end replication between two local moto
-servers). Every error a user can cause
-ends in one line on stderr and a non-zero exit, never a traceback.
+checkpoints), ``demo`` (an end-to-end replication between two local moto
+servers) and ``help``.
+
+Flags may come before or after the command word: the first word that is not a
+flag's value names the command. Every setting's flag takes a value, and two
+flags for one setting must agree, since argparse alone would let the last one
+win. Every error a user can cause ends in one line on stderr and a non-zero
+exit, never a traceback: argparse's errors are raised as ``ConfigError``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import shlex
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any, NoReturn
+import textwrap
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 import pydantic
 import structlog
+from pydantic.fields import FieldInfo
 
-from replicator.config import JAVA_FLAGS, Settings, env_name, flag_name
+from replicator import __version__
+from replicator.config import (
+    ENV_PREFIX,
+    GROUPS,
+    JAVA_FLAGS,
+    Settings,
+    closest,
+    env_name,
+    flag_name,
+    parse_setting,
+    unknown_variables,
+)
 from replicator.errors import ConfigError, ReplicatorError
 from replicator.logs import configure_logging
 
-COMMANDS = ("run", "copy", "verify", "status", "demo")
+PROG = "replicator"
+WIDTH = 79
+VERSION = f"{PROG} {__version__}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """What the help says of a command."""
+
+    summary: str  # its line in ``replicator --help``
+    description: str  # the head of its own ``--help``
+    usage: str
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command(
+        "copy the table when needed, then replicate its stream (the default)",
+        "Replicate a DynamoDB table into another from its stream, for ever: copy the "
+        "table first when needed (see --bootstrap), then apply every change. SIGTERM or "
+        "SIGINT finishes the writes in flight, checkpoints and exits 0. run is the "
+        "default command: replicator with settings and no command runs.",
+        f"{PROG} [run] [SETTINGS]",
+    ),
+    "copy": Command(
+        "only the bootstrap copy of the source table, then exit",
+        "Copy the source table into the destination (a parallel Scan), record where the "
+        "stream must start so that nothing written meanwhile is missed, and exit. A copy "
+        "that was interrupted resumes where it stopped.",
+        f"{PROG} copy [SETTINGS]",
+    ),
+    "verify": Command(
+        "compare the two tables (exit 5 if they differ); --repair fixes them",
+        "Compare the source and destination tables (parallel scans); exit 0 when they are "
+        "equal, 5 when they differ. --repair rewrites what differs from the source.",
+        f"{PROG} verify [--repair] [SETTINGS]",
+    ),
+    "status": Command(
+        "the task's shards, owners and checkpoints, and each worker's share",
+        "Show the task's shards, their owners and checkpoints, and each worker's share, "
+        "from the checkpoint table.",
+        f"{PROG} status [--json] [SETTINGS]",
+    ),
+    "demo": Command(
+        "a live replication between two local moto servers, end to end",
+        "Start two local moto servers, replicate a live workload from one to the other, "
+        "and compare the tables at the end.",
+        f"{PROG} demo [--seconds SECONDS] [--rate N] [--keys N]",
+    ),
+}
+DEFAULT_COMMAND = "run"
+HELP_COMMAND = "help"
+HELP_SUMMARY = "this help, or a command's: replicator help status"
+
+EXIT_CODES = (
+    ("0", "a clean stop (SIGTERM, SIGINT), a finished copy, verify: equal tables"),
+    ("1", "an unexpected error (the log has its traceback)"),
+    ("2", "bad input (setting, flag, command) or a failed start-up check"),
+    ("3", "a poison record: the destination refuses a stream record"),
+    ("4", "trimmed data: records left the stream before they were applied"),
+    ("5", "verify: the tables differ"),
+    ("130", "verify or status stopped by SIGINT; run: a second signal"),
+    ("143", "verify or status stopped by SIGTERM; run: a shutdown past its deadline"),
+)
+SETTINGS_NOTE = (
+    "Every setting is a flag and an environment variable (in brackets); a flag wins over "
+    "the environment, which wins over a .env file in the working directory. A "
+    f"{ENV_PREFIX}* variable that is no setting is an error. Flags may come before or "
+    "after the command."
+)
+#: The commands' own flags, and whether each takes a value. With the settings' flags,
+#: they tell a flag's value from the command word (a test checks the parsers agree).
+OWN_FLAGS = {"-h": False, "--help": False, "--version": False, "--json": False,
+             "--repair": False, "--seconds": True, "--rate": True, "--keys": True}
+#: Metavars of the settings that are neither choices nor named by their suffix.
+METAVARS = {"task_name": "NAME", "worker_id": "ID", "metrics_port": "PORT",
+            "metrics_host": "ADDRESS"}
+SUFFIX_METAVARS = {"_endpoint": "URL", "_region": "REGION", "_profile": "PROFILE",
+                   "_table": "TABLE", "_interval": "SECONDS", "_timeout": "SECONDS",
+                   "_duration": "SECONDS"}
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, WIDTH)
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    """Two columns, the second wrapped under itself."""
+    width = max(len(name) for name, _ in rows) + 2
+    return "\n".join(
+        textwrap.fill(text, WIDTH, initial_indent=f"  {name:<{width}}",
+                      subsequent_indent=" " * (width + 2))
+        for name, text in rows
+    )
+
+
+class _Exit(Exception):
+    """argparse's request to end after --help or --version: ``main`` returns ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its errors as one ``ConfigError`` line instead of usage text."""
+    """argparse with its errors as one ``ConfigError`` line instead of usage text, and
+    its exits (after --help, --version) as ``_Exit``, so that ``main`` returns a code."""
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{message}; see {self.prog} --help")
 
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, end="", file=sys.stderr)
+        raise _Exit(status)
 
-def _settings_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=prog,
-        description="Replicate a DynamoDB table into another from its stream, for ever. "
-        "Every setting is a flag and an environment variable; a flag wins over the "
-        "environment, which wins over a .env file in the working directory.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="The Java cross-region replication tool's flags are accepted too: "
-        + " ".join(JAVA_FLAGS),
-    )
-    for name, field in Settings.model_fields.items():
-        default = "required" if field.is_required() else field.default
-        if default is None:
-            default = "derived, see above"
-        parser.add_argument(
-            flag_name(name),
-            dest=name,
-            metavar="VALUE",
-            default=argparse.SUPPRESS,
-            help=f"{field.description} [{env_name(name)}; default: {default}]",
-        )
-    for flag, (name, convert) in JAVA_FLAGS.items():
-        if convert is None:
-            parser.add_argument(
-                flag, dest=name, action="store_const", const="false",
-                default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-            )
-        else:
-            dest = f"java_millis_{name}" if convert == "millis" else name
-            parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (they are wrapped here); help at column 30."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=WIDTH)
+
+
+def _parser(
+    prog: str, *, usage: str | None, description: str, epilog: str | None = None
+) -> _Parser:
+    parser = _Parser(prog=prog, usage=usage, description=description, epilog=epilog,
+                     formatter_class=_Formatter, allow_abbrev=False, add_help=False)
+    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
+    parser.add_argument("--version", action="version", version=VERSION,
+                        help="show the version and exit")
     return parser
 
 
-def _given(namespace: argparse.Namespace) -> dict[str, Any]:
-    given: dict[str, Any] = {}
-    for key, value in vars(namespace).items():
-        if key.startswith("java_millis_"):
-            name = key.removeprefix("java_millis_")
+def _top_parser() -> _Parser:
+    commands = [(name, command.summary) for name, command in COMMANDS.items()]
+    description = "\n\n".join([
+        _wrap("Keep a DynamoDB table copied into another, in another region or account, "
+              "from the source table's stream."),
+        "commands:\n" + _table([*commands, (HELP_COMMAND, HELP_SUMMARY)]),
+    ])
+    epilog = "\n\n".join([
+        _wrap("run is the default command: replicator with settings and no command runs. "
+              "Settings are flags, before or after the command, REPLICATOR_* environment "
+              "variables, or keys of a .env file in the working directory; replicator run "
+              "--help lists them. replicator COMMAND --help shows a command's own options, "
+              "then the settings."),
+        "exit codes:\n" + _table(EXIT_CODES),
+    ])
+    return _parser(PROG, usage=f"{PROG} [COMMAND] [SETTINGS]\n       {PROG} COMMAND --help",
+                   description=description, epilog=epilog)
+
+
+# -- the settings' flags ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlagValue:
+    """A setting's flag as the user typed it, and its value (the Java tool's
+    --parentShardPollIntervalMillis already in seconds)."""
+
+    setting: str
+    flag: str
+    typed: str | None  # None: a flag that takes no value
+    value: Any
+
+    def shown(self) -> str:
+        return self.flag if self.typed is None else f"{self.flag} {shlex.quote(self.typed)}"
+
+
+GIVEN = "settings_given"
+
+
+class _SettingFlag(argparse.Action):
+    """Collects every flag given for a setting, in order, in ``namespace.settings_given``:
+    argparse would keep only the last, and the error of a bad value must name the flag
+    the user typed, not only the setting's variable."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, millis: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.millis = millis
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        flag = option_string or self.dest
+        typed = None if self.nargs == 0 else str(values)
+        value: Any = self.const if typed is None else typed
+        if self.millis:
             try:
-                given[name] = float(value) / 1000.0
+                value = float(str(typed)) / 1000.0
             except ValueError:
                 raise ConfigError(
-                    f"--parentShardPollIntervalMillis: {value!r} is not a number of milliseconds"
-                ) from None
+                    f"{flag}: {typed!r} is not a number of milliseconds") from None
+        given: list[FlagValue] = namespace.__dict__.setdefault(GIVEN, [])
+        given.append(FlagValue(self.dest, flag, typed, value))
+
+
+def _choices(field: FieldInfo) -> tuple[str, ...] | None:
+    if get_origin(field.annotation) is Literal:
+        return tuple(str(choice) for choice in get_args(field.annotation))
+    return None
+
+
+def _metavar(name: str, field: FieldInfo) -> str | None:
+    if _choices(field) is not None:
+        return None  # argparse shows the choices: {TRIM_HORIZON,LATEST}
+    if field.annotation in (bool, bool | None):
+        return "{true,false}"
+    if name in METAVARS:
+        return METAVARS[name]
+    for suffix, metavar in SUFFIX_METAVARS.items():
+        if name.endswith(suffix):
+            return metavar
+    return "N" if field.annotation in (int, float, int | None, float | None) else "VALUE"
+
+
+def _setting_help(name: str, field: FieldInfo) -> str:
+    description = field.description or ""
+    if field.is_required():
+        where = f"{env_name(name)}; required"
+    elif field.default is None:
+        # The description says what an unset setting means, as "(default: ...)" or not.
+        where = env_name(name)
+    else:
+        where = f"{env_name(name)}; default: {field.default}"
+    return f"{description} [{where}]".replace("%", "%%")
+
+
+def _java_epilog() -> str:
+    return _wrap("The Java cross-region replication tool's flags are accepted too: "
+                 + " ".join(JAVA_FLAGS) + ".")
+
+
+def _settings_parser(command: str) -> _Parser:
+    """The parser of a command that takes the settings: its own options, which the
+    caller adds, come first in its help, then the settings by subject."""
+    spec = COMMANDS[command]
+    parser = _parser(f"{PROG} {command}", usage=spec.usage,
+                     description=_wrap(spec.description) + "\n\n" + _wrap(SETTINGS_NOTE),
+                     epilog=_java_epilog())
+    for title, names in GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            field = Settings.model_fields[name]
+            group.add_argument(
+                flag_name(name), dest=name, action=_SettingFlag, default=argparse.SUPPRESS,
+                choices=_choices(field), metavar=_metavar(name, field),
+                help=_setting_help(name, field),
+            )
+    for flag, (name, convert) in JAVA_FLAGS.items():
+        if convert is None:  # --dontPublishCloudwatch
+            parser.add_argument(flag, dest=name, action=_SettingFlag, nargs=0, const=False,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
-            given[key] = value
-    return given
+            parser.add_argument(flag, dest=name, action=_SettingFlag,
+                                millis=convert == "millis", default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
+    return parser
 
 
-def load_settings(overrides: dict[str, Any], env_file: str | None = ".env") -> Settings:
-    """Build the settings, turning validation errors into one ``ConfigError`` line."""
+def _command_parser(command: str) -> _Parser:
+    if command == "demo":
+        return _demo_parser()
+    parser = _settings_parser(command)
+    if command == "verify":
+        parser.add_argument("--repair", action="store_true",
+                            help="write missing and different items, delete extra ones, "
+                            "then compare again")
+    if command == "status":
+        parser.add_argument("--json", action="store_true",
+                            help="print JSON instead of a table")
+    return parser
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    noun = "a whole number" if kind is int else "a number"
+
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:  # not a number, or nan
+            raise argparse.ArgumentTypeError(f"must be {noun} above 0, got {text!r}")
+        return value
+
+    return convert
+
+
+def _demo_parser() -> _Parser:
+    from replicator.demo import DEFAULT_RATE
+
+    spec = COMMANDS["demo"]
+    parser = _parser(f"{PROG} demo", usage=spec.usage, description=_wrap(spec.description))
+    parser.add_argument("--seconds", type=_positive(float), default=8.0, metavar="SECONDS",
+                        help="how long the live workload writes (default: %(default)s)")
+    parser.add_argument("--rate", type=_positive(int), default=DEFAULT_RATE, metavar="N",
+                        help="source writes per second (default: %(default)s)")
+    parser.add_argument("--keys", type=_positive(int), default=400, metavar="N",
+                        help="distinct item keys the workload writes (default: %(default)s)")
+    return parser
+
+
+def _flags() -> dict[str, bool]:
+    """Every flag of every command, and whether it takes a value."""
+    flags = {flag_name(name): True for name in Settings.model_fields}
+    flags.update({flag: convert is not None for flag, (_, convert) in JAVA_FLAGS.items()})
+    return {**flags, **OWN_FLAGS}
+
+
+def split_command(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The command word, wherever it stands, and the other arguments in their order.
+
+    The command is the first word that is neither a flag nor a flag's value. None when
+    there is none, or when a word that is no command follows a flag no parser knows
+    (which may be that flag's value: argparse then names the flag).
+    """
+    flags = _flags()
+    unknown_flag = False
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            break
+        if arg.startswith("-") and arg != "-":
+            name, equals, _ = arg.partition("=")
+            unknown_flag = unknown_flag or name not in flags
+            index += 2 if flags.get(name) and not equals else 1
+            continue
+        if arg in COMMANDS or arg == HELP_COMMAND:
+            return arg, [*args[:index], *args[index + 1:]]
+        if unknown_flag:
+            return None, list(args)
+        meant = closest(arg, [*COMMANDS, HELP_COMMAND])
+        hint = f" (did you mean {meant}?)" if meant else ""
+        raise ConfigError(f"unknown command {arg!r}{hint}: the commands are "
+                          f"{', '.join(COMMANDS)} and {HELP_COMMAND}; see {PROG} --help")
+    return None, list(args)
+
+
+def _parse(parser: _Parser, args: Sequence[str]) -> argparse.Namespace:
+    """``parse_args``, but an unknown flag's error names the flag it most likely means."""
+    namespace, extras = parser.parse_known_args(args)
+    if extras:
+        # argparse has no public list of a parser's flags. They are compared without
+        # the dashes, which every flag shares.
+        options = [flag[2:] for flag in parser._option_string_actions if flag.startswith("--")]
+        meant = []
+        for extra in extras:
+            if extra.startswith("--"):
+                option = closest(extra[2:].partition("=")[0], options)
+                if option is not None:
+                    meant.append(f"--{option}")
+        hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
+        parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return namespace
+
+
+def resolve_flags(given: Sequence[FlagValue]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the flags give, and the flag the user typed for each.
+
+    Each value is checked on its own, so that its error names its flag. Two flags for
+    one setting with different values are an error naming both; the same value twice
+    is fine.
+    """
+    values: dict[str, Any] = {}
+    first: dict[str, FlagValue] = {}
+    problems = []
+    for flag in given:
+        try:
+            value = parse_setting(flag.setting, flag.value)
+        except ValueError as exc:
+            typed = flag.value if flag.typed is None else flag.typed
+            problems.append(f"{flag.flag}: {exc}, got {typed!r}")
+            continue
+        if flag.setting not in first:
+            first[flag.setting], values[flag.setting] = flag, value
+        elif values[flag.setting] != value:
+            earlier = first[flag.setting]
+            problems.append(
+                f"{earlier.shown()} and {flag.shown()} both set {env_name(flag.setting)}, "
+                "to different values: give one of them")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return values, {name: flag.flag for name, flag in first.items()}
+
+
+def load_settings(overrides: Mapping[str, Any], env_file: str | None = ".env", *,
+                  flags: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``overrides`` (by setting name), the environment and
+    ``env_file``, turning every problem into one ``ConfigError`` line.
+
+    ``flags`` names the flag that gave each override, for the errors to name it.
+    """
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"not a setting: {', '.join(unknown)}")
+    problems = unknown_variables(os.environ, env_file)
+    if problems:  # reported alone: a misspelt variable often explains the rest
+        raise ConfigError("; ".join(problems))
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except pydantic.ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(_one_line(exc, flags or {})) from None
 
 
-def _one_line(exc: pydantic.ValidationError) -> str:
+def _one_line(exc: pydantic.ValidationError, flags: Mapping[str, str]) -> str:
+    """Every problem, each naming the flag that gave the value or else its variable."""
+    by_variable = {env_name(name): flag for name, flag in flags.items()}
+
+    def as_given(message: str) -> str:
+        return re.sub(r"REPLICATOR_[A-Z0-9_]+",
+                      lambda match: by_variable.get(match[0], match[0]), message)
+
     problems = []
     for error in exc.errors():
         location = error["loc"]
+        message = str(error["msg"]).removeprefix("Value error, ")
         if not location:  # raised by the model validator: the message says it all
-            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            problems.append(as_given(message))
             continue
         name = str(location[0])
-        where = f"{env_name(name)} ({flag_name(name)})"
-        if error["type"] == "missing":
-            problems.append(f"{where} is required: set it in the environment or pass the flag")
+        if name in flags:
+            problems.append(f"{flags[name]}: {message}, got {error.get('input')!r}")
+        elif error["type"] == "missing":
+            problems.append(f"{env_name(name)} ({flag_name(name)}) is required: set it in "
+                            "the environment or pass the flag")
         else:
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where} {message}, got {error.get('input')!r}")
+            problems.append(f"{env_name(name)} ({flag_name(name)}) {message}, "
+                            f"got {error.get('input')!r}")
     return "; ".join(problems)
 
 
-def _demo_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="replicator demo",
-        description="Start two local moto servers, replicate a live workload from one to "
-        "the other, and compare the tables at the end.",
-    )
-    parser.add_argument("--seconds", type=float, default=8.0, help="workload duration")
-    parser.add_argument("--rate", type=int, default=40, help="source writes per second")
-    parser.add_argument("--keys", type=int, default=400, help="distinct item keys")
-    return parser
+def settings_from(namespace: argparse.Namespace, env_file: str | None = ".env") -> Settings:
+    """The settings of a parsed command line, over the environment and ``env_file``."""
+    overrides, flags = resolve_flags(vars(namespace).get(GIVEN, []))
+    return load_settings(overrides, env_file, flags=flags)
+
+
+def parse_settings(args: Sequence[str], env_file: str | None = ".env") -> Settings:
+    """The settings ``replicator run ARGS`` would run with."""
+    return settings_from(_parse(_command_parser(DEFAULT_COMMAND), args), env_file)
 
 
 def run_async(coroutine: Coroutine[Any, Any, int]) -> int:
@@ -128,60 +499,61 @@ def run_async(coroutine: Coroutine[Any, Any, int]) -> int:
     return int(uvloop.run(coroutine))
 
 
+def _help(args: Sequence[str]) -> int:
+    """``replicator help [COMMAND]``."""
+    topics = [arg for arg in args if not arg.startswith("-")]
+    if len(topics) > 1:
+        raise ConfigError(f"help takes one command at most, got {' '.join(topics)}; "
+                          f"see {PROG} --help")
+    if not topics:
+        _top_parser().print_help()
+        return 0
+    if topics[0] not in COMMANDS:
+        meant = closest(topics[0], COMMANDS)
+        hint = f" (did you mean {meant}?)" if meant else ""
+        raise ConfigError(f"unknown command {topics[0]!r}{hint}: the commands are "
+                          f"{', '.join(COMMANDS)}; see {PROG} --help")
+    _command_parser(topics[0]).print_help()
+    return 0
+
+
+def _run(command: str, args: Sequence[str]) -> int:
+    namespace = _parse(_command_parser(command), args)
+    if command == "demo":
+        from replicator.demo import run_demo
+
+        return run_async(run_demo(seconds=namespace.seconds, rate=namespace.rate,
+                                  keys=namespace.keys))
+    settings = settings_from(namespace)
+    if command == "verify":
+        configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+        from replicator.verify import run_verify
+
+        return run_async(run_verify(settings, repair=namespace.repair))
+    if command == "status":
+        from replicator.status import run_status
+
+        return run_async(run_status(settings, as_json=namespace.json))
+    from replicator.service import run_service
+
+    return run_async(run_service(settings, copy_only=command == "copy"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0) if args and args[0] in COMMANDS else "run"
     try:
-        if command == "demo":
-            from replicator.demo import run_demo
-
-            options = _demo_parser().parse_args(args)
-            return run_async(run_demo(seconds=options.seconds, rate=options.rate,
-                                      keys=options.keys))
-        if command == "copy":
-            parser = _settings_parser("replicator copy")
-            parser.description = (
-                "Copy the source table into the destination (a parallel Scan), record "
-                "where the stream must start so that nothing written meanwhile is missed, "
-                "and exit. A copy that was interrupted resumes where it stopped."
-            )
-            settings = load_settings(_given(parser.parse_args(args)))
-            from replicator.service import run_service
-
-            return run_async(run_service(settings, copy_only=True))
-        if command == "verify":
-            parser = _settings_parser("replicator verify")
-            parser.description = (
-                "Compare the source and destination tables (parallel scans); exit 0 only "
-                "when they are equal. --repair rewrites what differs from the source."
-            )
-            parser.add_argument("--repair", action="store_true", default=argparse.SUPPRESS,
-                                help="write missing and different items, delete extra ones")
-            namespace = parser.parse_args(args)
-            repair = bool(vars(namespace).pop("repair", False))
-            settings = load_settings(_given(namespace))
-            configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
-            from replicator.verify import run_verify
-
-            return run_async(run_verify(settings, repair=repair))
-        if command == "status":
-            parser = _settings_parser("replicator status")
-            parser.description = "Show the task's shards, their owners and checkpoints, and " \
-                "each worker's share, from the checkpoint table."
-            parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                                help="print JSON instead of a table")
-            namespace = parser.parse_args(args)
-            as_json = bool(vars(namespace).pop("json", False))
-            settings = load_settings(_given(namespace))
-            from replicator.status import run_status
-
-            return run_async(run_status(settings, as_json=as_json))
-        namespace = _settings_parser("replicator [run]").parse_args(args)
-        settings = load_settings(_given(namespace))
-        from replicator.service import run_service
-
-        return run_async(run_service(settings))
+        command, rest = split_command(args)
+        if command == HELP_COMMAND:
+            return _help(rest)
+        if command is None:
+            if "-h" in rest or "--help" in rest:
+                _top_parser().print_help()
+                return 0
+            command = DEFAULT_COMMAND
+        return _run(command, rest)
+    except _Exit as exc:
+        return exc.status
     except ReplicatorError as exc:
         print(f"replicator: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -3,19 +3,28 @@
 A flag wins over the environment, which wins over the .env file. The Java
 cross-region replication tool's flags are accepted as aliases (``JAVA_FLAGS``)
 so its users keep their command lines.
+
+Nothing is read loosely: a ``REPLICATOR_*`` variable or ``.env`` key that is no
+setting is an error naming the closest setting (``unknown_variables``), since a
+misspelt variable would otherwise leave its setting at the default without a word.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import os
 import random
 import socket
 import string
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, model_validator
+from dotenv import dotenv_values
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from replicator.checkpoint import Sentinel
@@ -77,11 +86,13 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
+        # Not "forbid": that would refuse every other key of a .env file, AWS_REGION
+        # included, and never sees the environment. ``unknown_variables`` judges both.
         extra="ignore",
         validate_default=True,
     )
 
-    # -- where to read and write -------------------------------------------------
+    # -- source ----------------------------------------------------------------
     source_table: str = Field(min_length=3, max_length=255, description="Source table name.")
     source_region: str | None = Field(
         None, description="Source region (default: AWS_REGION or AWS_DEFAULT_REGION)."
@@ -90,6 +101,23 @@ class Settings(BaseSettings):
     source_streams_endpoint: Endpoint = Field(
         None, description="Source DynamoDB Streams endpoint URL (default: the source endpoint)."
     )
+    source_profile: str | None = Field(
+        None,
+        description="AWS profile whose credentials read the source table and its stream "
+        "(default: the standard credential chain).",
+    )
+    initial_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
+        "TRIM_HORIZON",
+        description="Where a stream seen for the first time is read from: TRIM_HORIZON "
+        "(the oldest record, up to 24 hours back) or LATEST (only new records).",
+    )
+    on_trimmed_data: Literal["fail", "skip"] = Field(
+        "fail",
+        description="When records were trimmed before being applied: fail (stop, exit 4) or "
+        "skip (log the loss and go on from the oldest record left).",
+    )
+
+    # -- destination -----------------------------------------------------------
     destination_table: str = Field(
         min_length=3, max_length=255, description="Destination table name."
     )
@@ -97,20 +125,25 @@ class Settings(BaseSettings):
         None, description="Destination region (default: the source region)."
     )
     destination_endpoint: Endpoint = Field(None, description="Destination DynamoDB endpoint URL.")
-    source_profile: str | None = Field(
-        None,
-        description="AWS profile whose credentials read the source table and its stream "
-        "(default: the standard credential chain).",
-    )
     destination_profile: str | None = Field(
         None,
         description="AWS profile whose credentials write the destination table, for "
         "another account (default: the standard credential chain).",
     )
-    checkpoint_profile: str | None = Field(
+
+    # -- checkpoint table ------------------------------------------------------
+    task_name: str | None = Field(
         None,
-        description="AWS profile for the checkpoint table and CloudWatch (default: the "
-        "source's).",
+        min_length=3,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Names the checkpoint table; workers with one task name share the shards "
+        "(default: replicator-MD5(sourceRegion + sourceTable + destinationRegion + "
+        "destinationTable)).",
+    )
+    worker_id: str | None = Field(
+        None, min_length=1, description="This worker's name in the lease rows "
+        "(default: host name, process id and a random suffix)."
     )
     checkpoint_region: str | None = Field(
         None, description="Region of the checkpoint table (default: the source region)."
@@ -120,25 +153,13 @@ class Settings(BaseSettings):
         description="Endpoint of the checkpoint table (default: the source endpoint, "
         "unless the checkpoint region is set).",
     )
-    task_name: str | None = Field(
+    checkpoint_profile: str | None = Field(
         None,
-        min_length=3,
-        max_length=255,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Names the checkpoint table; workers with one task name share the shards "
-        "(default: replicator-MD5(sourceRegion+sourceTable+destinationRegion+destinationTable)).",
-    )
-    worker_id: str | None = Field(
-        None, min_length=1, description="This worker's name in the lease rows "
-        "(default: host name, process id and a random suffix)."
-    )
-    initial_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
-        "TRIM_HORIZON",
-        description="Where a stream seen for the first time is read from: TRIM_HORIZON "
-        "(the oldest record, up to 24 hours back) or LATEST (only new records).",
+        description="AWS profile for the checkpoint table and CloudWatch (default: the "
+        "source's).",
     )
 
-    # -- bootstrap copy ----------------------------------------------------------
+    # -- bootstrap copy --------------------------------------------------------
     bootstrap: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Copy the source table before streaming: auto (when the task has no "
@@ -164,7 +185,7 @@ class Settings(BaseSettings):
         "(default: no cap)."
     )
 
-    # -- tuning ------------------------------------------------------------------
+    # -- tuning ----------------------------------------------------------------
     writers: int = Field(8, ge=1, le=256, description="Concurrent destination writers.")
     queue_size: int = Field(
         5000, ge=25, le=1_000_000, description="Records buffered between readers and writers."
@@ -195,12 +216,8 @@ class Settings(BaseSettings):
     shutdown_timeout: Seconds = Field(
         20.0, description="Seconds allowed after SIGTERM to finish writes in flight and checkpoint."
     )
-    on_trimmed_data: Literal["fail", "skip"] = Field(
-        "fail",
-        description="When records were trimmed before being applied: fail (stop, exit 4) or "
-        "skip (log the loss and go on from the oldest record left).",
-    )
-    progress_interval: Seconds = Field(10.0, description="Seconds between progress log lines.")
+
+    # -- metrics and CloudWatch ------------------------------------------------
     metrics_port: int | None = Field(
         None, ge=0, le=65535,
         description="Port of the HTTP endpoint serving /metrics (Prometheus), /healthz and "
@@ -224,12 +241,17 @@ class Settings(BaseSettings):
     cloudwatch_interval: Seconds = Field(
         60.0, description="Seconds between CloudWatch PutMetricData batches."
     )
+
+    # -- logging ---------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Least severe log level written."
+        "info", description="Least severe log level written: debug, info, warning or error."
     )
     log_format: Literal["auto", "json", "console"] = Field(
-        "auto", description="auto: JSON unless stdout is a terminal."
+        "auto",
+        description="auto (JSON lines unless stdout is a terminal, readable lines when it is), "
+        "json or console.",
     )
+    progress_interval: Seconds = Field(10.0, description="Seconds between progress log lines.")
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
@@ -315,6 +337,26 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+#: The settings by subject: the sections of ``--help``, README.md and .env.example.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "source": ("source_table", "source_region", "source_endpoint", "source_streams_endpoint",
+               "source_profile", "initial_position", "on_trimmed_data"),
+    "destination": ("destination_table", "destination_region", "destination_endpoint",
+                    "destination_profile"),
+    "checkpoint table": ("task_name", "worker_id", "checkpoint_region", "checkpoint_endpoint",
+                         "checkpoint_profile"),
+    "bootstrap copy": ("bootstrap", "copy_segments", "copy_concurrency", "copy_writers",
+                       "copy_max_rcu", "copy_max_wcu"),
+    "tuning": ("writers", "queue_size", "get_records_limit", "idle_interval",
+               "checkpoint_interval", "coordinator_interval", "shard_sync_interval",
+               "lease_duration", "lease_renew_interval", "call_timeout", "shutdown_timeout"),
+    "metrics and CloudWatch": ("metrics_port", "metrics_host", "cloudwatch",
+                               "cloudwatch_region", "cloudwatch_endpoint",
+                               "cloudwatch_interval"),
+    "logging": ("log_level", "log_format", "progress_interval"),
+}
+
+
 #: The Java tool's flags: flag -> (setting, converter of its value). A None
 #: converter marks a flag that takes no value.
 JAVA_FLAGS: dict[str, tuple[str, Any]] = {
@@ -332,3 +374,85 @@ JAVA_FLAGS: dict[str, tuple[str, Any]] = {
     "--parentShardPollIntervalMillis": ("coordinator_interval", "millis"),
     "--dontPublishCloudwatch": ("cloudwatch", None),
 }
+
+#: ``REPLICATOR_*`` variables that are read outside ``Settings`` and are no setting.
+#: None today: the health check reads REPLICATOR_METRICS_PORT, which is a setting.
+OTHER_VARIABLES: frozenset[str] = frozenset()
+#: Where to find every setting's name, for a variable or flag that resembles none.
+SETTINGS_LIST = "replicator run --help lists the settings"
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` most likely misspells or abbreviates, if one is close."""
+    candidates = list(candidates)
+    started = [candidate for candidate in candidates if candidate.startswith(word)]
+    if len(started) == 1:
+        return started[0]
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def closest_setting(word: str) -> str | None:
+    """The setting a misspelt variable name (without the prefix) or flag most likely means.
+
+    Compared without case, dashes or underscores, so ``SOURCETABLE`` finds
+    ``source_table``; the Java tool's flags count too (``BATCH_SIZE``: get_records_limit).
+    """
+    by_spelling = {_normalized(name): name for name in Settings.model_fields}
+    by_spelling.update({_normalized(flag): name for flag, (name, _) in JAVA_FLAGS.items()})
+    found = closest(_normalized(word), by_spelling)
+    return None if found is None else by_spelling[found]
+
+
+def unknown_variables(
+    environ: Mapping[str, str], env_file: str | Path | None = ".env"
+) -> list[str]:
+    """One problem for each ``REPLICATOR_*`` name in ``environ`` or ``env_file`` that is
+    no setting, naming the setting it most likely means.
+
+    Names are compared without case, as pydantic-settings reads them; a .env key without
+    the prefix is not ours to judge (``docker --env-file`` files hold AWS_* keys too).
+    """
+    accepted = {env_name(name) for name in Settings.model_fields} | OTHER_VARIABLES
+    sources: list[tuple[str, Iterable[str]]] = [("in the environment", environ)]
+    problems = []
+    if env_file is not None and Path(env_file).is_file():
+        try:
+            sources.append((f"in {env_file}", dotenv_values(env_file, encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{env_file} cannot be read: {exc}")
+    for where, names in sources:
+        for name in sorted(names):
+            if not name.upper().startswith(ENV_PREFIX) or name.upper() in accepted:
+                continue
+            meant = closest_setting(name[len(ENV_PREFIX):])
+            if meant is None:
+                problems.append(f"{name} {where} is not a setting and resembles none: "
+                                f"{SETTINGS_LIST}")
+            else:
+                problems.append(f"{name} {where} is not a setting: did you mean "
+                                f"{env_name(meant)}?")
+    return problems
+
+
+@functools.cache
+def _adapter(name: str) -> TypeAdapter[Any]:
+    field = Settings.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field])  # type: ignore[arg-type]
+
+
+def parse_setting(name: str, value: Any) -> Any:
+    """``value`` checked and converted as the setting ``name`` takes it, on its own.
+
+    Raises ``ValueError`` with pydantic's reason (``Input should be ...``), so that a
+    caller can name where the value came from, a flag for example.
+    """
+    try:
+        return _adapter(name).validate_python(value)
+    except ValidationError as exc:
+        reasons = (str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        raise ValueError("; ".join(reasons)) from None

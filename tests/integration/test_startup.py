@@ -100,7 +100,7 @@ def failure_of(
         ),
         pytest.param(
             {}, ("--writers", "0"),
-            "REPLICATOR_WRITERS (--writers) Input should be greater than or equal to 1, got '0'",
+            "--writers: Input should be greater than or equal to 1, got '0'",
             id="writers-flag-out-of-range",
         ),
         pytest.param(
@@ -156,7 +156,7 @@ def test_a_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err == (
         "replicator: error: unrecognized arguments: --no-such-flag x; "
-        "see replicator [run] --help\n"
+        "see replicator run --help\n"
     )
 
 
