@@ -37,12 +37,15 @@ from replicator.errors import (
 )
 from replicator.leases import HeldLease
 from replicator.protocols import StreamReader
-from replicator.records import RecordsPage, StreamRecord, sequence_key
+from replicator.records import RecordsPage, StreamRecord
 from replicator.stats import ShardReading, Stats
 from replicator.writer import WorkItem, WriterPool
 
 log = structlog.get_logger("replicator.shard")
 
+#: How many of the last records' event ids a consumer remembers, to pass over a record
+#: served again.
+RECENT_EVENTS = 4096
 #: Pages that must arrive in a row, after a timed-out GetRecords, before the
 #: limit is doubled again.
 GROW_AFTER = 8
@@ -102,9 +105,8 @@ class ShardConsumer:
         #: An iterator to start from instead of the checkpoint's: a bootstrap copy's
         #: watcher hands over the one it read the shard's head with.
         self._start_iterator = start_iterator
-        #: The last sequence number handed over, and the event ids given with it.
-        self._last_sequence: int | None = None
-        self._last_events: set[str | None] = set()
+        #: The event ids of the records handed over last, oldest first.
+        self._recent_events: dict[str, None] = {}
         #: Records created before this epoch second are skipped, not applied, until
         #: the first one created at it or later (set by a ``SINCE:`` start).
         self._skip_before: float | None = None
@@ -275,16 +277,16 @@ class ShardConsumer:
     async def _hand_over(self, page: RecordsPage, reading: ShardReading) -> int:
         """Hand the page's records to the writers; returns how many were new.
 
-        A record the shard has given already (the same sequence number and event id,
-        or an older sequence number) is passed over: DynamoDB never sends one, but
-        moto can give two concurrent writes one sequence number and then serve the
-        second of them after itself for ever.
+        A record the shard has given already (its event id) is passed over: DynamoDB
+        never sends one twice, but moto can give two concurrent writes one sequence
+        number and then serve the second of them again after itself, for ever. (Its
+        sequence numbers are then out of order too: only the event id tells.)
         """
         tracker = self.tracker
         fresh = 0
         for raw in page.records:
             record = StreamRecord.from_wire(self.shard_id, raw)
-            if self._seen_before(record.sequence_number, raw.get("eventID")):
+            if self._seen_before(raw.get("eventID")):
                 continue
             fresh += 1
             pending = tracker.add(record.sequence_number, record.created_at)
@@ -302,17 +304,16 @@ class ShardConsumer:
         self._stats.records_read += fresh
         return fresh
 
-    def _seen_before(self, sequence_number: str, event_id: str | None) -> bool:
-        last = self._last_sequence
-        number = sequence_key(sequence_number)
-        if last is not None and number < last:
+    def _seen_before(self, event_id: str | None) -> bool:
+        """Whether the record (by its event id, unique to a record) was handed over
+        already, among the last ``RECENT_EVENTS``."""
+        if event_id is None:
+            return False
+        if event_id in self._recent_events:
             return True
-        if number != last:
-            self._last_sequence = number
-            self._last_events = set()
-        elif event_id in self._last_events:
-            return True
-        self._last_events.add(event_id)
+        self._recent_events[event_id] = None
+        if len(self._recent_events) > RECENT_EVENTS:
+            del self._recent_events[next(iter(self._recent_events))]
         return False
 
     async def _maybe_checkpoint(self) -> None:

@@ -554,6 +554,8 @@ def test_the_java_tools_flags(
         servers, source_table="env-source", destination_table="env-destination",
         source_endpoint="http://127.0.0.1:1", destination_endpoint="http://127.0.0.1:1",
         task_name="env-task", get_records_limit="1000", coordinator_interval="5",
+        # Streamed, not copied: what is written before a copy it would not read.
+        bootstrap="never",
     ))
     StopsWhenCaughtUp.ran.clear()
     monkeypatch.setattr(service, "Replicator", StopsWhenCaughtUp)

@@ -317,3 +317,22 @@ async def test_a_record_served_again_is_not_applied_again_and_the_reader_goes_id
     assert replication.stats.records_read == 8  # the twin served again was passed over
     assert replication.stats.applied_total == 8
     assert [w.key for w in dest.log].count((("pk", "S", "twin-b"),)) == 1
+
+
+async def test_a_record_with_an_older_sequence_number_than_the_last_is_still_applied() -> None:
+    """moto again: of three concurrent writes, the one appended last can carry the
+    sequence number of the first. It is another write all the same."""
+    stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
+    shard = stream.add_shard()
+    fill(stream, shard, 4)
+    stream.put(shard, item("first", v=1))
+    stream.put(shard, item("second", v=2))
+    stream.put(shard, item("third", v=3))
+    records = stream.records(shard)
+    records[-1]["dynamodb"]["SequenceNumber"] = records[-3]["dynamodb"]["SequenceNumber"]
+
+    async with Replication(stream, dest, store) as replication:
+        await dest.wait_until(lambda table: table == stream.source)
+
+    assert (("pk", "S", "third"),) in dest.table
+    assert replication.stats.records_read == 7
