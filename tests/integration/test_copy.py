@@ -21,7 +21,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,19 +200,27 @@ async def table_items(client: Any, table: str, *, segments: int = 4) -> dict[Key
     return items
 
 
-async def assert_tables_equal(source: Any, destination: Any) -> int:
+async def assert_tables_equal(
+    source: Any, destination: Any, *,
+    explain: Callable[[Key], Awaitable[str]] | None = None,
+) -> int:
     """Both tables hold the same items; returns how many. One Scan of each table, the
     two at once (``compare_tables`` reads each table twice, a Scan and a BatchGetItem,
-    which doubles the time on moto for tables of thousands of items)."""
+    which doubles the time on moto for tables of thousands of items). On a failure,
+    ``explain`` tells the story of each key that differs."""
     ours, theirs = await asyncio.gather(table_items(source, SOURCE_TABLE),
                                         table_items(destination, DESTINATION_TABLE))
     missing = sorted(ours.keys() - theirs.keys())
     extra = sorted(theirs.keys() - ours.keys())
     different = sorted(key for key in ours.keys() & theirs.keys() if ours[key] != theirs[key])
     if missing or extra or different:
+        stories = ""
+        if explain is not None:
+            stories = "".join([f"\n  {key}: {await explain(key)}"
+                               for key in [*missing[:5], *extra[:5], *different[:5]]])
         raise AssertionError(
             f"{len(missing)} missing {missing[:5]}, {len(extra)} extra {extra[:5]}, "
-            f"{len(different)} different {different[:5]}"
+            f"{len(different)} different {different[:5]}{stories}"
         )
     return len(ours)
 
@@ -440,6 +448,8 @@ async def a_copy_killed_midway_resumes(
 
         await wait_until(moved_to_at, within=DEADLINE, processes=[first],
                          what="the stream position to be recorded")
+        (started_row,) = await lease_rows(source)
+        started_at = started_row["checkpoint"]["S"]
         # From here until the resumed copy ends: puts, updates and deletes on copied
         # keys, on keys not copied yet and on new keys.
         writer = asyncio.create_task(write_while_copying(
@@ -545,7 +555,19 @@ async def a_copy_killed_midway_resumes(
     rows = await copy_rows(source, stream_arn)
     assert set(rows.values()) == {DONE}
     assert len(rows) == SEGMENTS + 1
-    items = await assert_tables_equal(source, destination)
+    async def explain(key: Key) -> str:
+        segment = next((s for s, found in keys.items() if key in found), None)
+        history = [(raw["eventName"], raw["dynamodb"]["SequenceNumber"])
+                   for raw in await stream_records(streams, stream_arn)
+                   if key_of(raw["dynamodb"]["Keys"]) == key]
+        where = ("not an original key" if segment is None else
+                 f"segment {segment} ({at_kill[segment_id(segment)]} at the kill)")
+        return (f"{where}; written during the copy: {key in touched}; copy writes by the "
+                f"first worker {first_written[key]}, by the second (and its stream) "
+                f"{second_written[key]}; stream records {history}; stream start "
+                f"{started_at}")
+
+    items = await assert_tables_equal(source, destination, explain=explain)
     print(f"\n{items_total} items copied, {counts.total()} writes during the copy "
           f"({dict(counts)}), {len(done)} of {SEGMENTS} segments finished before the kill "
           f"were not copied again; {items} items in each table at the end")
