@@ -155,12 +155,12 @@ class Replicator:
                     self.clock.monotonic() - asked if asked is not None else 0.0)
                 with contextlib.suppress(TimeoutError):
                     await within(self.clock, left, asyncio.shield(work))
-            if not work.done():
-                self.deadline_reached = True
-                log.warning("shutdown deadline reached; what was not checkpointed is left "
-                            "to the next owner", phase=self.phase,
-                            seconds=self.settings.shutdown_timeout)
-                work.cancel()
+                if not work.done():
+                    self.deadline_reached = True
+                    log.warning("shutdown deadline reached; what was not checkpointed is "
+                                "left to the next owner", phase=self.phase,
+                                seconds=self.settings.shutdown_timeout)
+                    work.cancel()
             with contextlib.suppress(TimeoutError):
                 await within(self.clock, CANCEL_GRACE, asyncio.shield(work))
             if not work.done():
