@@ -114,6 +114,9 @@ class ShardCoordinator:
 
     async def run(self) -> None:
         """Replicate until ``stop`` is set, then shut down in order."""
+        for shard_id, held in self.held.items():  # handed over by a bootstrap copy
+            log.info("lease taken", shard_id=shard_id, previous_owner=None,
+                     checkpoint=held.lease.checkpoint, stolen=False, handed_over=True)
         async with asyncio.TaskGroup() as group:
             writers = group.create_task(self._pool.run(), name="writer-pool")
             renewer = group.create_task(self._renew_loop(), name="lease-renewer")

@@ -29,7 +29,7 @@ async def until_signalled(work: Coroutine[Any, Any, int], *, command: str) -> in
 
     for signum in SIGNALS:
         # Not on every platform, nor from a thread other than the main one (a test).
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, on_signal, signum)
     try:
         return await task
@@ -41,5 +41,5 @@ async def until_signalled(work: Coroutine[Any, Any, int], *, command: str) -> in
         return 128 + received[0]
     finally:
         for signum in SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signum)

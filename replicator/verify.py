@@ -139,6 +139,10 @@ class Verifier:
         diff = TableDiff()
         await self._pass(self._source, self._destination, diff, self._source_page, repair)
         await self._pass(self._destination, self._source, diff, self._destination_page, repair)
+        if repair:
+            # The destination's pass comes after the source's, which wrote the missing
+            # items: it counted them, though the destination did not hold them before.
+            diff.destination_items -= diff.missing
         return diff
 
     async def verify(self, *, repair: bool = False) -> TableDiff:

@@ -34,10 +34,15 @@ async def test_status_shows_the_shard_its_owner_and_checkpoint(
     servers: Servers, source: Any, destination: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stream_arn = await create_pair(source, destination)
-    await source.put_item(TableName=SOURCE_TABLE, Item={"pk": {"S": "a"}, "sk": {"N": "1"}})
     settings = settings_for(servers, worker_id="status-worker")
     async with replicating(settings) as running:
-        await running.wait_caught_up(since=0.0)
+        # Written once the worker streams, so that it reads it (an item written before
+        # would come by the bootstrap copy, and the stream would not read it).
+        await source.put_item(TableName=SOURCE_TABLE,
+                              Item={"pk": {"S": "a"}, "sk": {"N": "1"}})
+        await running.until(lambda: running.stats.applied_total == 1,
+                            what="the item to be applied")
+        await running.wait_caught_up(since=running.now())
         consumer = next(iter(running.replicator.coordinator.consumers.values()))[0]
         await consumer.write_checkpoint()
         capsys.readouterr()
@@ -51,13 +56,16 @@ async def test_status_shows_the_shard_its_owner_and_checkpoint(
         assert shard["state"] == "leased"
         assert shard["checkpoint"].isdigit()
         assert shard["parent_shard_id"] is None
-        assert report["workers"] == [{"worker_id": "status-worker", "leases": 1}]
+        (worker,) = report["workers"]
+        assert (worker["worker_id"], worker["leases"], worker["phase"]) == (
+            "status-worker", 1, "replicating")
+        assert worker["heartbeat_seconds_ago"] is not None
         assert report["fair_share"] == 1
 
         assert await run_status(settings, as_json=False) == 0
         table = capsys.readouterr().out
         assert shard["shard_id"] in table
-        assert "status-worker: 1" in table
+        assert "status-worker: 1 leases, replicating, heartbeat" in table
         assert shard["checkpoint"] in table
 
     # Stopped gracefully: the lease is released, the row stays with its checkpoint.
