@@ -54,10 +54,15 @@ def since(epoch_second: float) -> str:
     return f"{SINCE_PREFIX}{int(epoch_second)}"
 
 
+def is_copy_start(checkpoint: str) -> bool:
+    """Whether the checkpoint is a start a bootstrap copy recorded (``AT:``, ``SINCE:``)."""
+    return checkpoint.startswith((AT_PREFIX, SINCE_PREFIX))
+
+
 def before_reading(checkpoint: str) -> bool:
     """Whether nothing of the shard has been applied since the checkpoint was set: a
     sentinel start, or a bootstrap copy's ``AT:`` or ``SINCE:`` position."""
-    return is_sentinel(checkpoint) or checkpoint.startswith((AT_PREFIX, SINCE_PREFIX))
+    return is_sentinel(checkpoint) or is_copy_start(checkpoint)
 
 
 class LeaseFence:

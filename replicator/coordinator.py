@@ -59,6 +59,10 @@ class CoordinatorSettings:
     #: write starts only if it ends before this worker's hold on the lease could lapse.
     write_window: float = 0.0
     skip_trimmed: bool = False
+    #: A bootstrap copy began but never finished, and this worker does not copy
+    #: (bootstrap ``never``): the ``SINCE:``/``AT:`` starts that copy recorded hold
+    #: only with the copy, so those shards start at ``initial_position`` instead.
+    copy_unfinished: bool = False
 
 
 class ShardCoordinator:
@@ -234,6 +238,7 @@ class ShardCoordinator:
             backoff=self._backoff,
             clock=self._clock,
             start_iterator=self._start_iterators.pop(held.shard_id, None),
+            instead_of_copy_start=settings.initial_position if settings.copy_unfinished else None,
         )
         task = group.create_task(self._run_consumer(consumer), name=f"shard-{held.shard_id}")
         self.consumers[held.shard_id] = (consumer, task)

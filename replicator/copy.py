@@ -89,15 +89,26 @@ async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str, *,
         return False
     if mode == "always":
         return True
-
-    async def rows(key: str) -> list[Lease]:
-        return await retry_forever(lambda: store.list_leases(key), what="Query",
-                                   backoff=Backoff(), clock=clock)
-
-    header = {row.shard_id: row for row in await rows(copy_key(stream_arn))}.get(HEADER)
+    header = await _copy_header(store, stream_arn, clock=clock)
     if header is not None:
         return header.checkpoint != DONE
-    return not await rows(stream_arn)
+    return not await _rows(store, stream_arn, clock=clock)
+
+
+async def copy_unfinished(store: LeaseStore, stream_arn: str, *, clock: Clock) -> bool:
+    """Whether a bootstrap copy of the stream's table began and never finished."""
+    header = await _copy_header(store, stream_arn, clock=clock)
+    return header is not None and header.checkpoint != DONE
+
+
+async def _rows(store: LeaseStore, key: str, *, clock: Clock) -> list[Lease]:
+    return await retry_forever(lambda: store.list_leases(key), what="Query",
+                               backoff=Backoff(), clock=clock)
+
+
+async def _copy_header(store: LeaseStore, stream_arn: str, *, clock: Clock) -> Lease | None:
+    rows = await _rows(store, copy_key(stream_arn), clock=clock)
+    return {row.shard_id: row for row in rows}.get(HEADER)
 
 
 @dataclass(frozen=True, slots=True)

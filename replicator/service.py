@@ -27,7 +27,7 @@ from replicator.clock import SYSTEM_CLOCK, Clock, within
 from replicator.cloudwatch import CloudWatchPublisher
 from replicator.config import DEFAULT_METRICS_PORT, FENCE_SAFETY, METRICS_PORTS, Settings
 from replicator.coordinator import CoordinatorSettings, ShardCoordinator
-from replicator.copy import CopySettings, TableCopy, bootstrap_needed
+from replicator.copy import CopySettings, TableCopy, bootstrap_needed, copy_unfinished
 from replicator.endpoint import LoopMonitor, PortTakenError, Readiness, StatusServer
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.heartbeat import Heartbeat, WorkerState
@@ -252,6 +252,14 @@ class Replicator:
             if not await self.copy.run(fresh=mode == "always") or copy_only:
                 await self._release_handed_over()
                 return 0
+        # A copy that never finished left starts that hold only with it; a worker that
+        # does not copy starts those shards where it starts shards without checkpoints.
+        unfinished = mode == "never" and await copy_unfinished(
+            store, prepared.stream_arn, clock=self.clock)
+        if unfinished:
+            log.warning("a bootstrap copy of the source table never finished; with bootstrap "
+                        "never, its shards start at the initial position",
+                        initial_position=settings.initial_sentinel.value)
         log.info("replication starting", stream_arn=prepared.stream_arn,
                  view_type=prepared.view_type, **settings.describe())
         pool = WriterPool(
@@ -268,6 +276,7 @@ class Replicator:
             settings=CoordinatorSettings(
                 worker_id=str(settings.worker_id),
                 initial_position=settings.initial_sentinel,
+                copy_unfinished=unfinished,
                 get_records_limit=settings.get_records_limit,
                 idle_interval=settings.idle_interval,
                 checkpoint_interval=settings.checkpoint_interval,

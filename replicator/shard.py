@@ -23,6 +23,7 @@ from replicator.checkpoint import (
     Sentinel,
     at_sequence,
     before_reading,
+    is_copy_start,
     is_sentinel,
     since_time,
 )
@@ -77,9 +78,13 @@ class ShardConsumer:
         skip_trimmed: bool = False,
         backoff: Backoff | None = None,
         start_iterator: str | None = None,
+        instead_of_copy_start: Sentinel | None = None,
     ) -> None:
         self.stream_arn = stream_arn
         self._clock = clock
+        #: Where to start instead of a ``SINCE:``/``AT:`` start left by a copy that
+        #: never finished (see ``CoordinatorSettings.copy_unfinished``).
+        self._instead_of_copy_start = instead_of_copy_start
         self.shard_id = lease.shard_id
         self.lease = lease
         self.tracker = CheckpointTracker(lease.lease.checkpoint, fence=lease.fence)
@@ -187,6 +192,10 @@ class ShardConsumer:
     async def _iterator_after(self, checkpoint: str) -> str:
         if is_sentinel(checkpoint):  # nothing read yet
             return await self._get_iterator(checkpoint)
+        if self._instead_of_copy_start is not None and is_copy_start(checkpoint):
+            log.warning("a start left by an unfinished copy is not used",
+                        checkpoint=checkpoint, start=self._instead_of_copy_start.value)
+            return await self._get_iterator(self._instead_of_copy_start)
         skip_before = since_time(checkpoint)
         if skip_before is not None:  # nothing read yet since a bootstrap copy
             self._skip_before = skip_before

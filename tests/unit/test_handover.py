@@ -50,6 +50,30 @@ async def test_a_since_start_skips_the_records_created_before_that_second() -> N
     assert row.checkpoint == later[-1]
 
 
+@pytest.mark.parametrize("start", ["SINCE:1000010", "AT:{later}"])
+async def test_a_start_left_by_an_unfinished_copy_is_not_used_by_a_worker_that_does_not_copy(
+    start: str,
+) -> None:
+    """A copy that stopped before its end (a refused item, then ``bootstrap never``) holds
+    only part of the table: its ``SINCE:``/``AT:`` start would pass over the records of
+    the items it never reached. Such a shard starts at the initial position instead."""
+    stream, dest, store = FakeStream(), FakeDestination(), FakeLeaseStore()
+    wall = Wall(1_000_000.0)
+    stream.wall_clock = wall
+    shard = stream.add_shard()
+    old = [stream.put(shard, item(f"k{v}", v=v)) for v in range(4)]
+    wall.now = 1_000_010.0
+    later = stream.put(shard, item("k9", v=9))
+    await store.plant(Lease(STREAM_ARN, shard, None, None, 0, start.format(later=later)))
+
+    async with Replication(stream, dest, store, copy_unfinished=True) as replication:
+        await store.wait_until(caught_up(stream))
+
+    assert sorted(applied_sequence_numbers(stream, dest)) == sorted([*old, later])
+    assert dest.table == stream.source
+    assert replication.stats.records_skipped == 0
+
+
 async def test_skipping_ends_at_the_first_record_of_the_copys_second_or_later() -> None:
     """Records come in write order: once one is as new as the copy, every later one is
     newer, whatever its (approximate) creation time says."""
