@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_common import code_version, local_environment
+from bench_common import code_version, local_environment
+
 from replicator.aws import Endpoint, open_client
 from replicator.local import MotoServer
 from replicator.workload import random_item

@@ -75,8 +75,10 @@ class ScanPacing:
     A timed-out page is asked for again, and the server may still be computing the
     one abandoned: on a slow server (moto, a table under heavy load) a retry with
     the same timeout only multiplies its work, and a smaller page makes more pages
-    without making each much cheaper. So a timeout first doubles the page's timeout,
-    up to ``LONGEST_CALL``; each page that arrives keeps it at least ``HEADROOM``
+    without making each much cheaper. So the first pages, while nothing is known of
+    the table's pages (segments scanned at once share the server), are waited for
+    ``LONGEST_CALL``; a timeout doubles the page's timeout, up to ``LONGEST_CALL``;
+    each page that arrives keeps it at least ``HEADROOM``
     times the slowest of the recent pages, and it settles back toward the call
     timeout as pages come quickly. Only when a page times out at the longest
     timeout does the page shrink (``FIRST`` items, halved after each further
@@ -92,7 +94,7 @@ class ScanPacing:
     def __init__(self, call_timeout: float, longest: float = LONGEST_CALL) -> None:
         self.base = call_timeout
         self.longest = max(longest, call_timeout)
-        self.timeout = call_timeout
+        self.timeout = self.longest
         self.limit: int | None = None
         self._arrived = 0
         self._recent: list[float] = []

@@ -371,7 +371,10 @@ def test_default_segments_grow_with_the_table() -> None:
 
 def test_a_timed_out_scan_page_gets_a_longer_timeout_before_a_smaller_page() -> None:
     pacing = ScanPacing(call_timeout=5.0, longest=40.0)
-    assert (pacing.timeout, pacing.limit) == (5.0, None)  # 1 MB pages at first
+    # Nothing known of the pages yet: 1 MB pages, waited for the longest.
+    assert (pacing.timeout, pacing.limit) == (40.0, None)
+    pacing.arrived(1.0)
+    assert pacing.timeout == 5.0
     pacing.timed_out()
     assert (pacing.timeout, pacing.limit) == (10.0, None)  # the same page, waited for longer
     pacing.timed_out()
@@ -393,6 +396,7 @@ def test_a_timed_out_scan_page_gets_a_longer_timeout_before_a_smaller_page() -> 
 
 def test_the_scan_timeout_follows_the_slowest_recent_pages() -> None:
     pacing = ScanPacing(call_timeout=5.0, longest=60.0)
+    assert pacing.timeout == 60.0  # before any page
     pacing.arrived(4.0)  # a page as slow as that needs room to be slower still
     assert pacing.timeout == 12.0
     pacing.arrived(30.0)
@@ -438,8 +442,29 @@ async def test_a_slow_scan_is_waited_for_rather_than_asked_again_in_pieces() -> 
                          clock=CLOCK, stats=Stats(), pacing=pacing)
     copied = [entry async for page, _ in pages for entry in page]
     assert len(copied) == 600
-    # Two pages were abandoned (at 5 s and 10 s); every later one came at the first try,
-    # whole: no page was cut smaller.
+    # The first page was waited for the longest, and each one after it for three times
+    # the slowest so far: no page was abandoned, none cut smaller.
+    assert table.timeouts == []
+    assert {limit for _, limit in table.calls} == {None}
+    assert len(table.calls) == 6
+
+
+async def test_a_scan_page_slower_than_its_learned_timeout_is_waited_for_longer_next() -> None:
+    # Quick pages bring the timeout down to the call timeout; then a page takes 12 s.
+    items = [item(f"k{i:04d}", v=i) for i in range(600)]
+    table = SlowScans(items, seconds_per_item=0.01)
+    pacing = ScanPacing(call_timeout=5.0)
+    pages = scan_segment(table, segment=0, total_segments=1, start_key=None,
+                         limiter=RateLimiter(None, clock=CLOCK), backoff=Backoff(0.01, 0.05),
+                         clock=CLOCK, stats=Stats(), pacing=pacing)
+    copied = []
+    async for page, _ in pages:
+        copied.extend(page)
+        if len(copied) == 300:
+            assert pacing.timeout == 5.0
+            table.seconds_per_item = 0.12
+    assert len(copied) == 600
+    # One page abandoned at 5 s and one at 10 s; then the pages came whole.
     assert table.timeouts == [5.0, 10.0]
     assert {limit for _, limit in table.calls} == {None}
     assert len(table.calls) == 6 + 2
