@@ -41,7 +41,7 @@ def _die_with_parent() -> None:
 
 
 class MotoServer:
-    """``python -m moto.server`` on a free loopback port, stopped on exit."""
+    """moto's server (``replicator.moto_server``) on a free loopback port, stopped on exit."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -51,7 +51,8 @@ class MotoServer:
     def start(self, timeout: float = 30.0) -> MotoServer:
         env = dict(os.environ, **LOCAL_CREDENTIALS)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "replicator.moto_server",
+             "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

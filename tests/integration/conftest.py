@@ -316,7 +316,8 @@ async def wait_equal(
     await wait_until(
         equal, within=within, processes=processes, every=0.25,  # a comparison costs
         what=lambda: "the tables to be equal (last compared: "
-        f"{found[0].summary() if found else 'not yet'})",
+        f"{found[0].summary() if found else 'not yet'}"
+        f"{'; keys: ' + repr(found[0].examples) if found and not found[0].equal else ''})",
     )
     return found[0]
 

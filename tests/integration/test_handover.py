@@ -142,7 +142,11 @@ async def test_a_worker_killed_at_a_step_of_the_hand_over_leaves_no_history_to_r
         second = spawn("second", {**env, "REPLICATOR_WORKER_ID": "second"})
         await second.wait_for_event("shard started", within=DEADLINE)
         await write_new(source, "after", 5)
-        await wait_equal(source, destination, KEYS, processes=[first, second])
+        try:
+            await wait_equal(source, destination, KEYS, processes=[first, second])
+        except AssertionError as exc:
+            exc.add_note(f"writes that reached the destination: {log.writes}")
+            raise
 
         async def checkpointed() -> bool:
             rows = await lease_rows(source)
