@@ -28,7 +28,7 @@ def code_version() -> str:
 def local_environment() -> None:
     """Dummy credentials for this process and its children (moto accepts any), and
     Ctrl-C or SIGTERM stop it, even if it was started with SIGINT ignored."""
-    from replicator.local import LOCAL_CREDENTIALS
+    from replicator.dev.local import LOCAL_CREDENTIALS
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

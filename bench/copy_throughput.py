@@ -2,7 +2,7 @@
 
 Two local moto servers, a source and a destination. The source table (with a
 stream, as the replicator requires) is filled with ``--items`` items of
-``replicator.workload.random_item`` shape (every attribute type). moto serves
+``replicator.dev.workload.random_item`` shape (every attribute type). moto serves
 Scan far slower than DynamoDB (about 0.6 ms of its one core per item), so the
 copy also reads through a stand-in source, ``fast_scan.FastScanSource``: it
 answers Scan on the source table from an in-memory snapshot of the items the
@@ -69,11 +69,11 @@ from typing import Any
 from bench_common import code_version, local_environment, signals_ignored
 from fast_scan import FastScanSource, ScanSnapshot, to_wire
 
-from replicator.aws import Endpoint, open_client
+from replicator.aws.clients import Endpoint, open_client
 from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.local import LOCAL_CREDENTIALS, MotoServer, free_port
-from replicator.scan import default_segments
-from replicator.workload import KEY_NAMES, create_table, random_item
+from replicator.copy.scan import default_segments
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port
+from replicator.dev.workload import KEY_NAMES, create_table, random_item
 
 SOURCE_REGION = "us-east-1"
 DESTINATION_REGION = "eu-west-1"

@@ -34,9 +34,9 @@ from typing import Any
 
 from bench_common import code_version, local_environment
 
-from replicator.aws import Endpoint, open_client
-from replicator.local import MotoServer
-from replicator.workload import random_item
+from replicator.aws.clients import Endpoint, open_client
+from replicator.dev.local import MotoServer
+from replicator.dev.workload import random_item
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_TABLE = "copy-source"

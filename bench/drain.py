@@ -51,7 +51,7 @@ from stream_bench import (
     write_summary,
 )
 
-from replicator.local import MotoServer
+from replicator.dev.local import MotoServer
 
 RATE_VS_BARE = 0.80
 RATE_VS_NAIVE = 5.0

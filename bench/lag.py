@@ -47,9 +47,9 @@ from stream_bench import (
     write_summary,
 )
 
-from replicator.aws import Endpoint, open_client
-from replicator.local import MotoServer
-from replicator.workload import create_table
+from replicator.aws.clients import Endpoint, open_client
+from replicator.dev.local import MotoServer
+from replicator.dev.workload import create_table
 
 P50_TARGET = 0.200
 P99_TARGET = 0.500

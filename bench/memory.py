@@ -39,7 +39,7 @@ from stream_bench import (
     write_summary,
 )
 
-from replicator.local import MotoServer
+from replicator.dev.local import MotoServer
 
 RSS_TARGET_MB = 200.0
 FLAT = 1.10

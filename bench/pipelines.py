@@ -38,7 +38,7 @@ from stream_bench import (
     run_loop,
 )
 
-from replicator.aws import Endpoint, open_client
+from replicator.aws.clients import Endpoint, open_client
 
 LIMIT = 1000
 BATCH = 25

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from replicator.aws import Endpoint, open_client
+from replicator.aws.clients import Endpoint, open_client
 from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.local import LOCAL_CREDENTIALS, MotoServer
-from replicator.workload import create_table
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer
+from replicator.dev.workload import create_table
 
 SOURCE_REGION = "us-east-1"
 DESTINATION_REGION = "eu-west-1"

@@ -41,10 +41,10 @@ from typing import Any
 
 from bench_common import code_version, local_environment, signals_ignored
 
-from replicator.aws import Endpoint, open_client
+from replicator.aws.clients import Endpoint, open_client
 from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.local import LOCAL_CREDENTIALS, MotoServer
-from replicator.workload import create_table, run_workload
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer
+from replicator.dev.workload import create_table, run_workload
 
 SOURCE_REGION = "us-east-1"
 DESTINATION_REGION = "eu-west-1"

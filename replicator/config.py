@@ -11,20 +11,15 @@ misspelt variable would otherwise leave its setting at the default without a wor
 
 from __future__ import annotations
 
-import difflib
-import functools
 import hashlib
 import os
 import random
 import socket
 import string
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from replicator.checkpoint import Sentinel
@@ -378,81 +373,7 @@ JAVA_FLAGS: dict[str, tuple[str, Any]] = {
 #: ``REPLICATOR_*`` variables that are read outside ``Settings`` and are no setting.
 #: None today: the health check reads REPLICATOR_METRICS_PORT, which is a setting.
 OTHER_VARIABLES: frozenset[str] = frozenset()
-#: Where to find every setting's name, for a variable or flag that resembles none.
-SETTINGS_LIST = "replicator run --help lists the settings"
 
 
-def closest(word: str, candidates: Iterable[str]) -> str | None:
-    """The candidate ``word`` most likely misspells or abbreviates, if one is close."""
-    candidates = list(candidates)
-    started = [candidate for candidate in candidates if candidate.startswith(word)]
-    if len(started) == 1:
-        return started[0]
-    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def _normalized(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
-
-
-def closest_setting(word: str) -> str | None:
-    """The setting a misspelt variable name (without the prefix) or flag most likely means.
-
-    Compared without case, dashes or underscores, so ``SOURCETABLE`` finds
-    ``source_table``; the Java tool's flags count too (``BATCH_SIZE``: get_records_limit).
-    """
-    by_spelling = {_normalized(name): name for name in Settings.model_fields}
-    by_spelling.update({_normalized(flag): name for flag, (name, _) in JAVA_FLAGS.items()})
-    found = closest(_normalized(word), by_spelling)
-    return None if found is None else by_spelling[found]
-
-
-def unknown_variables(
-    environ: Mapping[str, str], env_file: str | Path | None = ".env"
-) -> list[str]:
-    """One problem for each ``REPLICATOR_*`` name in ``environ`` or ``env_file`` that is
-    no setting, naming the setting it most likely means.
-
-    Names are compared without case, as pydantic-settings reads them; a .env key without
-    the prefix is not ours to judge (``docker --env-file`` files hold AWS_* keys too).
-    """
-    accepted = {env_name(name) for name in Settings.model_fields} | OTHER_VARIABLES
-    sources: list[tuple[str, Iterable[str]]] = [("in the environment", environ)]
-    problems = []
-    if env_file is not None and Path(env_file).is_file():
-        try:
-            sources.append((f"in {env_file}", dotenv_values(env_file, encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{env_file} cannot be read: {exc}")
-    for where, names in sources:
-        for name in sorted(names):
-            if not name.upper().startswith(ENV_PREFIX) or name.upper() in accepted:
-                continue
-            meant = closest_setting(name[len(ENV_PREFIX):])
-            if meant is None:
-                problems.append(f"{name} {where} is not a setting and resembles none: "
-                                f"{SETTINGS_LIST}")
-            else:
-                problems.append(f"{name} {where} is not a setting: did you mean "
-                                f"{env_name(meant)}?")
-    return problems
-
-
-@functools.cache
-def _adapter(name: str) -> TypeAdapter[Any]:
-    field = Settings.model_fields[name]
-    return TypeAdapter(Annotated[field.annotation, field])  # type: ignore[arg-type]
-
-
-def parse_setting(name: str, value: Any) -> Any:
-    """``value`` checked and converted as the setting ``name`` takes it, on its own.
-
-    Raises ``ValueError`` with pydantic's reason (``Input should be ...``), so that a
-    caller can name where the value came from, a flag for example.
-    """
-    try:
-        return _adapter(name).validate_python(value)
-    except ValidationError as exc:
-        reasons = (str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
-        raise ValueError("; ".join(reasons)) from None
+#: Seconds the longest call may take: a Scan page whose timeout grew (``ScanPacing``).
+LONGEST_CALL = 60.0

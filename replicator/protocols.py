@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from replicator.leases import Lease
-from replicator.records import RecordsPage, Shard
+from replicator.lease import Lease
+from replicator.records import Item, RecordsPage, Shard
 
 
 class StreamReader(Protocol):
@@ -47,6 +47,35 @@ class DestinationWriter(Protocol):
         Returns the requests the service left unprocessed.
         """
         ...
+
+
+class SegmentScanner(Protocol):
+    """Reads a table by parallel Scan segments (the source of a copy, both sides of verify)."""
+
+    #: The table's name, for messages.
+    table: str
+
+    async def scan_page(
+        self, *, segment: int, total_segments: int, start_key: Item | None,
+        limit: int | None = None, call_timeout: float | None = None,
+    ) -> tuple[list[Item], Item | None, float]:
+        """One page of one segment, strongly consistent: (items, LastEvaluatedKey or None
+        at the segment's end, read units consumed), within ``call_timeout`` (None: the
+        table's own call timeout)."""
+        ...
+
+
+class KeyReader(Protocol):
+    """Reads items by key (BatchGetItem)."""
+
+    async def batch_get(self, keys: list[Item]) -> tuple[list[Item], list[Item]]:
+        """One BatchGetItem of at most 100 keys, strongly consistent: (items found, keys
+        the service left unprocessed)."""
+        ...
+
+
+class TableAccess(SegmentScanner, KeyReader, DestinationWriter, Protocol):
+    """Everything ``verify`` does on a table: scan it, look keys up, repair it."""
 
 
 class LeaseStore(Protocol):

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from replicator.errors import ReplicatorError, ThrottledError
 
 if TYPE_CHECKING:
-    from replicator.checkpoint import CheckpointTracker
     from replicator.records import StreamRecord
+    from replicator.stream.tracker import CheckpointTracker
 
 
 #: Bucket upper bounds, in the unit of each histogram.

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from replicator.local import LOCAL_CREDENTIALS
+from replicator.dev.local import LOCAL_CREDENTIALS
 from replicator.logs import configure_logging
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from replicator import errors
-from replicator.leases import Lease
+from replicator.lease import Lease
 from replicator.records import Item, KeyId, RecordsPage, Shard, key_id, sequence_key
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/source/stream/2024-01-01T00:00:00.000"

@@ -48,7 +48,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from replicator.local import free_port
+from replicator.dev.local import free_port
 
 DYNAMODB = "com.amazonaws.dynamodb.v20120810#"
 CORAL_SERVICE = "com.amazon.coral.service#"

@@ -43,16 +43,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from replicator.aws import Endpoint, open_client
-from replicator.cli import load_settings
+from replicator.aws.clients import Endpoint, open_client
+from replicator.commands.run import Replicator
+from replicator.commands.settings import load_settings
 from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.local import LOCAL_CREDENTIALS, MotoServer, free_port
+from replicator.copy.verify import TableDiff
+from replicator.dev.compare import compare_tables
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port
+from replicator.dev.workload import WorkloadResult, random_item, run_workload
 from replicator.logs import configure_logging
 from replicator.records import Item
-from replicator.service import Replicator
 from replicator.stats import Signal, Stats
-from replicator.verify import TableDiff, compare_tables
-from replicator.workload import WorkloadResult, random_item, run_workload
 
 T = TypeVar("T")
 
@@ -178,7 +179,7 @@ async def create_table(
     stream: str | None = None,
 ) -> str | None:
     """A table keyed by ``keys`` (name -> attribute type, hash key first; default pk S,
-    sk N as in ``replicator.workload``), with a stream of view type ``stream`` if given.
+    sk N as in ``replicator.dev.workload``), with a stream of view type ``stream`` if given.
     Returns the stream ARN."""
     keys = keys if keys is not None else {"pk": "S", "sk": "N"}
     kwargs: dict[str, Any] = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from replicator.local import LOCAL_CREDENTIALS
+from replicator.dev.local import LOCAL_CREDENTIALS
 
 from .conftest import (
     DESTINATION_TABLE,

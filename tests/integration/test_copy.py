@@ -29,13 +29,13 @@ import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError
 
-from replicator.copy import DONE, HEADER, START, copy_key, segment_id
+from replicator.commands.run import Replicator
+from replicator.copy.claims import DONE, HEADER, START, copy_key, segment_id
+from replicator.copy.verify import normalize
+from replicator.dev.workload import KEY_NAMES, random_item
 from replicator.errors import StartupCheckError
 from replicator.records import Item, decode_key
-from replicator.service import Replicator
 from replicator.stats import Signal
-from replicator.verify import normalize
-from replicator.workload import KEY_NAMES, random_item
 
 from .conftest import (
     DEADLINE,

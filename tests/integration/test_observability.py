@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from replicator.aws import open_client
-from replicator.endpoint import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
-from replicator.local import free_port
-from replicator.workload import KEY_NAMES
+from replicator.aws.clients import open_client
+from replicator.dev.local import free_port
+from replicator.dev.workload import KEY_NAMES
+from replicator.ops.endpoint import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 from tests.integration.conftest import (
     DEADLINE,
     SOURCE_TABLE,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from replicator.commands.status import run_status
 from replicator.config import DEFAULT_METRICS_PORT, METRICS_PORTS
-from replicator.status import run_status
 
 from .conftest import (
     DEADLINE,

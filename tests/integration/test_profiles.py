@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from replicator.workload import KEY_NAMES
+from replicator.dev.workload import KEY_NAMES
 from tests.integration.conftest import (
     DEADLINE,
     SOURCE_TABLE,

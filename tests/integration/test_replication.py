@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from replicator.verify import normalize
-from replicator.workload import KEY_NAMES, run_workload
+from replicator.copy.verify import normalize
+from replicator.dev.workload import KEY_NAMES, run_workload
 
 from .conftest import (
     DESTINATION_TABLE,

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from replicator import service
-from replicator.aws import open_client
+from replicator.aws.clients import open_client
 from replicator.cli import main
-from replicator.local import free_port
-from replicator.service import Replicator
+from replicator.commands import process as service
+from replicator.commands.run import Replicator
+from replicator.dev.local import free_port
 from tests.faults import Fault, FaultPlan, FaultProxy
 
 from .conftest import (

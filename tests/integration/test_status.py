@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from replicator.commands.status import run_status
 from replicator.errors import StartupCheckError
-from replicator.status import run_status
 from tests.integration.conftest import (
     SOURCE_TABLE,
     Servers,

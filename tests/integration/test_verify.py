@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from replicator.cli import main
+from replicator.copy.verify import TABLES_DIFFER
 from replicator.records import Item
-from replicator.verify import TABLES_DIFFER
 
 from .conftest import (
     DEADLINE,

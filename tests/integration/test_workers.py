@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from replicator.workload import KEY_NAMES
+from replicator.dev.workload import KEY_NAMES
 from tests.integration.conftest import (
     DEADLINE,
     ReplicatorProcess,

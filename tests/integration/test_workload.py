@@ -1,4 +1,4 @@
-"""``python -m replicator.workload``, compose's set-up step and workload generator,
+"""``python -m replicator.dev.workload``, compose's set-up step and workload generator,
 against the test's moto servers: it creates the streamed source table and a
 destination keyed the same, writes, and runs again on tables that exist."""
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from replicator import workload
 from replicator.config import ENV_PREFIX
+from replicator.dev import workload
 
 from .conftest import (
     DEADLINE,
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 def command(servers: Servers, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "replicator.workload",
+        sys.executable, "-m", "replicator.dev.workload",
         "--endpoint", servers.source.url, "--region", SOURCE_REGION, "--table", SOURCE_TABLE,
         "--destination-endpoint", servers.destination.url,
         "--destination-region", DESTINATION_REGION, "--destination-table", DESTINATION_TABLE,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from replicator.local import MotoServer
+from replicator.dev.local import MotoServer
 from tests.integration.conftest import (
     Servers,
     _clean_environment,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from replicator.workload import KEY_NAMES, run_workload
+from replicator.dev.workload import KEY_NAMES, run_workload
 from tests.faults import FaultPlan, FaultProxy, Outage
 from tests.integration.conftest import (
     DEADLINE,

@@ -16,12 +16,14 @@ from typing import Any
 
 from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel, is_sentinel
-from replicator.coordinator import CoordinatorSettings, ShardCoordinator
-from replicator.leases import HeldLease, Lease, progressed
+from replicator.lease import Lease
+from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, StreamReader
 from replicator.records import Item, KeyId, key_id, sequence_key
 from replicator.stats import Stats
-from replicator.writer import WriterPool
+from replicator.stream.coordinator import CoordinatorSettings, ShardCoordinator
+from replicator.stream.lineage import progressed
+from replicator.stream.writer import WriterPool
 from tests.clock import VirtualClock
 from tests.fakes import FakeDestination, FakeLeaseStore, FakeStream
 

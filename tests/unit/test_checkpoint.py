@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.checkpoint import CheckpointTracker, Sentinel, is_sentinel
+from replicator.checkpoint import Sentinel, is_sentinel
 from replicator.errors import PoisonRecordError
+from replicator.stream.tracker import CheckpointTracker
 
 
 def test_sentinels() -> None:

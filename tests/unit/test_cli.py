@@ -18,16 +18,11 @@ from typing import Any, Literal, get_args, get_origin
 import pytest
 
 import replicator
-from replicator import cli, service, status, verify
-from replicator.config import (
-    GROUPS,
-    JAVA_FLAGS,
-    OTHER_VARIABLES,
-    Settings,
-    env_name,
-    flag_name,
-    unknown_variables,
-)
+from replicator import cli
+from replicator.commands import process as service
+from replicator.commands import status, verify
+from replicator.commands.settings import unknown_variables
+from replicator.config import GROUPS, JAVA_FLAGS, OTHER_VARIABLES, Settings, env_name, flag_name
 from replicator.logs import configure_logging
 
 ROOT = Path(__file__).parents[2]
@@ -399,7 +394,7 @@ def test_an_invalid_choice_is_one_line_naming_the_flag_and_the_choices(
 
 
 def test_the_demo_keeps_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
-    from replicator.demo import DEFAULT_RATE
+    from replicator.dev.demo import DEFAULT_RATE
 
     text = help_of(capsys, "demo", "--help")
     assert text.startswith("usage: replicator demo [--seconds SECONDS] [--rate N] [--keys N]")

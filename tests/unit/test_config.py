@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from replicator import settings_doc
-from replicator.cli import main, parse_settings
+from replicator.cli import main
+from replicator.cli import parse_settings
 from replicator.config import Settings, env_name
+from replicator.dev import settings_doc
 from replicator.errors import ConfigError
 
 REQUIRED = {
@@ -200,14 +201,16 @@ def test_env_example_names_every_setting_and_only_real_ones() -> None:
     text = (Path(__file__).parents[2] / ".env.example").read_text()
     named = set(re.findall(r"^#? ?(REPLICATOR_[A-Z_]+)=", text, flags=re.MULTILINE))
     assert named == {env_name(name) for name in Settings.model_fields}
-    assert text == settings_doc.env_example(), "run: python -m replicator.settings_doc"
+    assert text == settings_doc.env_example(), (
+        "run: python -m replicator.dev.settings_doc")
 
 
 def test_readme_settings_table_is_current() -> None:
     text = (Path(__file__).parents[2] / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`{env_name(name)}`" in text, name
-    assert settings_doc.readme_with_table(text) == text, "run: python -m replicator.settings_doc"
+    assert settings_doc.readme_with_table(text) == text, (
+        "run: python -m replicator.dev.settings_doc")
 
 
 @pytest.mark.parametrize(

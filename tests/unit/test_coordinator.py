@@ -11,7 +11,7 @@ import pytest
 
 from replicator.checkpoint import Sentinel
 from replicator.errors import DataLossError
-from replicator.leases import Lease
+from replicator.lease import Lease
 from replicator.records import RecordsPage, sequence_key
 from tests.fakes import STREAM_ARN, Call, FakeDestination, FakeLeaseStore, FakeStream, item
 from tests.unit.harness import (

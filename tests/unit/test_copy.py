@@ -15,27 +15,26 @@ from structlog.testing import capture_logs
 
 from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel
-from replicator.copy import (
+from replicator.copy.claims import (
     DONE,
     HEADER,
     RUNNING,
     START,
-    CopySettings,
-    TableCopy,
     bootstrap_needed,
     copy_key,
     segment_id,
 )
-from replicator.errors import CallTimeoutError, StartupCheckError
-from replicator.leases import Lease
-from replicator.records import Item, decode_key, encode_key
-from replicator.scan import (
+from replicator.copy.scan import (
     BYTES_PER_SEGMENT,
     RateLimiter,
     ScanPacing,
     default_segments,
     scan_segment,
 )
+from replicator.copy.table_copy import CopySettings, TableCopy
+from replicator.errors import CallTimeoutError, StartupCheckError
+from replicator.lease import Lease
+from replicator.records import Item, decode_key, encode_key
 from replicator.stats import Stats
 from tests.clock import START as T0
 from tests.clock import VirtualClock

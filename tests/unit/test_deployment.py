@@ -33,10 +33,11 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from replicator import healthcheck, workload
-from replicator.cli import load_settings
+from replicator.commands.settings import load_settings
 from replicator.config import DEFAULT_METRICS_PORT, ENV_PREFIX, Settings, env_name
-from replicator.endpoint import HEALTHZ_PATH, METRICS_PATH
+from replicator.dev import workload
+from replicator.ops import healthcheck
+from replicator.ops.endpoint import HEALTHZ_PATH, METRICS_PATH
 
 ROOT = Path(__file__).parents[2]
 DOCKER = ROOT / "docker"
@@ -266,7 +267,7 @@ def test_dockerfile_entry_point_metrics_and_health_check() -> None:
     assert exposed == [port]
     healthcheck_line = next(rest for keyword, rest in final if keyword == "HEALTHCHECK")
     command = exec_form(healthcheck_line.split(" CMD ", 1)[1])
-    assert module_of(command) == "replicator.healthcheck"
+    assert module_of(command) == "replicator.ops.healthcheck"
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -292,7 +293,7 @@ def test_every_module_the_deployment_runs_exists() -> None:
         if test:
             commands.append(test[1:])
     modules = {module_of(command) for command in commands} - {None}
-    assert {"replicator", "replicator.healthcheck", "replicator.workload",
+    assert {"replicator", "replicator.ops.healthcheck", "replicator.dev.workload",
             "moto.server"} <= modules
     for module in modules:
         assert module is not None
@@ -390,7 +391,7 @@ def test_compose_workload_generator_matches_the_replication(
     worker = next(iter(replicator_services().values()))
     settings = settings_from(service_environment(worker), monkeypatch)
     generators = {name: service for name, service in our_services().items()
-                  if module_of(service.get("entrypoint", [])) == "replicator.workload"}
+                  if module_of(service.get("entrypoint", [])) == "replicator.dev.workload"}
     options = {name: workload.parser().parse_args(service["command"])
                for name, service in generators.items()}
     creators = [o for o in options.values() if o.create_only]
@@ -480,7 +481,7 @@ def test_dashboard_plots_only_known_metrics_and_labels() -> None:
 
 
 def test_dashboard_metrics_are_the_ones_the_code_defines() -> None:
-    source = "\n".join(path.read_text() for path in (ROOT / "replicator").glob("*.py"))
+    source = "\n".join(path.read_text() for path in (ROOT / "replicator").rglob("*.py"))
     defined = set(re.findall(r"[\"'](replicator_[a-z_]+)[\"']", source))
     if not defined:
         pytest.skip("no replicator_* metric is defined in replicator/")
@@ -528,7 +529,7 @@ def test_task_definition_is_a_valid_fargate_task_of_real_settings(
     assert ports == [settings.metrics_port]
     health = container()["healthCheck"]["command"]
     assert health[0] == "CMD"
-    assert module_of(health[1:]) == "replicator.healthcheck"
+    assert module_of(health[1:]) == "replicator.ops.healthcheck"
     logs = container()["logConfiguration"]
     assert logs["logDriver"] == "awslogs"
     assert logs["options"]["awslogs-region"] == settings.source_region
@@ -557,7 +558,7 @@ def operations(service: str) -> set[str]:
 def code_operations() -> set[str]:
     """Every AWS operation the code makes: each call runs under map_errors("Name", ...)
     or a retry loop told what="Name"."""
-    source = "\n".join(path.read_text() for path in (ROOT / "replicator").glob("*.py"))
+    source = "\n".join(path.read_text() for path in (ROOT / "replicator").rglob("*.py"))
     return set(re.findall(r'(?:map_errors\(|what=)"([A-Z][A-Za-z]+)"', source))
 
 

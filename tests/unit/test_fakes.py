@@ -16,7 +16,7 @@ from replicator.errors import (
     TrimmedDataError,
     ValidationError,
 )
-from replicator.leases import Lease
+from replicator.lease import Lease
 from replicator.records import EventName, Shard, StreamRecord, key_id
 from tests.fakes import (
     STREAM_ARN,

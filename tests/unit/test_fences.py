@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from replicator.checkpoint import LeaseFence
-from replicator.leases import HeldLease
-from replicator.shard import GROW_AFTER, ShardConsumer, ShardState
+from replicator.leases.fence import LeaseFence
+from replicator.leases.held import HeldLease
+from replicator.stream.consumer import GROW_AFTER, ShardConsumer, ShardState
 from tests.fakes import (
     Call,
     ErrorFactory,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.leases import HeldLease, Lease
+from replicator.lease import Lease
+from replicator.leases.held import HeldLease
 from tests.fakes import STREAM_ARN, FakeDestination, FakeLeaseStore, FakeStream, item, key_of
 from tests.unit.harness import CLOCK, Replication, applied_sequence_numbers, caught_up
 

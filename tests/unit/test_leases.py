@@ -11,17 +11,12 @@ from hypothesis import strategies as st
 
 from replicator.checkpoint import Sentinel
 from replicator.errors import LeaseLostError, ThrottledError, TransientError
-from replicator.leases import (
-    HeldLease,
-    Lease,
-    LeaseExpiry,
-    parent_done,
-    plan_deletions,
-    plan_new_leases,
-    plan_steal,
-    plan_takes,
-)
+from replicator.lease import Lease
+from replicator.leases.expiry import LeaseExpiry
+from replicator.leases.held import HeldLease
 from replicator.records import Shard
+from replicator.stream.balance import plan_steal, plan_takes
+from replicator.stream.lineage import parent_done, plan_deletions, plan_new_leases
 from tests.fakes import STREAM_ARN, FakeLeaseStore, on_calls
 from tests.unit.harness import CLOCK
 

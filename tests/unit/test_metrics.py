@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from replicator.checkpoint import CheckpointTracker
-from replicator.cloudwatch import CloudWatchPublisher, Snapshot, metric_data
-from replicator.endpoint import LOOP_LAG_LIMIT, LoopMonitor, Readiness, StatusServer
 from replicator.errors import StartupCheckError, ThrottledError
-from replicator.metrics import LiveGauges, StatsCollector, registry_for, render
+from replicator.ops.cloudwatch import CloudWatchPublisher, Snapshot, metric_data
+from replicator.ops.endpoint import LOOP_LAG_LIMIT, LoopMonitor, Readiness, StatusServer
+from replicator.ops.metrics import LiveGauges, StatsCollector, registry_for, render
 from replicator.stats import Histogram, ShardReading, Stats, behind_latest, shard_lag
+from replicator.stream.tracker import CheckpointTracker
 from tests.clock import VirtualClock
 
 pytestmark = pytest.mark.timeout(10)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from replicator.moto_server import _Partitions
+from replicator.dev.moto_server import _Partitions
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from replicator.cli import load_settings
-from replicator.service import DEADLINE_EXIT, DEADLINE_MARGIN, Replicator
+from replicator.commands.run import DEADLINE_EXIT, DEADLINE_MARGIN, Replicator
+from replicator.commands.settings import load_settings
 from tests.unit.harness import CLOCK
 
 pytestmark = pytest.mark.timeout(10)

@@ -7,7 +7,7 @@ from structlog.testing import capture_logs
 
 from replicator.checkpoint import Sentinel
 from replicator.errors import DataLossError, PoisonRecordError
-from replicator.leases import Lease
+from replicator.lease import Lease
 from replicator.records import RecordsPage, sequence_key
 from tests.fakes import (
     STREAM_ARN,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from replicator.checkpoint import Sentinel
-from replicator.leases import Lease, progressed
+from replicator.lease import Lease
+from replicator.stream.lineage import progressed
 from tests.fakes import STREAM_ARN, Call, FakeDestination, FakeLeaseStore, FakeStream, item
 from tests.unit.harness import (
     WORKER,

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from replicator.errors import ThrottledError
-from replicator.heartbeat import Heartbeat, WorkerRow, WorkerState
-from replicator.status import build_report, render_table
+from replicator.lease import WorkerRow
+from replicator.ops.heartbeat import Heartbeat, WorkerState
+from replicator.ops.status import build_report, render_table
 
 ARN, OLD_ARN = "arn:stream/new", "arn:stream/old"
 

@@ -39,11 +39,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from replicator.checkpoint import Sentinel
-from replicator.coordinator import ShardCoordinator
 from replicator.errors import EndpointUnreachableError, ReplicatorError
-from replicator.leases import Lease, progressed
+from replicator.lease import Lease
 from replicator.records import KeyId, RecordsPage, Shard, sequence_key
-from replicator.shard import ShardState
+from replicator.stream.consumer import ShardState
+from replicator.stream.coordinator import ShardCoordinator
+from replicator.stream.lineage import progressed
 from tests.fakes import (
     FakeDestination,
     FakeLeaseStore,

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replicator.checkpoint import CheckpointTracker, Pending
 from replicator.errors import AccessDeniedError, PoisonRecordError
 from replicator.records import EventName, Item, KeyId, StreamRecord, sequence_key
 from replicator.stats import Stats
-from replicator.writer import WorkItem, WriterPool
+from replicator.stream.tracker import CheckpointTracker, Pending
+from replicator.stream.writer import WorkItem, WriterPool
 from tests.fakes import (
     FakeDestination,
     Write,

@@ -1,0 +1,264 @@
+"""TODO"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from replicator import errors
+from replicator.aws.errors import map_errors
+from replicator.aws.table import describe_table
+from replicator.lease import WORKERS_KEY, Lease, WorkerRow
+
+LEASE_KEY_SCHEMA = [
+    {"AttributeName": "stream_arn", "KeyType": "HASH"},
+    {"AttributeName": "shard_id", "KeyType": "RANGE"},
+]
+
+
+class DynamoLeaseStore:
+    """``LeaseStore`` over a DynamoDB table keyed by (stream ARN, shard id).
+
+    The stream ARN in the key keeps the rows of a re-created source table (a new
+    stream, whose shard ids may repeat) apart from the old ones.
+    """
+
+    def __init__(self, client: Any, table: str, *, call_timeout: float) -> None:
+        self._client = client
+        self.table = table
+        self._timeout = call_timeout
+
+    async def ensure_table(self) -> bool:
+        """Create the table if absent (on-demand billing) and wait until it is active.
+
+        Returns True when it was created. Raises ``StartupCheckError`` when a
+        table of that name exists with another key schema.
+        """
+        description = await describe_table(self._client, self.table, call_timeout=self._timeout)
+        created = False
+        if description is None:
+            try:
+                async with map_errors("CreateTable", self._timeout):
+                    await self._client.create_table(
+                        TableName=self.table,
+                        KeySchema=LEASE_KEY_SCHEMA,
+                        AttributeDefinitions=[
+                            {"AttributeName": "stream_arn", "AttributeType": "S"},
+                            {"AttributeName": "shard_id", "AttributeType": "S"},
+                        ],
+                        BillingMode="PAY_PER_REQUEST",
+                    )
+                created = True
+            except errors.TransientError as exc:
+                if exc.code != "ResourceInUseException":  # another worker created it first
+                    raise
+        while description is None or description.get("TableStatus") != "ACTIVE":
+            await asyncio.sleep(0.5 if description is not None else 0)
+            description = await describe_table(
+                self._client, self.table, call_timeout=self._timeout
+            )
+        if sorted(map(_key_tuple, description["KeySchema"])) != sorted(
+            map(_key_tuple, LEASE_KEY_SCHEMA)
+        ):
+            raise errors.StartupCheckError(
+                f"checkpoint table {self.table} exists with another key schema "
+                f"({_describe_keys(description['KeySchema'])}); it belongs to something else: "
+                "choose another REPLICATOR_TASK_NAME"
+            )
+        return created
+
+    async def list_leases(self, stream_arn: str) -> list[Lease]:
+        leases: list[Lease] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "stream_arn = :arn",
+            "ExpressionAttributeValues": {":arn": {"S": stream_arn}},
+            "ConsistentRead": True,
+        }
+        while True:
+            async with map_errors("Query", self._timeout):
+                response = await self._client.query(**kwargs)
+            leases.extend(_lease_from_item(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return leases
+            kwargs["ExclusiveStartKey"] = last
+
+    async def scan_rows(self) -> list[dict[str, Any]]:
+        """Every row of the table, of every stream, as plain values (for ``status``)."""
+        rows: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            async with map_errors("Scan", self._timeout):
+                response = await self._client.scan(**kwargs)
+            for item in response.get("Items", []):
+                if item["stream_arn"]["S"] == WORKERS_KEY:
+                    continue  # a worker's row, not a shard's (``list_workers``)
+                lease = _lease_from_item(item)
+                rows.append({
+                    "stream_arn": lease.stream_arn,
+                    "shard_id": lease.shard_id,
+                    "parent_shard_id": lease.parent_shard_id,
+                    "owner": lease.owner,
+                    "lease_counter": lease.counter,
+                    "checkpoint": lease.checkpoint,
+                    "owner_switches": int(item.get("owner_switches", {}).get("N", 0)),
+                    "updated_at": item.get("updated_at", {}).get("S"),
+                })
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return rows
+            kwargs["ExclusiveStartKey"] = last
+
+    async def create_lease(self, lease: Lease) -> bool:
+        try:
+            async with map_errors("PutItem", self._timeout):
+                await self._client.put_item(
+                    TableName=self.table,
+                    Item=_lease_to_item(lease),
+                    ConditionExpression="attribute_not_exists(shard_id)",
+                )
+        except errors.ConditionFailedError:
+            return False
+        return True
+
+    async def update_lease(
+        self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None
+    ) -> Lease:
+        names = {"#c": "lease_counter", "#o": "lease_owner", "#u": "updated_at"}
+        values: dict[str, Any] = {
+            ":expected": {"N": str(lease.counter)},
+            ":next": {"N": str(lease.counter + 1)},
+            ":now": {"S": datetime.now(UTC).isoformat(timespec="milliseconds")},
+        }
+        if lease.owner is None:
+            condition = "#c = :expected AND attribute_not_exists(#o)"
+        else:
+            condition = "#c = :expected AND #o = :owner"
+            values[":owner"] = {"S": lease.owner}
+        sets = ["#c = :next", "#u = :now"]
+        removes = []
+        if new_owner is None:
+            removes.append("#o")
+        else:
+            sets.append("#o = :new_owner")
+            values[":new_owner"] = {"S": new_owner}
+        if checkpoint is not None:
+            names["#cp"] = "checkpoint"
+            sets.append("#cp = :checkpoint")
+            values[":checkpoint"] = {"S": checkpoint}
+        if new_owner != lease.owner:
+            names["#sw"] = "owner_switches"
+            sets.append("#sw = if_not_exists(#sw, :zero) + :one")
+            values[":zero"] = {"N": "0"}
+            values[":one"] = {"N": "1"}
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        async with map_errors("UpdateItem", self._timeout):
+            await self._client.update_item(
+                TableName=self.table,
+                Key=_lease_key(lease),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint)
+
+    async def delete_lease(self, lease: Lease) -> None:
+        async with map_errors("DeleteItem", self._timeout):
+            await self._client.delete_item(
+                TableName=self.table,
+                Key=_lease_key(lease),
+                ConditionExpression="lease_counter = :expected",
+                ExpressionAttributeValues={":expected": {"N": str(lease.counter)}},
+            )
+
+
+    # -- the workers' rows (``replicator.heartbeat``) ------------------------------
+
+    async def put_worker(self, row: WorkerRow) -> None:
+        item: dict[str, Any] = {
+            "stream_arn": {"S": WORKERS_KEY},
+            "shard_id": {"S": row.worker_id},
+            "host": {"S": row.host},
+            "pid": {"N": str(row.pid)},
+            "phase": {"S": row.phase},
+            "leases": {"N": str(row.leases)},
+            "started_at": {"N": repr(row.started_at)},
+            "heartbeat_at": {"N": repr(row.heartbeat_at)},
+        }
+        if row.metrics is not None:
+            item["metrics"] = {"S": row.metrics}
+        async with map_errors("PutItem", self._timeout):
+            await self._client.put_item(TableName=self.table, Item=item)
+
+    async def list_workers(self) -> list[WorkerRow]:
+        rows: list[WorkerRow] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "stream_arn = :workers",
+            "ExpressionAttributeValues": {":workers": {"S": WORKERS_KEY}},
+            "ConsistentRead": True,
+        }
+        while True:
+            async with map_errors("Query", self._timeout):
+                response = await self._client.query(**kwargs)
+            for item in response.get("Items", []):
+                rows.append(WorkerRow(
+                    worker_id=item["shard_id"]["S"],
+                    host=item.get("host", {}).get("S", ""),
+                    pid=int(item.get("pid", {}).get("N", 0)),
+                    phase=item.get("phase", {}).get("S", ""),
+                    leases=int(item.get("leases", {}).get("N", 0)),
+                    metrics=item.get("metrics", {}).get("S"),
+                    started_at=float(item.get("started_at", {}).get("N", 0)),
+                    heartbeat_at=float(item.get("heartbeat_at", {}).get("N", 0)),
+                ))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return rows
+            kwargs["ExclusiveStartKey"] = last
+
+    async def delete_worker(self, worker_id: str) -> None:
+        async with map_errors("DeleteItem", self._timeout):
+            await self._client.delete_item(
+                TableName=self.table,
+                Key={"stream_arn": {"S": WORKERS_KEY}, "shard_id": {"S": worker_id}},
+            )
+
+
+def _key_tuple(element: dict[str, str]) -> tuple[str, str]:
+    return (element["AttributeName"], element["KeyType"])
+
+
+def _describe_keys(schema: list[dict[str, str]]) -> str:
+    return ", ".join(f"{e['AttributeName']} {e['KeyType']}" for e in schema)
+
+
+def _lease_key(lease: Lease) -> dict[str, Any]:
+    return {"stream_arn": {"S": lease.stream_arn}, "shard_id": {"S": lease.shard_id}}
+
+
+def _lease_to_item(lease: Lease) -> dict[str, Any]:
+    item = _lease_key(lease)
+    item["lease_counter"] = {"N": str(lease.counter)}
+    item["checkpoint"] = {"S": lease.checkpoint}
+    if lease.parent_shard_id is not None:
+        item["parent_shard_id"] = {"S": lease.parent_shard_id}
+    if lease.owner is not None:
+        item["lease_owner"] = {"S": lease.owner}
+    return item
+
+
+def _lease_from_item(item: dict[str, Any]) -> Lease:
+    return Lease(
+        stream_arn=item["stream_arn"]["S"],
+        shard_id=item["shard_id"]["S"],
+        parent_shard_id=item.get("parent_shard_id", {}).get("S"),
+        owner=item.get("lease_owner", {}).get("S"),
+        counter=int(item["lease_counter"]["N"]),
+        checkpoint=item["checkpoint"]["S"],
+    )

@@ -1,0 +1,159 @@
+"""Start-up checks: everything a user can get wrong is found here, before replicating.
+
+Each failed check raises ``StartupCheckError`` with one line that names the
+problem, the setting or fact behind it, and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from replicator.aws.lease_store import DynamoLeaseStore
+from replicator.aws.streams import DynamoStreamReader
+from replicator.aws.table import describe_table
+from replicator.backoff import Backoff
+from replicator.clock import Clock
+from replicator.config import Settings
+from replicator.errors import (
+    AccessDeniedError,
+    AwsError,
+    EndpointUnreachableError,
+    StartupCheckError,
+    TransientError,
+)
+
+T = TypeVar("T")
+REPLICABLE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+#: A start-up call that is throttled, meets a server error or loses its connection
+#: is tried this many times (about 4 s of backoff at most) before the check fails.
+#: An endpoint where nothing answers fails the check at once.
+STARTUP_ATTEMPTS = 8
+STARTUP_BACKOFF = Backoff(base=0.05, cap=1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    stream_arn: str
+    view_type: str
+    #: DescribeTable of the source (ItemCount and TableSizeBytes are approximate).
+    source_table: dict[str, Any]
+
+
+async def call_checked(call: Callable[[], Awaitable[T]], *, what: str, setting: str,
+                       endpoint: str | None, region: str | None, clock: Clock) -> T:
+    """Run a start-up call, turning endpoint and credential failures into one-line errors.
+
+    Throttling, server errors and dropped connections are retried a few times
+    first: a worker started while the service has a bad moment still starts.
+    """
+    where = endpoint or f"the AWS endpoint of region {region}"
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except EndpointUnreachableError as exc:
+            raise StartupCheckError(
+                f"cannot reach {what} at {where}: nothing answers; check {setting} "
+                "and that the endpoint is up"
+            ) from exc
+        except AccessDeniedError as exc:
+            # The error names the fix (ACCESS_FIX).
+            raise StartupCheckError(f"access to {what} at {where} was refused: {exc}") from exc
+        except AwsError as exc:
+            attempt += 1
+            if exc.retriable and attempt < STARTUP_ATTEMPTS:
+                await clock.sleep(STARTUP_BACKOFF.delay(attempt))
+                continue
+            if isinstance(exc, TransientError):
+                raise StartupCheckError(
+                    f"{what} at {where} does not answer properly ({exc}); check {setting}"
+                ) from exc
+            raise StartupCheckError(f"{what} at {where} refused a start-up call: {exc}") from exc
+
+
+def _key_schema(description: dict[str, Any]) -> list[tuple[str, str, str]]:
+    types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
+    order = {"HASH": 0, "RANGE": 1}
+    return sorted(
+        ((k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?"))
+         for k in description["KeySchema"]),
+        key=lambda key: order[key[1]],
+    )
+
+
+def _describe_schema(schema: list[tuple[str, str, str]]) -> str:
+    return ", ".join(f"{name} {key_type} {attr_type}" for name, key_type, attr_type in schema)
+
+
+async def check(
+    settings: Settings,
+    *,
+    source: Any,
+    streams: DynamoStreamReader,
+    destination: Any,
+    store: DynamoLeaseStore,
+    clock: Clock,
+) -> Prepared:
+    timeout = settings.call_timeout
+    source_table = await call_checked(
+        lambda: describe_table(source, settings.source_table, call_timeout=timeout),
+        what=f"source table {settings.source_table}", setting="REPLICATOR_SOURCE_ENDPOINT",
+        endpoint=settings.source_endpoint, region=settings.source_region, clock=clock,
+    )
+    if source_table is None:
+        raise StartupCheckError(
+            f"source table {settings.source_table} does not exist in region "
+            f"{settings.source_region}: check REPLICATOR_SOURCE_TABLE and REPLICATOR_SOURCE_REGION"
+        )
+    spec = source_table.get("StreamSpecification") or {}
+    stream_arn = source_table.get("LatestStreamArn")
+    if not spec.get("StreamEnabled") or not stream_arn:
+        raise StartupCheckError(
+            f"source table {settings.source_table} has no stream enabled: enable one with "
+            f"aws dynamodb update-table --table-name {settings.source_table} "
+            "--stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+        )
+    stream = await call_checked(
+        lambda: streams.describe_stream(stream_arn),
+        what=f"the stream of {settings.source_table}",
+        setting="REPLICATOR_SOURCE_STREAMS_ENDPOINT",
+        endpoint=settings.source_streams_endpoint, region=settings.source_region, clock=clock,
+    )
+    view_type = str(stream.get("StreamViewType") or spec.get("StreamViewType", ""))
+    if view_type not in REPLICABLE_VIEWS:
+        raise StartupCheckError(
+            f"the stream of source table {settings.source_table} has StreamViewType {view_type}, "
+            "which does not carry the new image of an item: disable the stream and enable it "
+            "again with StreamViewType NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
+        )
+
+    destination_table = await call_checked(
+        lambda: describe_table(destination, settings.destination_table, call_timeout=timeout),
+        what=f"destination table {settings.destination_table}",
+        setting="REPLICATOR_DESTINATION_ENDPOINT",
+        endpoint=settings.destination_endpoint, region=settings.destination_region, clock=clock,
+    )
+    source_keys = _key_schema(source_table)
+    if destination_table is None:
+        raise StartupCheckError(
+            f"destination table {settings.destination_table} does not exist in region "
+            f"{settings.destination_region}: create it with the source's key schema "
+            f"({_describe_schema(source_keys)}) or fix REPLICATOR_DESTINATION_TABLE"
+        )
+    destination_keys = _key_schema(destination_table)
+    if destination_keys != source_keys:
+        raise StartupCheckError(
+            f"destination table {settings.destination_table} has key schema "
+            f"({_describe_schema(destination_keys)}) but source table {settings.source_table} "
+            f"has ({_describe_schema(source_keys)}): create the destination with the same key "
+            "attributes, key types and attribute types"
+        )
+
+    await call_checked(
+        store.ensure_table,
+        what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
+        endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region, clock=clock,
+    )
+    return Prepared(stream_arn=stream_arn, view_type=view_type, source_table=source_table)

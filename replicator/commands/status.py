@@ -1,0 +1,58 @@
+"""TODO"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from replicator.aws.clients import AwsClients
+from replicator.aws.lease_store import DynamoLeaseStore
+from replicator.aws.table import describe_table
+from replicator.clock import SYSTEM_CLOCK
+from replicator.commands.endpoints import endpoint_for
+from replicator.commands.interrupt import until_signalled
+from replicator.commands.startup import call_checked
+from replicator.config import Settings
+from replicator.errors import ReplicatorError, StartupCheckError
+from replicator.ops.status import build_report, render_table, write_out
+
+
+async def run_status(settings: Settings, *, as_json: bool) -> int:
+    return await until_signalled(_status(settings, as_json=as_json), command="status")
+
+
+async def _status(settings: Settings, *, as_json: bool) -> int:
+    timeout = settings.call_timeout
+    async with AwsClients() as clients:
+        checkpoints = await clients.open(endpoint_for(settings, "checkpoint"),
+                                         call_timeout=timeout)
+        source = await clients.open(endpoint_for(settings, "source"), call_timeout=timeout)
+        store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
+        table = await call_checked(
+            lambda: describe_table(checkpoints, store.table, call_timeout=timeout),
+            what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
+            endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region,
+            clock=SYSTEM_CLOCK,
+        )
+        if table is None:
+            raise StartupCheckError(
+                f"checkpoint table {store.table} does not exist in region "
+                f"{settings.checkpoint_region}: the task has not run yet, or "
+                "REPLICATOR_TASK_NAME names another task"
+            )
+        rows = await store.scan_rows()
+        workers = await store.list_workers()
+        stream_arn: str | None = None
+        try:
+            source_table = await describe_table(source, settings.source_table,
+                                                call_timeout=timeout)
+            stream_arn = source_table.get("LatestStreamArn") if source_table else None
+        except ReplicatorError:  # the rows are still worth showing without the source
+            stream_arn = None
+    # A worker writes its row every renew interval: three missed beats, or a lease
+    # duration, make it gone.
+    live_within = max(3 * settings.lease_renew_interval, settings.lease_duration)
+    report = build_report(str(settings.task_name), stream_arn, rows, workers,
+                          now=time.time(), live_within=live_within)
+    write_out(json.dumps(report, indent=2) if as_json else render_table(report))
+    return 0

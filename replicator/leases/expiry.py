@@ -1,0 +1,35 @@
+"""TODO"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from replicator.lease import Lease
+
+
+class LeaseExpiry:
+    """Tells which other workers' leases have expired, by this worker's own clock.
+
+    A lease is expired when its (owner, counter) pair has not changed for
+    ``lease_duration`` seconds since this worker first saw it.
+    """
+
+    def __init__(self, lease_duration: float) -> None:
+        self.lease_duration = lease_duration
+        self._seen: dict[str, tuple[str | None, int, float]] = {}
+
+    def observe(self, leases: Iterable[Lease], now: float) -> None:
+        current = {}
+        for lease in leases:
+            previous = self._seen.get(lease.shard_id)
+            if previous is not None and previous[:2] == (lease.owner, lease.counter):
+                current[lease.shard_id] = previous
+            else:
+                current[lease.shard_id] = (lease.owner, lease.counter, now)
+        self._seen = current
+
+    def expired(self, lease: Lease, now: float) -> bool:
+        seen = self._seen.get(lease.shard_id)
+        if seen is None or seen[:2] != (lease.owner, lease.counter):
+            return False
+        return now - seen[2] >= self.lease_duration

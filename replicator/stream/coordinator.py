@@ -1,0 +1,368 @@
+"""The shard coordinator: discovers shards, holds leases, runs a consumer per shard.
+
+One coordinator runs per worker process. Every ``coordinator_interval`` it
+reads the lease rows of the stream and decides (in ``replicator.leases``'s
+pure functions) which rows to create, delete and take, and which held shards
+may start because their parent is finished. Every ``shard_sync_interval``,
+and at once whenever a shard ends, it lists the stream's shards again.
+
+It owns, in one TaskGroup, the writer pool, the lease renewer and the shard
+consumers, so that shutdown happens in order: stop reading, let the writers
+finish the batches they are sending (what is still queued is left to the next
+owner), write final checkpoints, release the leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import structlog
+
+from replicator.backoff import Backoff
+from replicator.checkpoint import Sentinel
+from replicator.clock import Clock, first_of, within
+from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
+from replicator.lease import Lease
+from replicator.leases.expiry import LeaseExpiry
+from replicator.leases.held import HeldLease
+from replicator.protocols import LeaseStore, StreamReader
+from replicator.records import Shard
+from replicator.stats import Stats
+from replicator.stream.balance import plan_steal, plan_takes
+from replicator.stream.consumer import ShardConsumer, ShardState
+from replicator.stream.lineage import parent_done, plan_deletions, plan_new_leases
+from replicator.stream.tracker import CheckpointTracker
+from replicator.stream.writer import WriterPool
+
+log = structlog.get_logger("replicator.coordinator")
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    worker_id: str
+    initial_position: Sentinel
+    get_records_limit: int
+    idle_interval: float
+    checkpoint_interval: float
+    coordinator_interval: float
+    shard_sync_interval: float
+    lease_duration: float
+    lease_renew_interval: float
+    shutdown_timeout: float
+    #: How long a destination write may take, timeout and safety margin included: a
+    #: write starts only if it ends before this worker's hold on the lease could lapse.
+    write_window: float = 0.0
+    skip_trimmed: bool = False
+    #: A bootstrap copy began but never finished, and this worker does not copy
+    #: (bootstrap ``never``): the ``SINCE:``/``AT:`` starts that copy recorded hold
+    #: only with the copy, so those shards start at ``initial_position`` instead.
+    copy_unfinished: bool = False
+
+
+class ShardCoordinator:
+    def __init__(
+        self,
+        *,
+        stream_arn: str,
+        streams: StreamReader,
+        store: LeaseStore,
+        pool: WriterPool,
+        stats: Stats,
+        settings: CoordinatorSettings,
+        stop: asyncio.Event,
+        clock: Clock,
+        backoff: Backoff | None = None,
+        adopted: dict[str, tuple[HeldLease, str]] | None = None,
+    ) -> None:
+        self.stream_arn = stream_arn
+        self._streams = streams
+        self._store = store
+        self._pool = pool
+        self._stats = stats
+        self._settings = settings
+        self._stop = stop
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._expiry = LeaseExpiry(settings.lease_duration)
+        self._wake = asyncio.Event()
+        self._shards: list[Shard] = []
+        self._last_shard_sync = float("-inf")
+        self.held: dict[str, HeldLease] = {}
+        #: Iterators to start shards from instead of their checkpoints: a bootstrap
+        #: copy handed over the leases it took and the iterators it read the heads with.
+        self._start_iterators: dict[str, str] = {}
+        for shard_id, (held, iterator) in (adopted or {}).items():
+            self.held[shard_id] = held
+            self._start_iterators[shard_id] = iterator
+        self.consumers: dict[str, tuple[ShardConsumer, asyncio.Task[None]]] = {}
+        #: Trackers of the held shards that have been started, kept past their
+        #: consumer's end for the final checkpoint.
+        self.trackers: dict[str, CheckpointTracker] = {}
+        #: The error that ended the service (poison record, data loss, ...), if any.
+        self.fatal: ReplicatorError | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<ShardCoordinator worker={self._settings.worker_id} held={len(self.held)} "
+            f"running={len(self.consumers)}>"
+        )
+
+    def queue_depth(self) -> int:
+        return self._pool.queue_depth()
+
+    async def run(self) -> None:
+        """Replicate until ``stop`` is set, then shut down in order."""
+        for shard_id, held in self.held.items():  # handed over by a bootstrap copy
+            log.info("lease taken", shard_id=shard_id, previous_owner=None,
+                     checkpoint=held.lease.checkpoint, stolen=False, handed_over=True)
+        async with asyncio.TaskGroup() as group:
+            writers = group.create_task(self._pool.run(), name="writer-pool")
+            renewer = group.create_task(self._renew_loop(), name="lease-renewer")
+            try:
+                await self._lease_loop(group)
+            finally:
+                deadline = self._clock.monotonic() + self._settings.shutdown_timeout
+                # The last part of the deadline is kept for the final checkpoints, so
+                # that writers stuck on a dead destination cannot take it all.
+                reserve = min(self._settings.write_window or 1.0,
+                              self._settings.shutdown_timeout / 4)
+                await self._stop_consumers()
+                await self._drain(writers, deadline - reserve)
+                await self._final_checkpoints(deadline)
+                renewer.cancel()
+
+    # -- the lease cycle ---------------------------------------------------------
+
+    async def _lease_loop(self, group: asyncio.TaskGroup) -> None:
+        while not self._stop.is_set():
+            # Cleared before the cycle, so a shard ending during it wakes the next one.
+            sync_shards = self._wake.is_set()
+            self._wake.clear()
+            try:
+                await self._cycle(group, sync_shards=sync_shards)
+            except ReplicatorError as exc:
+                if not exc.retriable:
+                    self._fail(exc)
+                    return
+                self._stats.count_retry(exc)
+                log.warning("coordinator cycle failed; trying again", error=str(exc))
+            await first_of(self._stop.wait(), self._wake.wait(),
+                           self._clock.sleep(self._settings.coordinator_interval))
+
+    async def _cycle(self, group: asyncio.TaskGroup, *, sync_shards: bool) -> None:
+        now = self._clock.monotonic()
+        if sync_shards or now - self._last_shard_sync >= self._settings.shard_sync_interval:
+            self._shards = await self._streams.list_shards(self.stream_arn)
+            self._last_shard_sync = now
+        listed = {shard.shard_id for shard in self._shards}
+        leases = {lease.shard_id: lease for lease in await self._store.list_leases(self.stream_arn)}
+        # A counter seen in these rows may have been written (and its owner's fence
+        # renewed) while DescribeStream or this Query was on the wire: expiry, and a
+        # stolen lease's wait, count from the answer, not from the start of the cycle.
+        now = self._clock.monotonic()
+
+        for lease in plan_new_leases(
+            self.stream_arn, self._shards, leases, self._settings.initial_position
+        ):
+            if await self._store.create_lease(lease):
+                log.info("lease created", shard_id=lease.shard_id, checkpoint=lease.checkpoint)
+                leases[lease.shard_id] = lease
+        if not leases:
+            return
+        for lease in plan_deletions(leases, self._shards):
+            with contextlib.suppress(ConditionFailedError):
+                await self._store.delete_lease(lease)
+                log.info("finished lease deleted", shard_id=lease.shard_id)
+            del leases[lease.shard_id]
+
+        self._expiry.observe(leases.values(), now)
+        worker_id = self._settings.worker_id
+        takes = plan_takes(leases.values(), worker_id, self._expiry, now, held=set(self.held))
+        for lease in takes:
+            await self._take(lease)
+        if not takes:
+            victim = plan_steal(leases.values(), worker_id, self._expiry, now,
+                                held=set(self.held))
+            if victim is not None:
+                # Its owner may write until its own fence closes, a lease duration
+                # after its last renewal at the latest: start reading only then.
+                await self._take(victim, start_after=now + self._settings.lease_duration)
+
+        if self._stop.is_set():
+            # A shard failed (or shutdown began) while this cycle waited on the table:
+            # starting a consumer now would restart the failed shard and replace the
+            # tracker its final checkpoint is taken from.
+            return
+        for shard_id, held in list(self.held.items()):
+            if (
+                shard_id not in self.consumers
+                and not held.lost
+                and now >= held.start_after
+                and not held.lease.finished
+                and shard_id in leases
+                and parent_done(shard_id, leases, listed)
+            ):
+                self._start(group, held)
+
+    async def _take(self, lease: Lease, *, start_after: float = float("-inf")) -> None:
+        sent_at = self._clock.monotonic()
+        try:
+            taken = await self._store.update_lease(lease, new_owner=self._settings.worker_id)
+        except ConditionFailedError:
+            return  # another worker was faster
+        log.info("lease taken", shard_id=lease.shard_id, previous_owner=lease.owner,
+                 checkpoint=taken.checkpoint, stolen=start_after > sent_at)
+        self.held[lease.shard_id] = HeldLease(
+            self._store, taken, clock=self._clock, lease_duration=self._settings.lease_duration,
+            sent_at=sent_at, start_after=start_after,
+        )
+
+    def _start(self, group: asyncio.TaskGroup, held: HeldLease) -> None:
+        settings = self._settings
+        consumer = ShardConsumer(
+            stream_arn=self.stream_arn,
+            lease=held,
+            streams=self._streams,
+            pool=self._pool,
+            stats=self._stats,
+            get_records_limit=settings.get_records_limit,
+            idle_interval=settings.idle_interval,
+            checkpoint_interval=settings.checkpoint_interval,
+            skip_trimmed=settings.skip_trimmed,
+            backoff=self._backoff,
+            clock=self._clock,
+            start_iterator=self._start_iterators.pop(held.shard_id, None),
+            instead_of_copy_start=settings.initial_position if settings.copy_unfinished else None,
+        )
+        task = group.create_task(self._run_consumer(consumer), name=f"shard-{held.shard_id}")
+        self.consumers[held.shard_id] = (consumer, task)
+        self.trackers[held.shard_id] = consumer.tracker
+        # The lag counts the shard's records until its lease is given up: queued records
+        # still wait while its reader is stopped at shutdown.
+        self._stats.trackers[held.shard_id] = consumer.tracker
+        self._stats.readings[held.shard_id] = consumer.reading
+
+    async def _run_consumer(self, consumer: ShardConsumer) -> None:
+        shard_id = consumer.shard_id
+        try:
+            state = await consumer.run()
+        except LeaseLostError as exc:
+            log.warning("lease lost; shard stopped", shard_id=shard_id, error=str(exc))
+            self.held.pop(shard_id, None)
+            self._forget_tracker(shard_id)
+        except ReplicatorError as exc:
+            exc.add_note(f"shard {shard_id}")
+            self._fail(exc)
+        else:
+            if state is ShardState.SHARD_END:
+                self.held.pop(shard_id, None)
+                self._forget_tracker(shard_id)
+                self._wake.set()  # its children are probably listed by now
+        finally:
+            self.consumers.pop(shard_id, None)
+
+    def _forget_tracker(self, shard_id: str) -> None:
+        self.trackers.pop(shard_id, None)
+        self._stats.trackers.pop(shard_id, None)
+        self._stats.readings.pop(shard_id, None)
+
+    def _fail(self, exc: ReplicatorError) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        log.error("replication failed", error=str(exc))
+        self._stop.set()
+
+    # -- lease renewal -----------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await self._clock.sleep(self._settings.lease_renew_interval)
+            async with asyncio.TaskGroup() as group:
+                for held in list(self.held.values()):
+                    if not held.lost:  # released at SHARD_END, or already known lost
+                        group.create_task(self._renew(held))
+
+    async def _renew(self, held: HeldLease) -> None:
+        try:
+            await held.renew()
+        except LeaseLostError as exc:
+            log.warning("lease lost; shard stopped", shard_id=held.shard_id, error=str(exc))
+            self._drop(held)
+        except ReplicatorError as exc:
+            # The shard's reader and writers wait on the lease's fence once it closes,
+            # so nothing is read or written after another worker could take the lease.
+            # The next renewal either reopens the fence or finds the lease taken.
+            self._stats.count_retry(exc)
+            paused = not held.fence.allows(self._clock.monotonic(), self._settings.write_window)
+            log.warning("lease renewal failed", shard_id=held.shard_id, error=str(exc),
+                        writes_paused=paused)
+
+    def _drop(self, held: HeldLease) -> None:
+        """Stop a shard whose lease is gone: no more reads, its pending writes dropped."""
+        held.abandon()  # wakes writers waiting on its fence, which then drop its records
+        shard_id = held.shard_id
+        if self.held.get(shard_id) is held:
+            del self.held[shard_id]
+            self._forget_tracker(shard_id)
+        running = self.consumers.get(shard_id)
+        if running is not None and running[0].lease is held:
+            consumer, task = running
+            consumer.tracker.cancelled = True
+            task.cancel()
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def _stop_consumers(self) -> None:
+        tasks = [task for _, task in self.consumers.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _drain(self, writers: asyncio.Task[None], deadline: float) -> None:
+        # Queued records are left to the next owner: they are not checkpointed.
+        self._pool.close(abandon_queued=True)
+        timer = asyncio.ensure_future(
+            self._clock.sleep(max(0.0, deadline - self._clock.monotonic())))
+        try:
+            await asyncio.wait([writers, timer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if not writers.done():
+            log.warning("shutdown deadline reached before the writers drained",
+                        queued=self._pool.queue_depth())
+            writers.cancel()
+            await asyncio.wait([writers])
+
+    async def _final_checkpoints(self, deadline: float) -> None:
+        """Checkpoint what was applied and release every lease, so others may take them at once."""
+        async def finish(held: HeldLease) -> None:
+            tracker = self.trackers.get(held.shard_id)
+            checkpoint = None
+            if tracker is not None and tracker.checkpointable != tracker.written:
+                checkpoint = tracker.checkpointable
+            try:
+                await held.release(checkpoint)
+            except ReplicatorError as exc:
+                log.warning("could not release lease", shard_id=held.shard_id, error=str(exc))
+                return
+            if checkpoint is not None:
+                self._stats.checkpoints_written += 1
+                self._stats.changed.notify()
+            log.info("lease released", shard_id=held.shard_id,
+                     checkpoint=checkpoint or held.lease.checkpoint)
+
+        async def finish_all() -> None:
+            async with asyncio.TaskGroup() as group:
+                for held in list(self.held.values()):
+                    if not held.lost:
+                        group.create_task(finish(held))
+
+        remaining = max(0.1, deadline - self._clock.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await within(self._clock, remaining, finish_all())
+        self.held.clear()
+        for shard_id in list(self.trackers):
+            self._forget_tracker(shard_id)
