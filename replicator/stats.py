@@ -13,13 +13,18 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from replicator.errors import ReplicatorError, ThrottledError
 
 if TYPE_CHECKING:
     from replicator.records import StreamRecord
-    from replicator.stream.tracker import CheckpointTracker
+
+
+class Unapplied(Protocol):
+    """A shard's record of what it read and has not applied yet (its checkpoint tracker)."""
+
+    def oldest_unapplied_created_at(self) -> float | None: ...
 
 
 #: Bucket upper bounds, in the unit of each histogram.
@@ -139,7 +144,7 @@ class Stats:
         #: From the source write (the record's creation time) to the destination write.
         self.apply_seconds = Histogram(APPLY_SECONDS)
         #: Open shards' trackers and readers, by shard id, for the lag figures.
-        self.trackers: dict[str, CheckpointTracker] = {}
+        self.trackers: dict[str, Unapplied] = {}
         self.readings: dict[str, ShardReading] = {}
 
     def record_applied(self, record: StreamRecord) -> None:

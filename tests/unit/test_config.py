@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.cli import main
-from replicator.cli import parse_settings
+from replicator.cli import main, parse_settings
 from replicator.config import Settings, env_name
 from replicator.dev import settings_doc
 from replicator.errors import ConfigError
