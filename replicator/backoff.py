@@ -61,34 +61,31 @@ async def retry_forever(
             await clock.sleep(delay)
 
 
-async def write_until_processed(
-    write: Callable[[list[R]], Awaitable[list[R]]],
-    requests: list[R],
+async def until_processed(
+    call: Callable[[list[R]], Awaitable[list[R]]],
+    items: list[R],
     *,
+    what: str,
     backoff: Backoff,
     clock: Clock,
     on_retry: Callable[[ReplicatorError], None] | None = None,
-    on_written: Callable[[int], None] | None = None,
-    on_unprocessed: Callable[[], None] | None = None,
+    on_left: Callable[[], None] | None = None,
 ) -> None:
-    """Call ``write`` (a BatchWriteItem) until it leaves nothing unprocessed.
+    """Call ``call`` (a BatchWriteItem, a BatchGetItem) until it leaves nothing unprocessed.
 
-    Errors are retried by ``retry_forever``; requests left unprocessed (the
-    service's way of throttling a batch) are sent again after a backoff.
+    ``call`` takes what is still to be done and returns what the service left
+    unprocessed (its way of throttling a batch), which is sent again after a
+    backoff. Errors are retried by ``retry_forever``.
     """
-    remaining = requests
+    remaining = items
     attempt = 0
     while remaining:
-        left = await retry_forever(
-            functools.partial(write, remaining), what="BatchWriteItem", backoff=backoff,
+        remaining = await retry_forever(
+            functools.partial(call, remaining), what=what, backoff=backoff,
             clock=clock, on_retry=on_retry,
         )
-        if on_written is not None:
-            on_written(len(remaining) - len(left))
-        remaining = left
         if remaining:
-            if on_unprocessed is not None:
-                on_unprocessed()
+            if on_left is not None:
+                on_left()
             await clock.sleep(backoff.delay(attempt))
             attempt += 1
-

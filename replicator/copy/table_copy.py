@@ -40,7 +40,8 @@ from typing import Any, TypeVar
 
 import structlog
 
-from replicator.backoff import Backoff, retry_forever, write_until_processed
+from replicator.apply.writes import MAX_BATCH, Applier, describe_key
+from replicator.backoff import Backoff, retry_forever
 from replicator.checkpoint import AT_PREFIX, Sentinel, since
 from replicator.clock import Clock, wait_event
 from replicator.copy.claims import (
@@ -66,15 +67,15 @@ from replicator.errors import (
 )
 from replicator.lease import Lease
 from replicator.leases.expiry import LeaseExpiry
+from replicator.leases.fence import LeaseFence
 from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, SegmentScanner, StreamReader
-from replicator.records import decode_key, encode_key
+from replicator.records import Item, KeyId, decode_key, encode_key, key_id
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
 T = TypeVar("T")
 
-MAX_BATCH = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,29 @@ class HandedOver:
     iterator: str
 
 
+@dataclass(slots=True)
+class CopyClaim:
+    """The copy's lease, which every write of the copy is made under (``apply.Claim``)."""
+
+    fence: LeaseFence
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class ItemWrite:
+    """A copied item on its way to the destination."""
+
+    key: KeyId
+    item: Item
+    claim: CopyClaim
+
+    def request(self) -> dict[str, Any] | None:
+        return None if self.claim.cancelled else {"PutRequest": {"Item": self.item}}
+
+    def claims(self) -> tuple[CopyClaim]:
+        return (self.claim,)
+
+
 class TableCopy:
     """Copies the source table into the destination; see the module docstring."""
 
@@ -124,7 +148,7 @@ class TableCopy:
         clock: Clock,
         table_items: int = 0,
         table_bytes: int = 0,
-        key_names: tuple[str, ...] = (),
+        key_names: tuple[str, ...],
         backoff: Backoff | None = None,
     ) -> None:
         self._source = source
@@ -147,6 +171,9 @@ class TableCopy:
         self._pacing = ScanPacing(settings.call_timeout)
         self.progress = CopyProgress()
         self._header: HeldLease | None = None
+        self._claim: CopyClaim | None = None
+        self._applier = Applier(destination, stats=stats, clock=clock, backoff=self._backoff,
+                                write_window=settings.write_window)
         self._segments: dict[str, HeldLease] = {}
         self._watch: list[str] = []
         #: Shards being watched, and the iterator each watcher would read next.
@@ -468,6 +495,7 @@ class TableCopy:
     async def _copy(self, header: HeldLease) -> bool:
         """Copy every unfinished segment. True when all are done; False when stopped."""
         self._header = header
+        self._claim = CopyClaim(header.fence)
         self.progress.started_at = self._clock.monotonic()
         rows = {row.shard_id: row for row in await self._retried(
             functools.partial(self._store.list_leases, self._key), "Query")}
@@ -595,60 +623,35 @@ class TableCopy:
     async def _write_items(self, items: list[dict[str, Any]]) -> None:
         async with asyncio.TaskGroup() as group:
             for start in range(0, len(items), MAX_BATCH):
-                requests = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
-                group.create_task(self._write_batch(requests))
+                group.create_task(self._write_batch(items[start:start + MAX_BATCH]))
 
-    async def _write_batch(self, requests: list[dict[str, Any]]) -> None:
+    async def _write_batch(self, items: list[dict[str, Any]]) -> None:
+        """Write a batch of a page's items while this worker surely holds the copy. An
+        item the destination refuses stops the copy: its page is not checkpointed, so a
+        copy run again starts with it."""
+        assert self._claim is not None
+        claim = self._claim
+        writes = [ItemWrite(key_id({name: item[name] for name in self._key_names}), item, claim)
+                  for item in items]
         async with self._writer_slots:
             if self._writes.rate is not None:
-                await self._writes.acquire(sum(_write_units(r) for r in requests))
-            try:
-                await self._write_requests(requests)
-            except ValidationError:
-                await self._find_refused(requests)
-                raise
+                await self._writes.acquire(sum(_write_units(item) for item in items))
+            await self._applier.write(writes, done=self._written, refused=self._refused)
+        if claim.cancelled:
+            raise LeaseLostError("the copy's lease was lost")
 
-    async def _write_requests(self, requests: list[dict[str, Any]]) -> None:
-        await write_until_processed(
-            self._fenced_write, requests, backoff=self._backoff, clock=self._clock,
-            on_retry=self._stats.count_retry, on_written=self._written,
-            on_unprocessed=self._stats.count_unprocessed,
-        )
+    def _refused(self, write: ItemWrite, exc: ValidationError) -> None:
+        raise PoisonRecordError(
+            f"the destination rejects item ({describe_key(write.key)}) of source table "
+            f"{self._source.table} while copying it: {exc}; fix the item or the "
+            "destination table, then start again: the copy resumes from the page that "
+            "holds it"
+        ) from exc
 
-    async def _find_refused(self, requests: list[dict[str, Any]]) -> None:
-        """Write a refused batch one item at a time, to name the item the destination
-        refuses. Its page is not checkpointed, so a copy run again starts with it."""
-        for request in requests:
-            try:
-                await self._write_requests([request])
-            except ValidationError as exc:
-                item = request["PutRequest"]["Item"]
-                key = ", ".join(
-                    f"{name}={type_}:{str(value)[:64]}"
-                    for name in self._key_names if name in item
-                    for type_, value in item[name].items()
-                )
-                raise PoisonRecordError(
-                    f"the destination rejects item ({key or 'key unknown'}) of source table "
-                    f"{self._source.table} while copying it: {exc}; fix the item or the "
-                    "destination table, then start again: the copy resumes from the page "
-                    "that holds it"
-                ) from exc
-
-    def _written(self, items: int) -> None:
-        self.progress.items_written += items
-        self._stats.copy_items_written += items
+    def _written(self, write: ItemWrite) -> None:
+        self.progress.items_written += 1
+        self._stats.copy_items_written += 1
         self._stats.changed.notify()
-
-    async def _fenced_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write only while this worker surely holds the copy (see ``LeaseFence``)."""
-        header = self._header
-        assert header is not None
-        while not header.fence.allows(self._clock.monotonic(), self._settings.write_window):
-            if header.fence.revoked:
-                raise LeaseLostError("the copy's lease was lost")
-            await header.fence.wait_changed()
-        return await self._destination.batch_write(requests)
 
     # -- lease renewal and progress ------------------------------------------------
 
@@ -723,9 +726,8 @@ def _first_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _write_units(request: dict[str, Any]) -> float:
+def _write_units(item: Item) -> float:
     """Write units of a put: one per started KB of the item (estimated from its JSON)."""
-    item = request["PutRequest"]["Item"]
     return float(math.ceil((len(json.dumps(item, default=str)) + 1) / 1024))
 
 

@@ -11,14 +11,14 @@ compared once more, and that second comparison is the verdict.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from replicator.backoff import Backoff, retry_forever, write_until_processed
+from replicator.apply.writes import MAX_BATCH, Applier, request_key
+from replicator.backoff import Backoff, until_processed
 from replicator.clock import Clock
 from replicator.copy.scan import RateLimiter, ScanPacing, default_segments, scan_segment
 from replicator.protocols import TableAccess
@@ -131,6 +131,8 @@ class Verifier:
         self._backoff = backoff or Backoff()
         self._unlimited = RateLimiter(None, clock=clock)
         self._pacing = ScanPacing(call_timeout)
+        self._repairs = Applier(destination, stats=self._stats, clock=clock,
+                                backoff=self._backoff)
 
     async def compare(self, *, repair: bool = False) -> TableDiff:
         diff = TableDiff()
@@ -193,7 +195,7 @@ class Verifier:
                 continue
             rewrite.append({"PutRequest": {"Item": item}})
         if repair:
-            await self._write(self._destination, rewrite)
+            await self._write(rewrite)
 
     async def _destination_page(self, items: list[Item], found: dict[KeyId, Item],
                                 diff: TableDiff, repair: bool) -> None:
@@ -205,7 +207,7 @@ class Verifier:
                 diff.note("extra", key)
                 deletes.append({"DeleteRequest": {"Key": self._key_item(item)}})
         if repair:
-            await self._write(self._destination, deletes)
+            await self._write(deletes)
 
     def _key_item(self, item: Item) -> Item:
         return {name: item[name] for name in self._key_names}
@@ -215,28 +217,41 @@ class Verifier:
 
     async def _look_up(self, table: TableAccess, items: list[Item]) -> dict[KeyId, Item]:
         found: dict[KeyId, Item] = {}
+
+        async def batch_get(keys: list[Item]) -> list[Item]:
+            page, left = await table.batch_get(keys)
+            for item in page:
+                found[self._key(item)] = item
+            return left
+
         for start in range(0, len(items), 100):
-            keys = [self._key_item(item) for item in items[start:start + 100]]
-            attempt = 0
-            while keys:
-                page, keys = await retry_forever(
-                    functools.partial(table.batch_get, keys), what="BatchGetItem",
-                    backoff=self._backoff, clock=self._clock, on_retry=self._stats.count_retry,
-                )
-                for item in page:
-                    found[self._key(item)] = item
-                if keys:
-                    await self._clock.sleep(self._backoff.delay(attempt))
-                    attempt += 1
+            await until_processed(
+                batch_get, [self._key_item(item) for item in items[start:start + 100]],
+                what="BatchGetItem", backoff=self._backoff, clock=self._clock,
+                on_retry=self._stats.count_retry,
+            )
         return found
 
-    async def _write(self, table: TableAccess, requests: list[dict[str, Any]]) -> None:
-        for start in range(0, len(requests), 25):
-            await write_until_processed(
-                table.batch_write, requests[start:start + 25], backoff=self._backoff,
-                clock=self._clock,
-                on_retry=self._stats.count_retry, on_unprocessed=self._stats.count_unprocessed,
-            )
+    async def _write(self, requests: list[dict[str, Any]]) -> None:
+        """Repair the destination: puts of what differs, deletes of what is extra."""
+        for start in range(0, len(requests), MAX_BATCH):
+            writes = [Repair(request_key(request, self._key_names), request)
+                      for request in requests[start:start + MAX_BATCH]]
+            await self._repairs.write(writes, done=lambda write: None)
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """A put or delete that makes the destination equal to the source."""
+
+    key: KeyId
+    put_or_delete: dict[str, Any]
+
+    def request(self) -> dict[str, Any]:
+        return self.put_or_delete
+
+    def claims(self) -> tuple[()]:
+        return ()
 
 
 def key_names_of(description: dict[str, Any]) -> list[str]:

@@ -20,22 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from replicator.backoff import Backoff, retry_forever
+from replicator.apply.writes import MAX_BATCH, Applier, describe_key
+from replicator.backoff import Backoff
 from replicator.clock import Clock
 from replicator.errors import PoisonRecordError, ReplicatorError, ValidationError
 from replicator.protocols import DestinationWriter
-from replicator.records import KeyId, StreamRecord, key_id
+from replicator.records import KeyId, StreamRecord
 from replicator.stats import Stats
 from replicator.stream.tracker import CheckpointTracker, Pending
-
-MAX_BATCH = 25
 
 log = structlog.get_logger("replicator.writer")
 
@@ -66,11 +64,9 @@ class WriterPool:
         backoff: Backoff | None = None,
         write_window: float = 0.0,
     ) -> None:
-        self._destination = destination
-        self._clock = clock
-        self._write_window = write_window
         self._stats = stats
-        self._backoff = backoff or Backoff()
+        self._applier = Applier(destination, stats=stats, clock=clock, backoff=backoff,
+                                write_window=write_window, on_batch=self._observe_batch)
         self._closing = False
         self._abandoning = False
         per_writer = max(MAX_BATCH, queue_size // writers)
@@ -132,108 +128,41 @@ class WriterPool:
                 return
 
     async def _apply(self, batch: dict[KeyId, list[WorkItem]]) -> None:
+        writes = [KeyWrite(key, items) for key, items in batch.items()]
+        applied: set[KeyId] = set()
+
+        def done(write: KeyWrite) -> None:
+            applied.add(write.key)
+            self._done(write.items)
+
         try:
-            try:
-                await self._send(batch)
-            except ValidationError:
-                await self._isolate(batch)
+            await self._applier.write(writes, done=done, refused=self._refused)
         except ReplicatorError as exc:
             # Not about one item (the table is gone, access was revoked): every
             # shard in the batch stops with the error, and nothing is checkpointed.
-            for items in batch.values():
-                for item in items:
-                    item.tracker.fail(exc)
+            for write in writes:
+                if write.key not in applied:
+                    for item in write.items:
+                        item.tracker.fail(exc)
 
-    async def _send(self, pending: dict[KeyId, list[WorkItem]]) -> None:
-        """Write the last record of each key until every key is applied.
-
-        Keys are marked done as soon as their write succeeds; those left
-        unprocessed are sent again after a backoff. Raises non-retriable errors.
-        """
-        attempt = 0
-        while True:
-            left = await retry_forever(
-                functools.partial(self._attempt, pending),
-                what="BatchWriteItem",
-                backoff=self._backoff,
-                clock=self._clock,
-                on_retry=self._stats.count_retry,
-            )
-            unprocessed = {_request_key(request, pending) for request in left}
-            for key in [key for key in pending if key not in unprocessed]:
-                self._done(pending.pop(key))
-            if not pending:
-                return
-            self._stats.unprocessed_retries += 1
-            await self._clock.sleep(self._backoff.delay(attempt))
-            attempt += 1
-
-    async def _attempt(self, pending: dict[KeyId, list[WorkItem]]) -> list[dict[str, Any]]:
-        """One BatchWriteItem of what is still pending and still allowed to be written."""
-        await self._wait_for_fences(pending)
-        # Records of a stopped shard (lost lease, poison record) are dropped: they are
-        # not checkpointed, so whoever reads the shard next applies them. Filtered
-        # record by record: one key's list can hold a stopped shard's stale records
-        # followed by those of the consumer that took the shard over.
-        for key in list(pending):
-            kept = [item for item in pending[key] if not item.tracker.cancelled]
-            if kept:
-                pending[key] = kept
-            else:
-                del pending[key]
-        if not pending:
-            return []
-        left = await self._destination.batch_write(
-            [items[-1].record.write_request() for items in pending.values()]
+    def _refused(self, write: KeyWrite, exc: ValidationError) -> None:
+        """Fail the shard of a record the destination refuses: no checkpoint passes it."""
+        last = write.items[-1]
+        record = last.record
+        self._stats.poison_records += 1
+        error = PoisonRecordError(
+            f"the destination rejects stream record {record.sequence_number} "
+            f"of shard {record.shard_id} ({record.event_name}, key "
+            f"{describe_key(record.key)}): {exc}; fix the item or the destination "
+            "table, then restart: replication of this shard resumes from that record"
         )
-        self._stats.batches += 1
-        self._stats.batch_sizes.observe(len(pending))
-        return left
-
-    async def _wait_for_fences(self, pending: dict[KeyId, list[WorkItem]]) -> None:
-        """Wait until every shard in the batch holds its lease for the whole write.
-
-        A shard whose lease renewal is late waits here; once it is renewed the
-        write goes ahead, and once it is lost the shard's records are dropped.
-        """
-        trackers = {id(item.tracker): item.tracker for items in pending.values() for item in items}
-        for tracker in trackers.values():
-            fence = tracker.fence
-            while (
-                fence is not None
-                and not tracker.cancelled
-                and not fence.allows(self._clock.monotonic(), self._write_window)
-            ):
-                if fence.revoked:
-                    tracker.cancelled = True
-                    break
-                self._stats.fence_waits += 1
-                await fence.wait_changed()
-
-    async def _isolate(self, batch: dict[KeyId, list[WorkItem]]) -> None:
-        """Apply a rejected batch one key at a time, failing the shard of each refused record."""
-        for key, items in batch.items():
-            last = items[-1]
-            if last.tracker.cancelled:
-                continue
-            try:
-                await self._send({key: items})
-            except ValidationError as exc:
-                record = last.record
-                self._stats.poison_records += 1
-                error = PoisonRecordError(
-                    f"the destination rejects stream record {record.sequence_number} "
-                    f"of shard {record.shard_id} ({record.event_name}, key "
-                    f"{_describe_key(record)}): {exc}; fix the item or the destination "
-                    "table, then restart: replication of this shard resumes from that record"
-                )
-                log.error(
-                    "poison record",
-                    shard_id=record.shard_id,
-                    sequence_number=record.sequence_number,
-                    error=str(exc),
-                )
-                last.tracker.fail(error)
+        log.error(
+            "poison record",
+            shard_id=record.shard_id,
+            sequence_number=record.sequence_number,
+            error=str(exc),
+        )
+        last.tracker.fail(error)
 
     def _done(self, items: list[WorkItem]) -> None:
         stats = self._stats
@@ -244,16 +173,25 @@ class WriterPool:
             stats.apply_seconds.observe(max(0.0, now - item.record.created_at))
         stats.changed.notify()
 
-
-def _request_key(request: dict[str, Any], pending: dict[KeyId, list[WorkItem]]) -> KeyId:
-    """The key a (put or delete) request writes, in the form the batch is keyed by."""
-    names = next(iter(pending.values()))[-1].record.keys
-    if "PutRequest" in request:
-        item = request["PutRequest"]["Item"]
-    else:
-        item = request["DeleteRequest"]["Key"]
-    return key_id({name: item[name] for name in names})
+    def _observe_batch(self, size: int) -> None:
+        self._stats.batches += 1
+        self._stats.batch_sizes.observe(size)
 
 
-def _describe_key(record: StreamRecord) -> str:
-    return ", ".join(f"{name}={type_}:{str(value)[:64]}" for name, type_, value in record.key)
+@dataclass(slots=True)
+class KeyWrite:
+    """The records of one key in a writer's batch: the last one's image is written."""
+
+    key: KeyId
+    items: list[WorkItem]
+
+    def request(self) -> dict[str, Any] | None:
+        # Records of a stopped shard (lost lease, poison record) are dropped: they are
+        # not checkpointed, so whoever reads the shard next applies them. Filtered
+        # record by record: one key's list can hold a stopped shard's stale records
+        # followed by those of the consumer that took the shard over.
+        self.items = [item for item in self.items if not item.tracker.cancelled]
+        return self.items[-1].record.write_request() if self.items else None
+
+    def claims(self) -> list[CheckpointTracker]:
+        return [item.tracker for item in self.items]

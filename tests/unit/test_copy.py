@@ -315,7 +315,7 @@ def table_copy(store: FakeLeaseStore) -> TableCopy:
     settings = CopySettings(worker_id="late", lease_duration=0.5, coordinator_interval=0.02)
     return TableCopy(source=unused, destination=unused, streams=unused,  # type: ignore[arg-type]
                      store=store, stream_arn=STREAM_ARN, settings=settings, stats=Stats(),
-                     stop=asyncio.Event(), clock=CLOCK)
+                     stop=asyncio.Event(), clock=CLOCK, key_names=("pk",))
 
 
 @pytest.mark.timeout(10)
