@@ -387,7 +387,7 @@ class Replicator:
         for handed in self.copy.handoff.values():
             with contextlib.suppress(ReplicatorError):
                 await handed.lease.release()
-        self.copy.handoff = {}
+        self.copy.handoff.clear()
 
     def _copy_settings(self, *, hand_off: bool) -> CopySettings:
         settings = self.settings

@@ -1,24 +1,34 @@
-"""TODO"""
+"""The copy's rows in the checkpoint table, and who may copy.
+
+Under the key ``copy|<stream ARN>``, a header row (a lease: one worker copies,
+the others wait, and another takes the copy over once the lease expires) and
+one row per Scan segment, which records how far the segment was written.
+See docs/DESIGN.md ("The bootstrap copy").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
+import structlog
+
 from replicator.backoff import Backoff, retry_forever
-from replicator.clock import Clock
+from replicator.clock import Clock, wait_event
+from replicator.copy.positions import Retried
+from replicator.errors import StartupCheckError
 from replicator.lease import Lease
 from replicator.protocols import LeaseStore
 
+log = structlog.get_logger("replicator.copy")
+
+#: The copy's rows are under the key ``copy|<stream ARN>``.
 COPY_PREFIX = "copy|"
-
-
+#: The header row: ``RUNNING/<segments>/<second>`` or ``DONE``; a lease on the copy.
 HEADER = "copy"
-
-
 RUNNING = "RUNNING"
-
-
 DONE = "DONE"
-
-
+#: A segment's row before its first page: then the LastEvaluatedKey reached, then DONE.
 START = "START"
 
 
@@ -74,3 +84,58 @@ def header_since(checkpoint: str) -> int | None:
     written before it was recorded)."""
     parts = checkpoint.split("/")
     return int(parts[2]) if len(parts) > 2 else None
+
+
+async def nobody_streams(
+    store: LeaseStore, stream_arn: str, *, worker: str, lease_duration: float, interval: float,
+    retried: Retried, clock: Clock, stop: asyncio.Event,
+) -> bool:
+    """Refuse to copy while other workers apply the task's stream.
+
+    Their checkpoints would not go back to before the copy, so an item they
+    update after it was scanned could be overwritten by its older, copied
+    image for good. Rows whose owner's counter does not move for a lease
+    duration belong to stopped (or dead) workers; then the copy may go on.
+
+    False when a copy header appeared meanwhile: workers that started at the
+    same time saw no copy, one of them created it, copied and began to stream
+    before this one looked. Its stream follows its copy, so this worker goes
+    back to the copy's rows rather than refuse.
+    """
+
+    def owned(rows: list[Lease]) -> dict[str, tuple[str | None, int]]:
+        return {row.shard_id: (row.owner, row.counter) for row in rows
+                if row.owner not in (None, worker) and not row.finished}
+
+    async def stream_rows() -> dict[str, tuple[str | None, int]]:
+        return owned(await retried(
+            functools.partial(store.list_leases, stream_arn), "Query"))
+
+    async def copy_created() -> bool:
+        rows = await retried(
+            functools.partial(store.list_leases, copy_key(stream_arn)), "Query")
+        return any(row.shard_id == HEADER for row in rows)
+
+    first = await stream_rows()
+    if not first:
+        return True
+    if await copy_created():
+        return False
+    log.info("waiting to see whether the task's workers are stopped",
+             owners=sorted({owner for owner, _ in first.values() if owner}),
+             seconds=lease_duration)
+    deadline = clock.monotonic() + lease_duration
+    while clock.monotonic() < deadline:
+        await wait_event(clock, stop, interval)
+        current = await stream_rows()
+        live = sorted({owner for shard_id, (owner, counter) in current.items()
+                       if first.get(shard_id) != (owner, counter) and owner})
+        if live:
+            if await copy_created():
+                return False
+            raise StartupCheckError(
+                f"workers of this task are streaming ({', '.join(live)}): stop every "
+                "worker before copying the table again, then start them; a copy made "
+                "while the stream is applied can leave items older than the source"
+            )
+    return True

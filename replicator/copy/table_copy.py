@@ -32,17 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
 
-from replicator.apply.writes import MAX_BATCH, Applier, describe_key
+from replicator.apply.writes import Applier
 from replicator.backoff import Backoff, retry_forever
-from replicator.checkpoint import AT_PREFIX, Sentinel, since
 from replicator.clock import Clock, wait_event
 from replicator.copy.claims import (
     DONE,
@@ -52,25 +49,23 @@ from replicator.copy.claims import (
     header_checkpoint,
     header_segments,
     header_since,
+    nobody_streams,
     segment_id,
 )
-from replicator.copy.progress import RETENTION_SECONDS, CopyProgress, _progress_bar
+from replicator.copy.pages import CopyClaim, PageWriter
+from replicator.copy.positions import HandedOver, StreamPositions
+from replicator.copy.progress import CopyProgress, ProgressReport
 from replicator.copy.scan import RateLimiter, ScanPacing, default_segments, scan_segment
 from replicator.errors import (
     ConditionFailedError,
-    ExpiredIteratorError,
     LeaseLostError,
-    PoisonRecordError,
     ReplicatorError,
-    StartupCheckError,
-    ValidationError,
 )
 from replicator.lease import Lease
 from replicator.leases.expiry import LeaseExpiry
-from replicator.leases.fence import LeaseFence
 from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, SegmentScanner, StreamReader
-from replicator.records import Item, KeyId, decode_key, encode_key, key_id
+from replicator.records import decode_key
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
@@ -97,38 +92,6 @@ class CopySettings:
     #: Streaming follows the copy in this process: the shards whose watchers saw no
     #: write are handed over to it with their iterators (``TableCopy.handoff``).
     hand_off: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class HandedOver:
-    """A shard whose lease the copy took at its end, and the iterator its watcher read
-    the shard's head with: the stream goes on from there, not from the rows' start."""
-
-    lease: HeldLease
-    iterator: str
-
-
-@dataclass(slots=True)
-class CopyClaim:
-    """The copy's lease, which every write of the copy is made under (``apply.Claim``)."""
-
-    fence: LeaseFence
-    cancelled: bool = False
-
-
-@dataclass(slots=True)
-class ItemWrite:
-    """A copied item on its way to the destination."""
-
-    key: KeyId
-    item: Item
-    claim: CopyClaim
-
-    def request(self) -> dict[str, Any] | None:
-        return None if self.claim.cancelled else {"PutRequest": {"Item": self.item}}
-
-    def claims(self) -> tuple[CopyClaim]:
-        return (self.claim,)
 
 
 class TableCopy:
@@ -167,27 +130,27 @@ class TableCopy:
         self._backoff = backoff or Backoff()
         self._reads = RateLimiter(settings.max_rcu, clock=clock)
         self._writes = RateLimiter(settings.max_wcu, clock=clock)
-        self._writer_slots = asyncio.Semaphore(settings.writers)
         self._pacing = ScanPacing(settings.call_timeout)
         self.progress = CopyProgress()
         self._header: HeldLease | None = None
-        self._claim: CopyClaim | None = None
+        self._pages: PageWriter | None = None
         self._applier = Applier(destination, stats=stats, clock=clock, backoff=self._backoff,
                                 write_window=settings.write_window)
         self._segments: dict[str, HeldLease] = {}
-        self._watch: list[str] = []
-        #: Shards being watched, and the iterator each watcher would read next.
-        self._heads: dict[str, str] = {}
-        #: Rows this copy created for open shards, by shard id.
-        self._positions: dict[str, Lease] = {}
-        #: Filled at the end of a copy with ``hand_off``: see ``HandedOver``.
-        self.handoff: dict[str, HandedOver] = {}
-        self._warned_retention = False
+        self.positions = StreamPositions(
+            streams=streams, store=store, stream_arn=stream_arn, worker_id=settings.worker_id,
+            idle_interval=settings.idle_interval, retried=self._retried, hold=self._hold,
+            stats=stats, clock=clock, backoff=self._backoff)
         #: Set when a segment meets a lost lease or a non-retriable error: the
         #: other segments stop after their current page.
         self._halt = asyncio.Event()
         self._lost = False
         self._failure: ReplicatorError | None = None
+
+    @property
+    def handoff(self) -> dict[str, HandedOver]:
+        """Filled at the end of a copy with ``hand_off``: see ``HandedOver``."""
+        return self.positions.handoff
 
     def __repr__(self) -> str:
         return (
@@ -218,7 +181,7 @@ class TableCopy:
                 # say how far it got, so it resumes from them. The stream is then
                 # replayed from its start (no watcher), as after a crash.
                 self._stats.count_retry(exc)
-                self._watch = []
+                self.positions.watched = []
                 delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("copy interrupted by a failed call; resuming", error=str(exc),
@@ -266,7 +229,11 @@ class TableCopy:
         return None
 
     async def _create(self) -> HeldLease | None:
-        if not await self._nobody_streams():
+        if not await nobody_streams(
+                self._store, self.stream_arn, worker=self._settings.worker_id,
+                lease_duration=self._settings.lease_duration,
+                interval=self._settings.coordinator_interval, retried=self._retried,
+                clock=self._clock, stop=self._stop):
             return None  # another worker created a copy since the rows were read
         segments = self._settings.segments or default_segments(self._table_bytes)
         worker = self._settings.worker_id
@@ -283,7 +250,7 @@ class TableCopy:
             return None  # another worker created the copy first
         held = self._hold(header, sent_at)
         # Positions first: every write from now on is in the stream after them.
-        await self._record_positions(watch=True, since_second=began)
+        await self.positions.record(watch=True, since_second=began)
         for index in range(segments):
             row = Lease(self._key, segment_id(index), None, worker, 0, START)
             await self._retried(functools.partial(self._store.create_lease, row), "PutItem")
@@ -291,58 +258,6 @@ class TableCopy:
         log.info("copy started", segments=segments, items=self._table_items,
                  bytes=self._table_bytes)
         return held
-
-    async def _nobody_streams(self) -> bool:
-        """Refuse to copy while other workers apply the task's stream.
-
-        Their checkpoints would not go back to before the copy, so an item they
-        update after it was scanned could be overwritten by its older, copied
-        image for good. Rows whose owner's counter does not move for a lease
-        duration belong to stopped (or dead) workers; then the copy may go on.
-
-        False when a copy header appeared meanwhile: workers that started at the
-        same time saw no copy, one of them created it, copied and began to stream
-        before this one looked. Its stream follows its copy, so this worker goes
-        back to the copy's rows rather than refuse.
-        """
-        worker = self._settings.worker_id
-
-        def owned(rows: list[Lease]) -> dict[str, tuple[str | None, int]]:
-            return {row.shard_id: (row.owner, row.counter) for row in rows
-                    if row.owner not in (None, worker) and not row.finished}
-
-        async def stream_rows() -> dict[str, tuple[str | None, int]]:
-            return owned(await self._retried(
-                functools.partial(self._store.list_leases, self.stream_arn), "Query"))
-
-        async def copy_created() -> bool:
-            rows = await self._retried(
-                functools.partial(self._store.list_leases, self._key), "Query")
-            return any(row.shard_id == HEADER for row in rows)
-
-        first = await stream_rows()
-        if not first:
-            return True
-        if await copy_created():
-            return False
-        log.info("waiting to see whether the task's workers are stopped",
-                 owners=sorted({owner for owner, _ in first.values() if owner}),
-                 seconds=self._settings.lease_duration)
-        deadline = self._clock.monotonic() + self._settings.lease_duration
-        while self._clock.monotonic() < deadline:
-            await wait_event(self._clock, self._stop, self._settings.coordinator_interval)
-            current = await stream_rows()
-            live = sorted({owner for shard_id, (owner, counter) in current.items()
-                           if first.get(shard_id) != (owner, counter) and owner})
-            if live:
-                if await copy_created():
-                    return False
-                raise StartupCheckError(
-                    f"workers of this task are streaming ({', '.join(live)}): stop every "
-                    "worker before copying the table again, then start them; a copy made "
-                    "while the stream is applied can leave items older than the source"
-                )
-        return True
 
     async def _take(self, header: Lease, rows: dict[str, Lease]) -> HeldLease | None:
         worker = self._settings.worker_id
@@ -378,7 +293,7 @@ class TableCopy:
                     self._segments[row.shard_id] = self._hold(row, sent_at)
         # Shards the interrupted copy did not get to: from when it began (or, for a
         # header that does not say, from TRIM_HORIZON).
-        await self._record_positions(watch=False,
+        await self.positions.record(watch=False,
                                      since_second=header_since(header.checkpoint))
         self.progress.resumed = True
         log.info("copy resumed", previous_owner=header.owner,
@@ -403,99 +318,16 @@ class TableCopy:
                 await self._retried(functools.partial(self._store.delete_lease, row),
                                     "DeleteItem")
 
-    # -- positions for the stream ---------------------------------------------
-
-    async def _record_positions(self, *, watch: bool, since_second: int | None) -> None:
-        """A row for every shard without one: closed shards end before the copy began
-        (SHARD_END); open ones start at ``SINCE:<the copy's start>``."""
-        shards = await self._retried(
-            functools.partial(self._streams.list_shards, self.stream_arn), "DescribeStream")
-        existing = {row.shard_id for row in await self._retried(
-            functools.partial(self._store.list_leases, self.stream_arn), "Query")}
-        start = Sentinel.TRIM_HORIZON if since_second is None else since(since_second)
-        for shard in shards:
-            if shard.shard_id in existing:
-                continue  # already streamed from: its checkpoint stands
-            checkpoint = Sentinel.SHARD_END if shard.closed else start
-            row = Lease(self.stream_arn, shard.shard_id, shard.parent_shard_id, None, 0,
-                        checkpoint)
-            created = await self._retried(functools.partial(self._store.create_lease, row),
-                                          "PutItem")
-            if created and not shard.closed:
-                self._positions[shard.shard_id] = row
-                if watch:
-                    self._watch.append(shard.shard_id)
-
-    async def _watch_shard(self, shard_id: str, iterator: str) -> None:
-        """Move the shard's start to the first record written after the copy began
-        (``AT:``), or, while none is, keep the iterator that reads the shard's head up
-        to date (``_heads``) for the hand-over.
-
-        Only an optimisation: ``SINCE:`` is always a correct start. So when the
-        watcher cannot go on (its iterator expired, which no new iterator can make
-        good: it pointed at the head of the shard as the copy began), the row stays
-        as it is.
-        """
-        next_iterator: str | None = iterator
-        while next_iterator is not None:
-            self._heads[shard_id] = next_iterator
-            try:
-                page = await retry_forever(
-                    functools.partial(self._streams.get_records, next_iterator, 1),
-                    what="GetRecords", backoff=self._backoff, clock=self._clock,
-                    on_retry=self._stats.count_retry,
-                )
-            except ReplicatorError as exc:
-                if isinstance(exc, ExpiredIteratorError):
-                    self._stats.expired_iterators += 1
-                self._heads.pop(shard_id, None)
-                log.warning("stream position not recorded; the stream reads the shard from "
-                            "its start and skips what the copy holds", shard_id=shard_id,
-                            error=str(exc))
-                return
-            if page.records:
-                self._heads.pop(shard_id, None)
-                sequence = page.records[0]["dynamodb"]["SequenceNumber"]
-                row = self._positions[shard_id]
-                with contextlib.suppress(ConditionFailedError):  # already streamed from
-                    await self._retried(
-                        functools.partial(self._store.update_lease, row, new_owner=None,
-                                          checkpoint=f"{AT_PREFIX}{sequence}"),
-                        "UpdateItem",
-                    )
-                    log.info("stream position recorded", shard_id=shard_id, at=sequence)
-                return
-            next_iterator = page.next_iterator
-            await self._clock.sleep(self._settings.idle_interval)
-
-    async def _hand_over(self) -> None:
-        """Take the lease of every shard whose watcher saw no write, so that this
-        worker's stream goes on from the watcher's iterator: it reads nothing written
-        before the copy. Done before the copy is marked DONE, when no other worker of
-        the task streams. A row that moved meanwhile keeps its start."""
-        worker = self._settings.worker_id
-        for shard_id, iterator in self._heads.items():
-            row = self._positions.get(shard_id)
-            if row is None:
-                continue
-            sent_at = self._clock.monotonic()
-            try:
-                taken = await self._retried(
-                    functools.partial(self._store.update_lease, row, new_owner=worker),
-                    "UpdateItem")
-            except ConditionFailedError:
-                continue
-            self.handoff[shard_id] = HandedOver(self._hold(taken, sent_at), iterator)
-        if self.handoff:
-            log.info("stream handed over from the copy", shards=sorted(self.handoff))
-        self._heads = {}
-
     # -- copying -----------------------------------------------------------------
 
     async def _copy(self, header: HeldLease) -> bool:
         """Copy every unfinished segment. True when all are done; False when stopped."""
         self._header = header
-        self._claim = CopyClaim(header.fence)
+        self._pages = PageWriter(
+            applier=self._applier, claim=CopyClaim(header.fence), source_table=self._source.table,
+            key_names=self._key_names, writes=self._writes, writers=self._settings.writers,
+            progress=self.progress, stats=self._stats, clock=self._clock, backoff=self._backoff,
+            stopping=lambda: self._stop.is_set() or self._halt.is_set())
         self.progress.started_at = self._clock.monotonic()
         rows = {row.shard_id: row for row in await self._retried(
             functools.partial(self._store.list_leases, self._key), "Query")}
@@ -509,24 +341,18 @@ class TableCopy:
         if self.progress.segments_skipped:
             log.info("segments already copied are skipped",
                      skipped=self.progress.segments_skipped, total=total)
-        # LATEST iterators are taken before any Scan page is read.
-        iterators = {
-            shard_id: await retry_forever(
-                functools.partial(self._streams.get_shard_iterator, self.stream_arn, shard_id,
-                                  "LATEST"),
-                what="GetShardIterator", backoff=self._backoff, clock=self._clock,
-                on_retry=self._stats.count_retry,
-            )
-            for shard_id in self._watch
-        }
+        iterators = await self.positions.latest_iterators()
         scanners = asyncio.Semaphore(self._settings.concurrency)
         async with asyncio.TaskGroup() as group:
             helpers = [
                 group.create_task(self._renew_loop(), name="copy-renewer"),
-                group.create_task(self._report(), name="copy-progress"),
+                group.create_task(ProgressReport(
+                    self.progress, table_items=self._table_items,
+                    interval=self._settings.progress_interval, clock=self._clock).run(),
+                    name="copy-progress"),
             ]
             watchers = [
-                group.create_task(self._watch_shard(shard_id, iterator))
+                group.create_task(self.positions.watch(shard_id, iterator))
                 for shard_id, iterator in iterators.items()
             ]
             copiers = [
@@ -541,10 +367,10 @@ class TableCopy:
             if not stopped and self._failure is None and self._settings.hand_off:
                 if watchers:
                     await asyncio.wait(watchers)
-                await self._hand_over()
+                await self.positions.hand_over()
             for task in helpers:
                 task.cancel()
-        self._watch = []
+        self.positions.watched = []
         if self._lost or (header.lost and not header.released):
             raise LeaseLostError("the copy's lease was taken by another worker")
         if self._failure is not None:
@@ -577,7 +403,8 @@ class TableCopy:
             )
             try:
                 async with contextlib.aclosing(pages):
-                    await self._copy_pages(held, pages)
+                    assert self._pages is not None
+                    await self._pages.copy_pages(held, pages)
             except (ReplicatorError, ExceptionGroup) as exc:
                 error = _first_error(exc)
                 if isinstance(error, LeaseLostError):
@@ -589,69 +416,6 @@ class TableCopy:
                 else:
                     raise
                 self._halt.set()
-
-    async def _copy_pages(self, held: HeldLease, pages: AsyncIterator[
-            tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
-        """Write a segment's pages, reading ahead: the next page is scanned while this
-        one is written. A page's checkpoint is written only after its items, in order."""
-        async with asyncio.TaskGroup() as group:
-            writing: asyncio.Task[bool] | None = None
-            async for items, last_key in pages:
-                if writing is not None and not await writing:
-                    return
-                writing = group.create_task(self._write_page(held, items, last_key))
-                if last_key is None:
-                    break
-            if writing is not None:
-                await writing
-
-    async def _write_page(self, held: HeldLease, items: list[dict[str, Any]],
-                          last_key: dict[str, Any] | None) -> bool:
-        """Write a page, then checkpoint its segment. False when the copy should stop."""
-        await self._write_items(items)
-        await retry_forever(
-            functools.partial(held.checkpoint,
-                              DONE if last_key is None else encode_key(last_key)),
-            what="UpdateItem", backoff=self._backoff, clock=self._clock,
-            on_retry=self._stats.count_retry,
-        )
-        if last_key is None:
-            self.progress.segments_done += 1
-            return False
-        return not (self._stop.is_set() or self._halt.is_set())
-
-    async def _write_items(self, items: list[dict[str, Any]]) -> None:
-        async with asyncio.TaskGroup() as group:
-            for start in range(0, len(items), MAX_BATCH):
-                group.create_task(self._write_batch(items[start:start + MAX_BATCH]))
-
-    async def _write_batch(self, items: list[dict[str, Any]]) -> None:
-        """Write a batch of a page's items while this worker surely holds the copy. An
-        item the destination refuses stops the copy: its page is not checkpointed, so a
-        copy run again starts with it."""
-        assert self._claim is not None
-        claim = self._claim
-        writes = [ItemWrite(key_id({name: item[name] for name in self._key_names}), item, claim)
-                  for item in items]
-        async with self._writer_slots:
-            if self._writes.rate is not None:
-                await self._writes.acquire(sum(_write_units(item) for item in items))
-            await self._applier.write(writes, done=self._written, refused=self._refused)
-        if claim.cancelled:
-            raise LeaseLostError("the copy's lease was lost")
-
-    def _refused(self, write: ItemWrite, exc: ValidationError) -> None:
-        raise PoisonRecordError(
-            f"the destination rejects item ({describe_key(write.key)}) of source table "
-            f"{self._source.table} while copying it: {exc}; fix the item or the "
-            "destination table, then start again: the copy resumes from the page that "
-            "holds it"
-        ) from exc
-
-    def _written(self, write: ItemWrite) -> None:
-        self.progress.items_written += 1
-        self._stats.copy_items_written += 1
-        self._stats.changed.notify()
 
     # -- lease renewal and progress ------------------------------------------------
 
@@ -673,51 +437,6 @@ class TableCopy:
             self._stats.count_retry(exc)
             log.warning("copy lease renewal failed", row=lease.shard_id, error=str(exc))
 
-    async def _report(self) -> None:
-        progress = self.progress
-        bar = _progress_bar(self._table_items)
-        try:
-            interval = 0.5 if bar is not None else self._settings.progress_interval
-            last = 0
-            while True:
-                await self._clock.sleep(interval)
-                rate = progress.rate(self._clock.monotonic())
-                eta = (max(0, self._table_items - progress.items_written) / rate
-                       if rate > 0 else None)
-                if bar is not None:
-                    bar.update(progress.items_written - last)
-                    last = progress.items_written
-                else:
-                    log.info("copy progress", items_written=progress.items_written,
-                             items_per_second=round(rate, 1),
-                             segments_done=progress.segments_done
-                             + progress.segments_skipped,
-                             segments=progress.segments,
-                             eta_seconds=None if eta is None else round(eta))
-                self._check_retention(eta)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def _check_retention(self, eta: float | None) -> None:
-        """Warn when the copy may outlast the stream's 24-hour retention."""
-        if eta is None or self._warned_retention:
-            return
-        elapsed = self._clock.monotonic() - self.progress.started_at
-        if elapsed < 10:  # too early to measure a rate
-            return
-        total = elapsed + eta
-        if total > 0.5 * RETENTION_SECONDS:
-            self._warned_retention = True
-            level = log.error if total > 0.9 * RETENTION_SECONDS else log.warning
-            level(
-                "the copy may outlast the stream's 24-hour retention",
-                estimated_hours=round(total / 3600, 1),
-                advice="records written when the copy began are trimmed after 24 hours; "
-                "raise the destination's write capacity or REPLICATOR_COPY_WRITERS and "
-                "REPLICATOR_COPY_CONCURRENCY, or the copy must be redone",
-            )
-
 
 def _first_error(exc: BaseException) -> BaseException:
     """The first leaf of a (possibly nested) exception group, or the exception itself."""
@@ -725,9 +444,5 @@ def _first_error(exc: BaseException) -> BaseException:
         exc = exc.exceptions[0]
     return exc
 
-
-def _write_units(item: Item) -> float:
-    """Write units of a put: one per started KB of the item (estimated from its JSON)."""
-    return float(math.ceil((len(json.dumps(item, default=str)) + 1) / 1024))
 
 

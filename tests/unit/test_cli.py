@@ -19,6 +19,7 @@ import pytest
 
 import replicator
 from replicator import cli
+from replicator.cli import parsers
 from replicator.commands import process as service
 from replicator.commands import status, verify
 from replicator.commands.settings import unknown_variables
@@ -324,7 +325,7 @@ def test_the_top_level_help_lists_the_commands_and_exit_codes(
     text = help_of(capsys, *argv)
     assert text.startswith("usage: replicator [COMMAND] [SETTINGS]\n")
     lines = text.splitlines()
-    for command in [*cli.COMMANDS, "help"]:
+    for command in [*parsers.COMMANDS, "help"]:
         (line,) = [line for line in lines if line.startswith(f"  {command} ")]
         following = lines[lines.index(line) + 1]
         assert not following.startswith("   "), f"{command}: more than one line"
@@ -341,7 +342,7 @@ def test_the_exit_codes_of_the_help_are_the_readmes() -> None:
     section = readme[readme.index("### Exit codes"):]
     section = section[:section.index("\n### ")]
     documented = set(re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE))
-    assert documented == {code for code, _ in cli.EXIT_CODES}
+    assert documented == {code for code, _ in parsers.EXIT_CODES}
 
 
 def test_the_top_level_help_lines_fit_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
@@ -467,18 +468,18 @@ def test_an_unknown_command(
 def test_the_command_word_is_the_first_word_that_is_no_flags_value(
     argv: list[str], command: str | None, rest: list[str]
 ) -> None:
-    assert cli.split_command(argv) == (command, rest)
+    assert parsers.split_command(argv) == (command, rest)
 
 
 def test_the_command_split_knows_which_flags_take_a_value() -> None:
-    flags = cli._flags()
-    for command in cli.COMMANDS:
-        parser = cli._command_parser(command)
+    flags = parsers._flags()
+    for command in parsers.COMMANDS:
+        parser = parsers._command_parser(command)
         for action in parser._actions:
             for flag in action.option_strings:
                 takes_value = action.nargs != 0
                 assert flags[flag] == takes_value, (command, flag)
-                known = cli.split_command([flag, *(["v"] if takes_value else []), command])
+                known = parsers.split_command([flag, *(["v"] if takes_value else []), command])
                 assert known[0] == command, (command, flag)
 
 
@@ -517,7 +518,7 @@ def test_every_setting_is_in_one_group_in_the_order_of_the_model() -> None:
 
 
 def test_every_setting_has_one_flag_that_takes_a_value() -> None:
-    parser = cli._command_parser("run")
+    parser = parsers._command_parser("run")
     for name in Settings.model_fields:
         action = parser._option_string_actions[flag_name(name)]
         assert action.nargs is None, name
@@ -537,7 +538,7 @@ def replicator_process(*argv: str, tmp_path: Path) -> subprocess.CompletedProces
 def test_help_version_and_a_mistake_of_a_real_process(tmp_path: Path) -> None:
     top = replicator_process("--help", tmp_path=tmp_path)
     assert (top.returncode, top.stderr) == (0, "")
-    assert all(f"\n  {command} " in top.stdout for command in cli.COMMANDS)
+    assert all(f"\n  {command} " in top.stdout for command in parsers.COMMANDS)
 
     status_help = replicator_process("--sourceTable", "T", "status", "--help",
                                      tmp_path=tmp_path)

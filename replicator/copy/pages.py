@@ -1,0 +1,146 @@
+"""The copy's data path: a segment's pages scanned, written through the apply layer,
+and checkpointed in order. See docs/DESIGN.md ("The bootstrap copy")."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from replicator.apply.writes import MAX_BATCH, Applier, describe_key
+from replicator.backoff import Backoff, retry_forever
+from replicator.clock import Clock
+from replicator.copy.claims import DONE
+from replicator.copy.progress import CopyProgress
+from replicator.copy.scan import RateLimiter
+from replicator.errors import LeaseLostError, PoisonRecordError, ValidationError
+from replicator.leases.fence import LeaseFence
+from replicator.leases.held import HeldLease
+from replicator.records import Item, KeyId, encode_key, key_id
+from replicator.stats import Stats
+
+
+@dataclass(slots=True)
+class CopyClaim:
+    """The copy's lease, which every write of the copy is made under (``apply.Claim``)."""
+
+    fence: LeaseFence
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class ItemWrite:
+    """A copied item on its way to the destination."""
+
+    key: KeyId
+    item: Item
+    claim: CopyClaim
+
+    def request(self) -> dict[str, Any] | None:
+        return None if self.claim.cancelled else {"PutRequest": {"Item": self.item}}
+
+    def claims(self) -> tuple[CopyClaim]:
+        return (self.claim,)
+
+
+class PageWriter:
+    """Writes a segment's pages under the copy's lease (``CopyClaim``), and checkpoints
+    each page in its segment's row once its items are written."""
+
+    def __init__(
+        self,
+        *,
+        applier: Applier,
+        claim: CopyClaim,
+        source_table: str,
+        key_names: tuple[str, ...],
+        writes: RateLimiter,
+        writers: int,
+        progress: CopyProgress,
+        stats: Stats,
+        clock: Clock,
+        backoff: Backoff,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self._applier = applier
+        self._claim = claim
+        self._source_table = source_table
+        self._key_names = key_names
+        self._writes = writes
+        self._writer_slots = asyncio.Semaphore(writers)
+        self.progress = progress
+        self._stats = stats
+        self._clock = clock
+        self._backoff = backoff
+        self._stopping = stopping
+
+    async def copy_pages(self, held: HeldLease, pages: AsyncIterator[
+            tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
+        """Write a segment's pages, reading ahead: the next page is scanned while this
+        one is written. A page's checkpoint is written only after its items, in order."""
+        async with asyncio.TaskGroup() as group:
+            writing: asyncio.Task[bool] | None = None
+            async for items, last_key in pages:
+                if writing is not None and not await writing:
+                    return
+                writing = group.create_task(self._write_page(held, items, last_key))
+                if last_key is None:
+                    break
+            if writing is not None:
+                await writing
+
+    async def _write_page(self, held: HeldLease, items: list[dict[str, Any]],
+                          last_key: dict[str, Any] | None) -> bool:
+        """Write a page, then checkpoint its segment. False when the copy should stop."""
+        await self._write_items(items)
+        await retry_forever(
+            functools.partial(held.checkpoint,
+                              DONE if last_key is None else encode_key(last_key)),
+            what="UpdateItem", backoff=self._backoff, clock=self._clock,
+            on_retry=self._stats.count_retry,
+        )
+        if last_key is None:
+            self.progress.segments_done += 1
+            return False
+        return not (self._stopping())
+
+    async def _write_items(self, items: list[dict[str, Any]]) -> None:
+        async with asyncio.TaskGroup() as group:
+            for start in range(0, len(items), MAX_BATCH):
+                group.create_task(self._write_batch(items[start:start + MAX_BATCH]))
+
+    async def _write_batch(self, items: list[dict[str, Any]]) -> None:
+        """Write a batch of a page's items while this worker surely holds the copy. An
+        item the destination refuses stops the copy: its page is not checkpointed, so a
+        copy run again starts with it."""
+        claim = self._claim
+        writes = [ItemWrite(key_id({name: item[name] for name in self._key_names}), item, claim)
+                  for item in items]
+        async with self._writer_slots:
+            if self._writes.rate is not None:
+                await self._writes.acquire(sum(_write_units(item) for item in items))
+            await self._applier.write(writes, done=self._written, refused=self._refused)
+        if claim.cancelled:
+            raise LeaseLostError("the copy's lease was lost")
+
+    def _refused(self, write: ItemWrite, exc: ValidationError) -> None:
+        raise PoisonRecordError(
+            f"the destination rejects item ({describe_key(write.key)}) of source table "
+            f"{self._source_table} while copying it: {exc}; fix the item or the "
+            "destination table, then start again: the copy resumes from the page that "
+            "holds it"
+        ) from exc
+
+    def _written(self, write: ItemWrite) -> None:
+        self.progress.items_written += 1
+        self._stats.copy_items_written += 1
+        self._stats.changed.notify()
+
+
+def _write_units(item: Item) -> float:
+    """Write units of a put: one per started KB of the item (estimated from its JSON)."""
+    return float(math.ceil((len(json.dumps(item, default=str)) + 1) / 1024))
