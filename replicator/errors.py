@@ -3,7 +3,7 @@
 Every error the core sees is a ``ReplicatorError``. The class says whether the
 failed operation may be retried (``retriable``); retry loops consult that flag
 and nothing else. AWS exceptions are translated into this tree in one place,
-``replicator.aws.map_errors``.
+``replicator.aws.errors.map_errors``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TODO"""
+"""The checkpoint table's rows: a shard's lease (owner, counter, checkpoint) and a
+worker's heartbeat row."""
 
 from __future__ import annotations
 

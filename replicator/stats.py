@@ -1,8 +1,8 @@
 """Counters of what the replicator did, and the replication lag derived from them.
 
 ``Stats`` is the one record of what happened. The progress line, the
-Prometheus endpoint (``replicator.metrics``) and CloudWatch
-(``replicator.cloudwatch``) read it; the hot path only adds to it.
+Prometheus endpoint (``replicator.ops.metrics``) and CloudWatch
+(``replicator.ops.cloudwatch``) read it; the hot path only adds to it.
 """
 
 from __future__ import annotations

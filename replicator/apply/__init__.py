@@ -1,0 +1,1 @@
+"""The one write path to a destination table, used by the stream, the copy and verify."""

@@ -1,4 +1,4 @@
-"""TODO"""
+"""The AWS clients: our timeouts, no botocore retries, one profile per side."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""``MetricsSink`` over CloudWatch's PutMetricData."""
 
 from __future__ import annotations
 

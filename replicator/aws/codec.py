@@ -1,4 +1,5 @@
-"""TODO"""
+"""Scan pages parsed outside botocore's model walk: the wire JSON's attribute values
+decoded as botocore would return them. See docs/DESIGN.md ("One boundary for AWS")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO"""
+"""botocore's and aiohttp's exceptions mapped to ``replicator.errors``, and the timeout
+around every call (``map_errors``): the one place AWS errors are translated."""
 
 from __future__ import annotations
 

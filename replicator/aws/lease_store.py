@@ -1,4 +1,4 @@
-"""TODO"""
+"""``LeaseStore`` over the checkpoint table, the workers' rows, and their serialization."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ class DynamoLeaseStore:
             )
 
 
-    # -- the workers' rows (``replicator.heartbeat``) ------------------------------
+    # -- the workers' rows (``replicator.ops.heartbeat``) ------------------------------
 
     async def put_worker(self, row: WorkerRow) -> None:
         item: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""TODO"""
+"""``StreamReader`` over the DynamoDB Streams API (DescribeStream, GetShardIterator,
+GetRecords)."""
 
 from __future__ import annotations
 

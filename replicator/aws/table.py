@@ -1,9 +1,5 @@
-"""The one module that talks to aiobotocore.
-
-It builds the clients, puts a timeout on every call, translates botocore's
-exceptions into ``replicator.errors`` (``map_errors``) and implements the
-interfaces of ``replicator.protocols`` over DynamoDB and DynamoDB Streams.
-"""
+"""Scan, BatchGetItem and BatchWriteItem on one table (the source and destination of the
+stream, the copy and verify), and DescribeTable."""
 
 from __future__ import annotations
 

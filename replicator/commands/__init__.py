@@ -1,0 +1,2 @@
+"""The commands (run, copy, verify, status): wiring of the packages below, and nothing
+else."""

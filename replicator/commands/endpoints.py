@@ -1,4 +1,4 @@
-"""TODO"""
+"""Which endpoint, region and profile each side of the replication uses."""
 
 from __future__ import annotations
 

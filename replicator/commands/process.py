@@ -1,4 +1,4 @@
-"""TODO"""
+"""The process around ``run`` and ``copy``: signals, the shutdown deadline, exit codes."""
 
 from __future__ import annotations
 

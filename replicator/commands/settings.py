@@ -1,4 +1,5 @@
-"""TODO"""
+"""Settings from the environment, a .env file and flags: unknown names refused with the
+closest real one, two flags for one setting checked, one-line errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""``replicator status``: the task's shards, owners, checkpoints and live workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""``replicator verify``: compare the two tables, ``--repair`` what differs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The bootstrap copy (and verify, which scans tables the same way)."""

@@ -1,30 +1,10 @@
 """The bootstrap copy: what the source table holds, copied before streaming starts.
 
-The hand-off to the stream is race-free. Before the first Scan, every open
-shard gets a lease row at ``SINCE:<second>``, the second the copy began by the
-service's clock (the one that stamps the records' creation times), less one:
-the stream reads such a shard from its TRIM_HORIZON but skips every record
-created before that second, since the copy holds its effect already. A copied
-item may be older than a streamed one, and the stream wins because it is
-applied later. Closed shards end before the copy began: their rows start at
-SHARD_END.
-
-A watcher per open shard reads it from LATEST (taken before the scan began).
-At the first record written after that moment it moves the row to
-``AT:<sequence number>``, so the stream reads only what was written during the
-copy. When no record was written, the copying worker takes the shard's lease
-at the end of the copy and its stream goes on from the watcher's iterator
-(``HandedOver``): nothing before the copy is read at all. A crash at any step
-leaves the rows at ``SINCE:`` or ``AT:``, both safe starts.
-
-The copy's progress lives in the checkpoint table, in rows under the key
-``copy|<stream ARN>``. A header row ``copy`` holds ``RUNNING/<segments>/<second>``
-or ``DONE``, and its owner and counter make it a lease: one worker copies,
-the others wait, and if the copier dies another takes the copy over once
-the lease expires. One row per Scan segment holds ``START``, the
-LastEvaluatedKey reached (as JSON), or ``DONE``. It is written after each
-page has been written to the destination, so a resumed copy neither skips
-items nor copies finished segments again. See docs/DESIGN.md.
+``TableCopy`` takes the copy's lease (``claims``), records the stream's start
+(``positions``), copies every unfinished Scan segment (``pages``), and hands the
+unwritten shards over to this worker's stream. A crash at any step leaves the
+rows at safe starts, and another worker resumes the copy where it stopped.
+See docs/DESIGN.md ("The bootstrap copy").
 """
 
 from __future__ import annotations

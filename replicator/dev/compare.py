@@ -1,4 +1,4 @@
-"""TODO"""
+"""Compare two tables given their clients: for the demo, the tests and the benchmarks."""
 
 from __future__ import annotations
 

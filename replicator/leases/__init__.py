@@ -1,0 +1,1 @@
+"""A lease this worker holds, its fence, and the expiry of other workers' leases."""

@@ -1,4 +1,5 @@
-"""TODO"""
+"""When another worker's lease has expired: its counter has stood still for a lease
+duration, by this worker's monotonic clock."""
 
 from __future__ import annotations
 

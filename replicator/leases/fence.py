@@ -1,4 +1,5 @@
-"""TODO"""
+"""The write fence of a held lease: until when this worker may write, by its own clock.
+See docs/DESIGN.md ("Fencing")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO"""
+"""A lease this worker holds: conditional renew, checkpoint and release, a write whose
+answer was lost, and the fence that stops writes once the lease may be gone."""
 
 from __future__ import annotations
 

@@ -1,0 +1,2 @@
+"""What operators see: metrics, health and readiness, the workers' heartbeat, status,
+CloudWatch."""

@@ -2,7 +2,7 @@
 
 One small aiohttp server on ``REPLICATOR_METRICS_HOST:REPLICATOR_METRICS_PORT``:
 
-- ``/metrics``: the Prometheus text format (``replicator.metrics``).
+- ``/metrics``: the Prometheus text format (``replicator.ops.metrics``).
 - ``/healthz``: 200 while the process is alive and its event loop answers in
   time (``LoopMonitor``), else 503. For ECS health checks and liveness probes.
 - ``/readyz``: 200 while the service is copying or replicating and its tables

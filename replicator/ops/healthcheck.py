@@ -4,7 +4,7 @@ GETs /healthz (or ``--path``) on this machine's metrics endpoint and exits 0
 when it answers 200, 1 otherwise. The port is REPLICATOR_METRICS_PORT, as the
 service reads it. The image has no curl, and the Docker HEALTHCHECK, compose
 and the ECS task definition all run this, so the path lives in one place:
-``replicator.endpoint``.
+``replicator.ops.endpoint``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``replicator status``: the task's shards, their owners and checkpoints, each worker's share."""
+"""The status report: the task's rows and workers as a table or JSON."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The shard coordinator: discovers shards, holds leases, runs a consumer per shard.
 
 One coordinator runs per worker process. Every ``coordinator_interval`` it
-reads the lease rows of the stream and decides (in ``replicator.leases``'s
-pure functions) which rows to create, delete and take, and which held shards
-may start because their parent is finished. Every ``shard_sync_interval``,
+reads the lease rows of the stream and decides (in the pure functions of
+``balance`` and ``lineage``) which rows to create, delete and take, and which
+held shards may start because their parent is finished. Every ``shard_sync_interval``,
 and at once whenever a shard ends, it lists the stream's shards again.
 
 It owns, in one TaskGroup, the writer pool, the lease renewer and the shard

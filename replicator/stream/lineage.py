@@ -1,4 +1,5 @@
-"""TODO"""
+"""Shard lineage as pure decisions: the rows to create for new shards, which shards may
+start (parents first), which finished rows to delete. See docs/DESIGN.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO"""
+"""A shard's records in flight, and the highest checkpoint below which every one is
+applied: the only value ever written as a checkpoint."""
 
 from __future__ import annotations
 

@@ -1,19 +1,10 @@
 """The writer pool: applies stream records to the destination, in per-key order.
 
 Each record is routed by its key to one writer, through that writer's bounded
-queue, so all the records of one key are applied by one coroutine in the order
-they were read. A writer takes what its queue holds (up to 25 distinct keys),
-keeps only the last record of each key (BatchWriteItem rejects two requests
-for one key, and the last image is the one that counts), and sends one
-BatchWriteItem. Unprocessed items and retriable errors are retried with
-backoff, never dropped. Only when a whole batch is applied are its records
-marked done in their shard's ``CheckpointTracker``.
-
-A batch that the destination rejects as invalid is replayed one key at a time
-to find the record it refuses; that record's shard is failed with a
-``PoisonRecordError`` and nothing of it is marked done, so no checkpoint
-passes it. Any other non-retriable error (the table is gone, access was
-revoked) fails every shard of the batch with that error.
+queue. A writer takes what its queue holds (up to 25 distinct keys), keeps the
+last record of each key, and writes the batch through the apply layer; only
+then are its records marked done in their shards' trackers. A record the
+destination refuses fails its shard (``PoisonRecordError``). See docs/DESIGN.md.
 """
 
 from __future__ import annotations
