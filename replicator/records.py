@@ -149,3 +149,45 @@ def _from_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_json(v) for v in value]
     return value
+
+
+def item_size(item: Item) -> int:
+    """An item's size in bytes as DynamoDB counts it for capacity units: each attribute
+    name's UTF-8 length plus its value's size."""
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
+
+
+def value_size(value: dict[str, Any]) -> int:
+    """The size of one AttributeValue, by DynamoDB's rules: strings by their UTF-8
+    length, binaries by their length, numbers one byte per two significant digits
+    plus one, BOOL and NULL one byte, lists and maps 3 bytes plus one byte and the
+    size of each element (and each map key's length)."""
+    ((type_, inner),) = value.items()
+    if type_ == "S":
+        return len(str(inner).encode())
+    if type_ == "N":
+        return _number_size(str(inner))
+    if type_ == "B":
+        return len(inner)
+    if type_ == "SS":
+        return sum(len(str(element).encode()) for element in inner)
+    if type_ == "NS":
+        return sum(_number_size(str(element)) for element in inner)
+    if type_ == "BS":
+        return sum(len(element) for element in inner)
+    if type_ == "L":
+        return 3 + sum(1 + value_size(element) for element in inner)
+    if type_ == "M":
+        return 3 + sum(1 + len(name.encode()) + value_size(element)
+                       for name, element in inner.items())
+    return 1  # BOOL, NULL
+
+
+def _number_size(text: str) -> int:
+    digits = text.lstrip("+-").split("e")[0].split("E")[0].replace(".", "").strip("0")
+    return (len(digits) + 1) // 2 + 1
+
+
+def write_units(item: Item) -> int:
+    """Write capacity units of a put of ``item``: one per started KB."""
+    return max(1, -(-item_size(item) // 1024))

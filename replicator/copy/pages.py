@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,7 @@ from replicator.copy.scan import RateLimiter
 from replicator.errors import LeaseLostError, PoisonRecordError, ValidationError
 from replicator.leases.fence import LeaseFence
 from replicator.leases.held import HeldLease
-from replicator.records import Item, KeyId, encode_key, key_id
+from replicator.records import Item, KeyId, encode_key, key_id, write_units
 from replicator.stats import Stats
 
 
@@ -122,7 +120,7 @@ class PageWriter:
                   for item in items]
         async with self._writer_slots:
             if self._writes.rate is not None:
-                await self._writes.acquire(sum(_write_units(item) for item in items))
+                await self._writes.acquire(float(sum(write_units(item) for item in items)))
             await self._applier.write(writes, done=self._written, refused=self._refused)
         if claim.cancelled:
             raise LeaseLostError("the copy's lease was lost")
@@ -139,8 +137,3 @@ class PageWriter:
         self.progress.items_written += 1
         self._stats.copy_items_written += 1
         self._stats.changed.notify()
-
-
-def _write_units(item: Item) -> float:
-    """Write units of a put: one per started KB of the item (estimated from its JSON)."""
-    return float(math.ceil((len(json.dumps(item, default=str)) + 1) / 1024))
