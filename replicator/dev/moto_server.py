@@ -1,11 +1,9 @@
 """``python -m replicator.dev.moto_server``: moto's server, with one thread-safety fix.
 
-moto keeps a table's items in a ``defaultdict`` keyed by hash-key objects whose
-hashing is Python code. Two requests served at once that both write the first item
-of a new hash key (two sort keys of one partition, in two concurrent BatchWriteItem
-calls) can both create the partition's dict, and the later one replaces the other's:
-one item is lost without an error. DynamoDB never does that, so the local servers
-this project starts (tests, the demo, benchmarks) create partitions under a lock.
+Two concurrent writes of the first items of a new hash key could each create its
+partition in moto, and one item was lost without an error; the local servers the
+project starts create partitions under a lock. See docs/DESIGN.md ("An item moto
+loses").
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""CloudWatch metrics, as the Java tool published them: records and bytes
-processed, and the replication lag.
+"""CloudWatch metrics, as the Java tool published them: records and bytes processed, and
+the replication lag, under the task name's namespace with the dimension TaskName.
 
-Every ``cloudwatch_interval`` the publisher reads ``Stats``, turns what
-changed since the last batch into metric data (``metric_data``, a pure
-function) and sends them in one PutMetricData call. The namespace is the task
-name, as the Kinesis Client Library's metrics were, and every datum has the
-dimension ``TaskName``, so the workers of one task add up. A failed publish
-is logged and the next batch carries on from the same counts, so it
-includes what the failed one would have sent: metrics never stop replication.
+Every ``cloudwatch_interval`` the publisher sends what changed in ``Stats`` in one
+PutMetricData call (``metric_data``, a pure function); a failed batch is carried
+by the next, and never stops replication.
 """
 
 from __future__ import annotations

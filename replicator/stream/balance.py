@@ -1,15 +1,7 @@
-"""Leases: which worker reads which shard, decided through the checkpoint table.
+"""Lease balancing as pure decisions: each worker's fair share, which expired leases
+to take, which lease to steal from a worker over its share.
 
-The design is the Kinesis Client Library's. A lease row per shard holds its
-owner, a counter and the checkpoint. Every write is conditional on the owner
-and counter this worker last saw, and bumps the counter, so a worker that lost
-a lease learns it on its next write and stops the shard. A lease is expired
-when its counter has not moved for a lease duration *as measured by the
-observing worker's own monotonic clock*: no clock is trusted across machines.
-
-The decisions (which leases to create, take, delete; which shards may start)
-are pure functions over what the table and the stream said; the I/O happens
-in the coordinator.
+The design is the Kinesis Client Library's; see docs/DESIGN.md ("Balancing").
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """The shard coordinator: discovers shards, holds leases, runs a consumer per shard.
 
-One coordinator runs per worker process. Every ``coordinator_interval`` it
-reads the lease rows of the stream and decides (in the pure functions of
-``balance`` and ``lineage``) which rows to create, delete and take, and which
-held shards may start because their parent is finished. Every ``shard_sync_interval``,
-and at once whenever a shard ends, it lists the stream's shards again.
-
-It owns, in one TaskGroup, the writer pool, the lease renewer and the shard
-consumers, so that shutdown happens in order: stop reading, let the writers
-finish the batches they are sending (what is still queued is left to the next
-owner), write final checkpoints, release the leases.
+Every ``coordinator_interval`` it reads the stream's lease rows and applies the
+decisions of ``balance`` and ``lineage``; every ``shard_sync_interval``, and
+whenever a shard ends, it lists the shards again. One TaskGroup owns the writer
+pool, the lease renewer and the consumers, so shutdown happens in order; see
+docs/DESIGN.md ("Tasks, shutdown and errors").
 """
 
 from __future__ import annotations
