@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from dataclasses import dataclass
 
 import structlog
 
@@ -19,6 +20,7 @@ from replicator.copy.positions import Retried
 from replicator.errors import StartupCheckError
 from replicator.lease import Lease
 from replicator.protocols import LeaseStore
+from replicator.records import Item, decode_key, encode_key
 
 log = structlog.get_logger("replicator.copy")
 
@@ -50,14 +52,14 @@ async def bootstrap_needed(store: LeaseStore, stream_arn: str, mode: str, *,
         return True
     header = await _copy_header(store, stream_arn, clock=clock)
     if header is not None:
-        return header.checkpoint != DONE
+        return not CopyHeader.of(header).done
     return not await _rows(store, stream_arn, clock=clock)
 
 
 async def copy_unfinished(store: LeaseStore, stream_arn: str, *, clock: Clock) -> bool:
     """Whether a bootstrap copy of the stream's table began and never finished."""
     header = await _copy_header(store, stream_arn, clock=clock)
-    return header is not None and header.checkpoint != DONE
+    return header is not None and not CopyHeader.of(header).done
 
 
 async def _rows(store: LeaseStore, key: str, *, clock: Clock) -> list[Lease]:
@@ -70,20 +72,56 @@ async def _copy_header(store: LeaseStore, stream_arn: str, *, clock: Clock) -> L
     return {row.shard_id: row for row in rows}.get(HEADER)
 
 
-def header_checkpoint(segments: int, since_second: int) -> str:
-    return f"{RUNNING}/{segments}/{since_second}"
+@dataclass(frozen=True, slots=True)
+class CopyHeader:
+    """What the copy's header row says: ``RUNNING/<segments>/<since>`` or ``DONE``."""
+
+    done: bool
+    segments: int = 0
+    #: The epoch second the copy began at, by the service's clock (None: a header
+    #: written before it was recorded).
+    since: int | None = None
+
+    @classmethod
+    def of(cls, row: Lease) -> CopyHeader:
+        if row.checkpoint == DONE:
+            return cls(done=True)
+        parts = row.checkpoint.split("/")
+        return cls(done=False, segments=int(parts[1]),
+                   since=int(parts[2]) if len(parts) > 2 else None)
+
+    def value(self) -> str:
+        """The row's checkpoint attribute."""
+        if self.done:
+            return DONE
+        since = "" if self.since is None else f"/{self.since}"
+        return f"{RUNNING}/{self.segments}{since}"
 
 
-def header_segments(checkpoint: str) -> int:
-    """The number of segments of a ``RUNNING/<segments>[/<since>]`` header."""
-    return int(checkpoint.split("/")[1])
+@dataclass(frozen=True, slots=True)
+class SegmentProgress:
+    """What a segment's row says: not begun (``START``), the LastEvaluatedKey its last
+    written page ended at, or ``DONE``."""
+
+    done: bool
+    #: Where the segment's Scan resumes (None: from its beginning).
+    start_key: Item | None = None
+
+    @classmethod
+    def of(cls, row: Lease) -> SegmentProgress:
+        if row.checkpoint == DONE:
+            return cls(done=True)
+        return cls(done=False,
+                   start_key=None if row.checkpoint == START else decode_key(row.checkpoint))
+
+    @staticmethod
+    def after_page(last_key: Item | None) -> str:
+        """The row's checkpoint once a page ending at ``last_key`` is written."""
+        return DONE if last_key is None else encode_key(last_key)
 
 
-def header_since(checkpoint: str) -> int | None:
-    """The epoch second the copy began at, by the service's clock (None: a header
-    written before it was recorded)."""
-    parts = checkpoint.split("/")
-    return int(parts[2]) if len(parts) > 2 else None
+def is_header(row: Lease) -> bool:
+    return row.shard_id == HEADER
 
 
 async def nobody_streams(

@@ -12,13 +12,13 @@ from typing import Any
 from replicator.apply.writes import MAX_BATCH, Applier, describe_key
 from replicator.backoff import Backoff, retry_forever
 from replicator.clock import Clock
-from replicator.copy.claims import DONE
+from replicator.copy.claims import SegmentProgress
 from replicator.copy.progress import CopyProgress
 from replicator.copy.scan import RateLimiter
 from replicator.errors import LeaseLostError, PoisonRecordError, ValidationError
 from replicator.leases.fence import LeaseFence
 from replicator.leases.held import HeldLease
-from replicator.records import Item, KeyId, encode_key, key_id, write_units
+from replicator.records import Item, KeyId, key_id, write_units
 from replicator.stats import Stats
 
 
@@ -96,8 +96,7 @@ class PageWriter:
         """Write a page, then checkpoint its segment. False when the copy should stop."""
         await self._write_items(items)
         await retry_forever(
-            functools.partial(held.checkpoint,
-                              DONE if last_key is None else encode_key(last_key)),
+            functools.partial(held.checkpoint, SegmentProgress.after_page(last_key)),
             what="UpdateItem", backoff=self._backoff, clock=self._clock,
             on_retry=self._stats.count_retry,
         )

@@ -22,13 +22,12 @@ from replicator.apply.writes import Applier
 from replicator.backoff import Backoff, retry_forever
 from replicator.clock import Clock, wait_event
 from replicator.copy.claims import (
-    DONE,
     HEADER,
     START,
+    CopyHeader,
+    SegmentProgress,
     copy_key,
-    header_checkpoint,
-    header_segments,
-    header_since,
+    is_header,
     nobody_streams,
     segment_id,
 )
@@ -45,7 +44,6 @@ from replicator.lease import Lease
 from replicator.leases.expiry import LeaseExpiry
 from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, SegmentScanner, StreamReader
-from replicator.records import decode_key
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
@@ -189,7 +187,7 @@ class TableCopy:
                 if created is not None:
                     return created
                 continue
-            if header.checkpoint == DONE:
+            if CopyHeader.of(header).done:
                 if not fresh:
                     return None
                 await self._forget(rows.values())
@@ -224,7 +222,8 @@ class TableCopy:
             functools.partial(self._streams.server_time, self.stream_arn),
             "DescribeStream")) - 1
         sent_at = self._clock.monotonic()
-        header = Lease(self._key, HEADER, None, worker, 0, header_checkpoint(segments, began))
+        header = Lease(self._key, HEADER, None, worker, 0,
+                       CopyHeader(done=False, segments=segments, since=began).value())
         if not await self._retried(functools.partial(self._store.create_lease, header),
                                    "PutItem"):
             return None  # another worker created the copy first
@@ -250,7 +249,7 @@ class TableCopy:
             return None
         held = self._hold(taken, sent_at)
         for shard_id, row in rows.items():
-            if shard_id == HEADER or row.checkpoint == DONE:
+            if is_header(row) or SegmentProgress.of(row).done:
                 continue
             sent_at = self._clock.monotonic()
             try:
@@ -264,7 +263,7 @@ class TableCopy:
             self._segments[shard_id] = self._hold(taken_row, sent_at)
         # A copy interrupted while it created its rows misses some segments: not one
         # of them may be skipped.
-        for index in range(header_segments(header.checkpoint)):
+        for index in range(CopyHeader.of(header).segments):
             if segment_id(index) not in rows:
                 row = Lease(self._key, segment_id(index), None, worker, 0, START)
                 sent_at = self._clock.monotonic()
@@ -274,7 +273,7 @@ class TableCopy:
         # Shards the interrupted copy did not get to: from when it began (or, for a
         # header that does not say, from TRIM_HORIZON).
         await self.positions.record(watch=False,
-                                     since_second=header_since(header.checkpoint))
+                                     since_second=CopyHeader.of(header).since)
         self.progress.resumed = True
         log.info("copy resumed", previous_owner=header.owner,
                  segments_left=len(self._segments))
@@ -311,12 +310,13 @@ class TableCopy:
         self.progress.started_at = self._clock.monotonic()
         rows = {row.shard_id: row for row in await self._retried(
             functools.partial(self._store.list_leases, self._key), "Query")}
-        total = header_segments(rows[HEADER].checkpoint) if HEADER in rows else 0
-        if HEADER in rows and rows[HEADER].checkpoint == DONE:
+        read = CopyHeader.of(rows[HEADER]) if HEADER in rows else CopyHeader(done=False)
+        if read.done:
             return True
+        total = read.segments
         self.progress.segments = total
         self.progress.segments_skipped = sum(
-            1 for shard_id, row in rows.items() if shard_id != HEADER and row.checkpoint == DONE
+            1 for row in rows.values() if not is_header(row) and SegmentProgress.of(row).done
         )
         if self.progress.segments_skipped:
             log.info("segments already copied are skipped",
@@ -361,7 +361,7 @@ class TableCopy:
             log.info("copy stopped; it resumes where it stopped on the next start",
                      items_written=self.progress.items_written)
             return False
-        await header.release(DONE)
+        await header.release(CopyHeader(done=True).value())
         log.info("copy finished", items_written=self.progress.items_written,
                  segments=total, segments_skipped=self.progress.segments_skipped,
                  seconds=round(self._clock.monotonic() - self.progress.started_at, 1),
@@ -371,8 +371,7 @@ class TableCopy:
     async def _copy_segment(self, held: HeldLease, total: int,
                             scanners: asyncio.Semaphore) -> None:
         index = int(held.shard_id.removeprefix("segment-"))
-        checkpoint = held.lease.checkpoint
-        start = None if checkpoint == START else decode_key(checkpoint)
+        start = SegmentProgress.of(held.lease).start_key
         async with scanners:
             if self._stop.is_set() or self._halt.is_set():
                 return

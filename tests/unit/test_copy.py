@@ -20,6 +20,8 @@ from replicator.copy.claims import (
     HEADER,
     RUNNING,
     START,
+    CopyHeader,
+    SegmentProgress,
     bootstrap_needed,
     copy_key,
     segment_id,
@@ -585,3 +587,31 @@ async def test_a_copy_for_the_copy_command_hands_nothing_over() -> None:
     row = store.row(shard)
     assert row is not None
     assert row.owner is None
+
+
+# -- the copy's rows, read -------------------------------------------------------------
+
+
+def test_a_header_row_reads_back_what_was_written() -> None:
+    header = CopyHeader(done=False, segments=8, since=1_700_000_000)
+    row = Lease(copy_key(STREAM_ARN), HEADER, None, "w", 0, header.value())
+    assert row.checkpoint == f"{RUNNING}/8/1700000000"
+    assert CopyHeader.of(row) == header
+    done = Lease(copy_key(STREAM_ARN), HEADER, None, None, 1, CopyHeader(done=True).value())
+    assert CopyHeader.of(done).done
+
+
+def test_a_header_written_before_the_copys_second_was_recorded_has_no_since() -> None:
+    row = Lease(copy_key(STREAM_ARN), HEADER, None, "w", 0, f"{RUNNING}/4")
+    assert CopyHeader.of(row) == CopyHeader(done=False, segments=4, since=None)
+
+
+def test_a_segment_row_says_where_its_scan_resumes() -> None:
+    def row(checkpoint: str) -> Lease:
+        return Lease(copy_key(STREAM_ARN), segment_id(3), None, "w", 0, checkpoint)
+
+    assert SegmentProgress.of(row(START)) == SegmentProgress(done=False, start_key=None)
+    key = {"pk": {"S": "a"}, "sk": {"B": b"\x00\x01"}}
+    assert SegmentProgress.of(row(SegmentProgress.after_page(key))).start_key == key
+    assert SegmentProgress.of(row(SegmentProgress.after_page(None))).done
+    assert SegmentProgress.after_page(None) == DONE
