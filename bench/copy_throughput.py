@@ -47,60 +47,76 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
-import platform
 import random
-import resource
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, local_environment, signals_ignored
 from fast_scan import FastScanSource, ScanSnapshot, to_wire
+from harness import (
+    BATCH,
+    DESTINATION,
+    LEASE_MARGIN,
+    PROFILE_RATE,
+    SOURCE,
+    CpuMeter,
+    Line,
+    Product,
+    Stopwatch,
+    at_least,
+    aws_client,
+    batches_of,
+    common_arguments,
+    each,
+    fresh_table,
+    guarded,
+    item_count,
+    leave_logs,
+    log_time,
+    machine,
+    moto_servers,
+    print_table,
+    product_environment,
+    py_spy_command,
+    replication_settings,
+    run_loop,
+    server_pid,
+    setting_default,
+    start,
+    summary_row,
+    timeout_settings,
+    work_directory,
+    write_batches,
+    write_summary,
+    yes_no,
+)
 
-from replicator.aws.clients import Endpoint, open_client
-from replicator.config import ENV_PREFIX, Settings, env_name
 from replicator.copy.scan import default_segments
-from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port
+from replicator.dev.local import MotoServer, free_port
 from replicator.dev.workload import KEY_NAMES, create_table, random_item
 
-SOURCE_REGION = "us-east-1"
-DESTINATION_REGION = "eu-west-1"
-SOURCE_TABLE = "bench-source"
 CEILING_TABLE = "bench-ceiling"
 COPY_TABLE = "bench-copy"
-BATCH = 25
 CONCURRENCIES = (1, 4, 16, 32)
 #: The copy should reach this share of the destination's raw write rate.
 TARGET = 0.80
 FILL_CONCURRENCY = 8
-CALL_TIMEOUT = 600.0  # the benchmark's own calls
-#: Seconds of lease beyond the call timeout, when ``--call-timeout`` raises it.
-LEASE_MARGIN = 10.0
-PROFILE_RATE = 100  # py-spy samples a second
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: The copy's sources: the stand-in with DynamoDB's Scan speed, and moto itself.
 FAST, MOTO = "fast", "moto"
 SOURCE_NAMES = {FAST: "the stand-in", MOTO: "moto"}
+#: Events of the copy's log counted beside its retries.
+LEASE_TROUBLE = ("copy lease renewal failed", "copy lease lost",
+                 "copy taken over by another worker; waiting for it")
+SOURCE_CPU, DESTINATION_CPU, COPY_CPU = "source server", "destination server", "replicator"
 
 
-def copy_default(name: str) -> Any:
-    """A default of the replicator's settings (the code under test, not a copy)."""
-    return Settings.model_fields[name].default
-
-
-# -- items and plain BatchWriteItem ------------------------------------------------------
+# -- items ---------------------------------------------------------------------------------
 
 
 def make_items(count: int, seed: int) -> list[dict[str, Any]]:
@@ -111,167 +127,30 @@ def make_items(count: int, seed: int) -> list[dict[str, Any]]:
             for k in range(count)]
 
 
-def make_batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [[{"PutRequest": {"Item": item}} for item in items[i:i + BATCH]]
-            for i in range(0, len(items), BATCH)]
-
-
-async def write_batches(client: Any, table: str, batches: list[list[dict[str, Any]]],
-                        concurrency: int) -> float:
-    """Write every batch with ``concurrency`` calls in flight; seconds taken."""
-    pending = iter(batches)
-
-    async def writer() -> None:
-        for batch in pending:  # one iterator shared by every writer
-            requests = batch
-            while requests:
-                response = await client.batch_write_item(RequestItems={table: requests})
-                requests = response.get("UnprocessedItems", {}).get(table, [])
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(writer())
-    return time.perf_counter() - started
-
-
-async def item_count(client: Any, table: str) -> int:
-    """DescribeTable's ItemCount: on moto the table's exact length at the time of the call
-    (AWS refreshes it only every six hours or so)."""
-    response = await client.describe_table(TableName=table)
-    return int(response["Table"]["ItemCount"])
-
-
-# -- CPU time of the processes involved ---------------------------------------------------
-
-
-def process_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of a live process, from /proc (None where unavailable)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def children_cpu() -> float:
-    """CPU seconds of every child process reaped so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def server_pid(server: MotoServer) -> int | None:
-    process = getattr(server, "_process", None)  # MotoServer keeps its Popen private
-    return getattr(process, "pid", None)
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds used by the source server, the destination server and our children."""
-
-    source: MotoServer
-    destination: MotoServer
-    start: dict[str, float | None] = field(default_factory=dict)
-    used: dict[str, float | None] = field(default_factory=dict)
-
-    def sample(self) -> dict[str, float | None]:
-        return {"source server": process_cpu(server_pid(self.source)),
-                "destination server": process_cpu(server_pid(self.destination)),
-                "replicator": children_cpu(),
-                "bench": time.process_time()}
-
-    def __enter__(self) -> CpuMeter:
-        self.start = self.sample()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        end = self.sample()
-        self.used = {name: None if end[name] is None or self.start[name] is None
-                     else end[name] - self.start[name]  # type: ignore[operator]
-                     for name in end}
-
-    def describe(self, seconds: float, names: tuple[str, ...]) -> str:
-        parts = []
-        for name in names:
-            used = self.used.get(name)
-            if used is not None and seconds > 0:
-                parts.append(f"{name} {100 * used / seconds:.0f}%")
-        return ", ".join(parts) + " of one core" if parts else "unavailable"
-
-
 # -- the copy as a subprocess --------------------------------------------------------------
 
 
 def copy_environment(args: argparse.Namespace, source: MotoServer, scan_url: str,
                      destination: MotoServer, task: str, call_timeout: float) -> dict[str, str]:
-    """This process's environment without REPLICATOR_* or AWS_* variables, plus the
-    copy's settings. Tuning variables only for the flags given. ``scan_url`` is the
+    """The copy's settings. Tuning variables only for the flags given. ``scan_url`` is the
     source endpoint (Scan, DescribeTable); streams and checkpoints go to ``source``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "AWS_"))}
-    settings = {
-        "source_table": SOURCE_TABLE,
-        "source_region": SOURCE_REGION,
-        "source_endpoint": scan_url,
-        "source_streams_endpoint": source.url,
-        "checkpoint_endpoint": source.url,
-        "destination_table": COPY_TABLE,
-        "destination_region": DESTINATION_REGION,
-        "destination_endpoint": destination.url,
-        "task_name": task,
-        "worker_id": "bench-copier",
-        "log_level": "info",
-        "log_format": "json",
-    }
+    settings = replication_settings(scan_url, destination.url, task,
+                                    source_streams_endpoint=source.url,
+                                    checkpoint_endpoint=source.url,
+                                    destination_table=COPY_TABLE, worker_id="bench-copier")
     for name, value in (("copy_segments", args.segments), ("copy_concurrency", args.concurrency),
                         ("copy_writers", args.writers)):
         if value is not None:
             settings[name] = str(value)
     settings.update(timeout_settings(call_timeout))
-    return {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1",
-            **{env_name(name): value for name, value in settings.items()}}
+    return product_environment(settings)
 
 
-def timeout_settings(call_timeout: float) -> dict[str, str]:
-    """REPLICATOR_CALL_TIMEOUT, and a lease duration long enough for it (the replicator
-    requires lease_duration > lease_renew_interval + call_timeout + 0.25 s)."""
-    if call_timeout == copy_default("call_timeout"):
-        return {}
-    lease_duration = max(float(copy_default("lease_duration")), call_timeout + LEASE_MARGIN)
-    return {"call_timeout": f"{call_timeout:g}", "lease_duration": f"{lease_duration:g}"}
-
-
-def log_lines(path: Path) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    for text in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(text)
-            if isinstance(entry, dict):
-                lines.append(entry)
-    return lines
-
-
-def event(lines: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    return next((line for line in lines if line.get("event") == name), None)
-
-
-def log_time(line: dict[str, Any] | None) -> float | None:
-    if line is None or "timestamp" not in line:
-        return None
-    return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
-
-
-def retry_summary(lines: list[dict[str, Any]]) -> str:
+def retry(line: Line) -> str | None:
     """The copy's logged retries by operation and error, and its lease warnings."""
-    counts: Counter[str] = Counter()
-    for line in lines:
-        if line.get("event") == "retrying":
-            counts[f"{line.get('operation')} {line.get('error')}"] += 1
-        elif line.get("event") in ("copy lease renewal failed", "copy lease lost",
-                                   "copy taken over by another worker; waiting for it"):
-            counts[str(line["event"])] += 1
-    return "; ".join(f"{what}: {n}" for what, n in sorted(counts.items())) or "none"
+    if line.get("event") == "retrying":
+        return f"{line.get('operation')} {line.get('error')}"
+    return str(line["event"]) if line.get("event") in LEASE_TROUBLE else None
 
 
 @dataclass
@@ -304,21 +183,27 @@ class Bench:
         self.destination_server = destination_server
         self.work_dir = work_dir
         self.items = make_items(args.items, args.seed)
-        self.batches = make_batches(self.items)
+        self.batches = batches_of([{"PutRequest": {"Item": item}} for item in self.items])
         self.copies = 0
         self.segments = args.segments or default_segments(0)
         self.fast_source: FastScanSource | None = None
 
-    def endpoint(self, server: MotoServer, region: str) -> Endpoint:
-        return Endpoint("dynamodb", region, server.url)
+    def destination(self, max_connections: int = 10) -> Any:
+        return aws_client(self.destination_server.url, DESTINATION.region,
+                          max_connections=max_connections)
+
+    def cpu(self) -> CpuMeter:
+        """CPU of both servers, of the copy (a child reaped) and of this process."""
+        return CpuMeter({SOURCE_CPU: server_pid(self.source_server),
+                         DESTINATION_CPU: server_pid(self.destination_server)},
+                        children=COPY_CPU)
 
     async def fill_source(self) -> None:
-        async with open_client(self.endpoint(self.source_server, SOURCE_REGION),
-                               call_timeout=CALL_TIMEOUT,
-                               max_connections=FILL_CONCURRENCY) as source:
-            await create_table(source, SOURCE_TABLE, stream=True)
-            seconds = await write_batches(source, SOURCE_TABLE, self.batches, FILL_CONCURRENCY)
-            description = (await source.describe_table(TableName=SOURCE_TABLE))["Table"]
+        async with aws_client(self.source_server.url, SOURCE.region,
+                              max_connections=FILL_CONCURRENCY) as source:
+            await create_table(source, SOURCE.table, stream=True)
+            seconds = await write_batches(source, SOURCE.table, self.batches, FILL_CONCURRENCY)
+            description = (await source.describe_table(TableName=SOURCE.table))["Table"]
         count, size = int(description["ItemCount"]), int(description["TableSizeBytes"])
         if count != len(self.items):
             raise RuntimeError(f"the source holds {count} items, not {len(self.items)}")
@@ -330,13 +215,13 @@ class Bench:
     def snapshot(self) -> ScanSnapshot:
         """The stand-in's copy of the source table: the items it was filled with, with
         every page of the copy's parallel Scan built before anything is timed."""
-        started = time.perf_counter()
-        snapshot = ScanSnapshot(SOURCE_TABLE, *KEY_NAMES,
+        watch = Stopwatch()
+        snapshot = ScanSnapshot(SOURCE.table, *KEY_NAMES,
                                 [{name: to_wire(value) for name, value in item.items()}
                                  for item in self.items])
         pages = snapshot.warm(self.segments)
         print(f"stand-in source: {len(snapshot)} items, {pages} Scan pages for "
-              f"{self.segments} segments built in {time.perf_counter() - started:.1f}s")
+              f"{self.segments} segments built in {watch.seconds:.1f}s")
         return snapshot
 
     def scan_url(self, source: str) -> str:
@@ -345,23 +230,14 @@ class Bench:
         assert self.fast_source is not None
         return self.fast_source.url
 
-    async def fresh_destination(self, table: str) -> None:
-        """An empty destination server holding only ``table``."""
-        self.destination_server.reset()
-        async with open_client(self.endpoint(self.destination_server, DESTINATION_REGION),
-                               call_timeout=CALL_TIMEOUT) as destination:
-            await create_table(destination, table, stream=False)
-
     async def ceiling(self, round_number: int) -> tuple[float, int]:
         """Items/s of plain BatchWriteItem at each concurrency; returns the best and its c."""
         rates: dict[int, float] = {}
         order = CONCURRENCIES if round_number % 2 else tuple(reversed(CONCURRENCIES))
         for concurrency in order:
-            await self.fresh_destination(CEILING_TABLE)
-            async with open_client(self.endpoint(self.destination_server, DESTINATION_REGION),
-                                   call_timeout=CALL_TIMEOUT,
-                                   max_connections=concurrency) as destination:
-                with CpuMeter(self.source_server, self.destination_server) as cpu:
+            await fresh_table(self.destination_server, DESTINATION.region, CEILING_TABLE)
+            async with self.destination(max_connections=concurrency) as destination:
+                with self.cpu() as cpu:
                     seconds = await write_batches(destination, CEILING_TABLE, self.batches,
                                                   concurrency)
                 count = await item_count(destination, CEILING_TABLE)
@@ -371,16 +247,9 @@ class Bench:
             rates[concurrency] = len(self.items) / seconds
             print(f"  round {round_number} ceiling c={concurrency:<2}: {seconds:5.2f}s, "
                   f"{rates[concurrency]:7,.0f} items/s; CPU "
-                  f"{cpu.describe(seconds, ('destination server', 'bench'))}")
+                  f"{cpu.describe(seconds, (DESTINATION_CPU, 'bench'))}")
         best = max(rates, key=lambda c: rates[c])
         return rates[best], best
-
-    def copy_command(self, profile_path: Path | None) -> list[str]:
-        command = [sys.executable, "-m", "replicator", "copy"]
-        if profile_path is None:
-            return command
-        return [py_spy(), "record", "--format", "raw", "--rate", str(PROFILE_RATE),
-                "--nonblocking", "-o", str(profile_path), "--", *command]
 
     async def copy(self, label: str, source: str, profile_dir: Path | None = None) -> CopyRun:
         """``python -m replicator copy`` from ``source`` (FAST or MOTO) into a fresh table;
@@ -388,63 +257,51 @@ class Bench:
         self.copies += 1
         task = f"bench-copy-{self.copies}"  # a fresh checkpoint table, as on a first run
         label = f"{label} via {SOURCE_NAMES[source]}"
-        await self.fresh_destination(COPY_TABLE)
-        log_path = self.work_dir / f"{task}.log"
-        err_path = self.work_dir / f"{task}.stderr"
+        await fresh_table(self.destination_server, DESTINATION.region, COPY_TABLE)
         # Via the stand-in every setting is the replicator's default; moto needs a longer
         # call timeout (see the module docstring).
         call_timeout = (self.args.call_timeout if source == MOTO
-                        else float(copy_default("call_timeout")))
+                        else float(setting_default("call_timeout")))
         env = copy_environment(self.args, self.source_server, self.scan_url(source),
                                self.destination_server, task, call_timeout)
-        profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
+        profilers: list[subprocess.Popen[bytes]] = []
+        prefix: list[str] = []
         if profile_dir is not None:
             profilers = start_server_profiles(profile_dir, self.source_server,
                                               self.destination_server)
+            prefix = py_spy_command(profile_dir / "replicator.txt")
         try:
-            with (log_path.open("wb") as out, err_path.open("wb") as err,
-                  CpuMeter(self.source_server, self.destination_server) as cpu):
-                started_wall, started = time.time(), time.perf_counter()
-                process = await asyncio.create_subprocess_exec(
-                    *self.copy_command(profile_dir and profile_dir / "replicator.txt"),
-                    env=env, cwd=self.work_dir,  # no stray .env file is read
-                    stdout=out, stderr=err,
-                    start_new_session=True,  # its own process group: py-spy and its child
-                )
+            with self.cpu() as cpu:
+                # Its own process group: py-spy and its child are killed as one.
+                proc = Product(env, self.work_dir / f"{task}.log", args=["copy"],
+                               prefix=prefix, session=True)
                 try:
-                    code = await process.wait()
+                    code = await proc.exited()
+                    seconds = proc.watch.seconds
                 finally:
-                    if process.returncode is None:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(process.pid, signal.SIGKILL)
-                        await process.wait()
-                seconds = time.perf_counter() - started
+                    proc.kill()
         finally:
             stop_profiles(profilers)
-        lines = log_lines(log_path)
-        finished = event(lines, "copy finished") or {}
-        started_line = event(lines, "copy started") or {}
-        startup_at = log_time(event(lines, "copy started"))
+        finished = proc.first("copy finished") or {}
+        started_line = proc.first("copy started")
         if code != 0 or not finished:
-            tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
+            tail = proc.err_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"{label}: the copy exited with code {code} without a "
-                               f"'copy finished' line; log {log_path}; stderr: {tail}")
-        async with open_client(self.endpoint(self.destination_server, DESTINATION_REGION),
-                               call_timeout=CALL_TIMEOUT) as destination:
+                               f"'copy finished' line; log {proc.log_path}; stderr: {tail}")
+        async with self.destination() as destination:
             counted = await item_count(destination, COPY_TABLE)
+        # Under py-spy the replicator is a grandchild: its CPU time is not counted.
+        # The stand-in serves from this process ("bench").
+        cpu_names = ((SOURCE_CPU, DESTINATION_CPU) + ((COPY_CPU,) if profile_dir is None else ())
+                     + (("bench",) if source == FAST else ()))
         run = CopyRun(
             source=source, seconds=seconds, items=len(self.items),
             logged_rate=finished.get("items_per_second"),
             logged_seconds=finished.get("seconds"),
-            segments=started_line.get("segments"),
-            startup=None if startup_at is None else startup_at - started_wall,
-            counted=counted, exit_code=code,
-            # Under py-spy the replicator is a grandchild: its CPU time is not counted.
-            # The stand-in serves from this process ("bench").
-            cpu=cpu.describe(seconds, ("source server", "destination server")
-                             + (("replicator",) if profile_dir is None else ())
-                             + (("bench",) if source == FAST else ())),
-            retries=retry_summary(lines),
+            segments=(started_line or {}).get("segments"),
+            startup=None if started_line is None else log_time(started_line) - proc.started_at,
+            counted=counted, exit_code=code, cpu=cpu.describe(seconds, cpu_names),
+            retries=proc.tally(retry),
         )
         print(f"  {label}: {run.seconds:5.2f}s start to exit, {run.rate:7,.0f} items/s; "
               f"its log: {run.logged_rate:,} items/s in {run.logged_seconds}s "
@@ -462,25 +319,24 @@ class Bench:
         """Items/s of plain Scan calls over segment 0 of the copy's segments, one at a
         time, no writes: how fast the source hands out what the copy reads."""
         segments = self.segments
-        kwargs: dict[str, Any] = {"TableName": SOURCE_TABLE, "Segment": 0,
+        kwargs: dict[str, Any] = {"TableName": SOURCE.table, "Segment": 0,
                                   "TotalSegments": segments, "ConsistentRead": True,
                                   "ReturnConsumedCapacity": "TOTAL"}
         items = pages = 0
-        async with open_client(Endpoint("dynamodb", SOURCE_REGION, self.scan_url(source_name)),
-                               call_timeout=CALL_TIMEOUT) as source:
-            with CpuMeter(self.source_server, self.destination_server) as cpu:
-                started = time.perf_counter()
+        async with aws_client(self.scan_url(source_name), SOURCE.region) as source:
+            with self.cpu() as cpu:
+                watch = Stopwatch()
                 while True:
                     response = await source.scan(**kwargs)
                     items, pages = items + int(response["Count"]), pages + 1
                     if "LastEvaluatedKey" not in response:
                         break
                     kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-                seconds = time.perf_counter() - started
+                seconds = watch.seconds
         print(f"  round {round_number} Scan alone via {SOURCE_NAMES[source_name]}: segment 0 "
               f"of {segments}, {items} items in {pages} page(s), {seconds:5.2f}s, "
               f"{items / seconds:7,.0f} items/s; "
-              f"CPU {cpu.describe(seconds, ('source server', 'bench'))}")
+              f"CPU {cpu.describe(seconds, (SOURCE_CPU, 'bench'))}")
         return items / seconds
 
     async def run(self, results: Results) -> None:
@@ -528,35 +384,24 @@ class Results:
 # -- profiles -------------------------------------------------------------------------------
 
 
-def py_spy() -> str:
-    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(found).exists():
-        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
-    return found
-
-
 def start_server_profiles(directory: Path, source: MotoServer,
-                          destination: MotoServer) -> list[tuple[str, subprocess.Popen[bytes]]]:
+                          destination: MotoServer) -> list[subprocess.Popen[bytes]]:
     profilers = []
     for name, server in (("source-server", source), ("destination-server", destination)):
         pid = server_pid(server)
-        if pid is None:
-            continue
-        process = subprocess.Popen(
-            [py_spy(), "record", "--format", "raw", "--rate", str(PROFILE_RATE),
-             "--nonblocking", "-o", str(directory / f"{name}.txt"), "--pid", str(pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        profilers.append((name, process))
+        if pid is not None:
+            profilers.append(subprocess.Popen(py_spy_command(directory / f"{name}.txt", pid),
+                                              stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
     time.sleep(1.0)  # py-spy attaches before the copy starts
     return profilers
 
 
-def stop_profiles(profilers: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    for _, process in profilers:
+def stop_profiles(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for process in profilers:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-    for _, process in profilers:
+    for process in profilers:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -605,17 +450,14 @@ def summarize_profiles(directory: Path, seconds: float, top: int = 10) -> None:
 # -- output ------------------------------------------------------------------------------
 
 
-def report(results: Results) -> bool:
+def report(results: Results) -> tuple[bool, float | None]:
     """Print the table; True when every row of the target's copy (the first source's)
-    meets the target. The copy via moto, when the stand-in is measured too, is limited
-    by moto's Scan and shown for comparison only."""
+    meets the target, and that copy's ratio to the ceiling from start to exit. The copy
+    via moto, when the stand-in is measured too, is limited by moto's Scan and shown for
+    comparison only."""
     ceilings = [rate for rate, _ in results.ceilings]
     ceiling = statistics.median(ceilings)
     best = ", ".join(f"c={c}" for _, c in results.ceilings)
-
-    def each(values: list[float]) -> str:
-        return " / ".join(f"{value:,.0f}" for value in values)
-
     rows = [("measurement", "items/s median", "each round", "ratio to ceiling", "target", "met")]
     rows.append((f"ceiling: BatchWriteItem, best concurrency ({best})", f"{ceiling:,.0f}",
                  each(ceilings), "1.00", "", ""))
@@ -626,6 +468,7 @@ def report(results: Results) -> bool:
             rows.append((f"Scan alone via {SOURCE_NAMES[source]}, one segment (not a target)",
                          f"{scan:,.0f}", each(scans), f"{scan / ceiling:.2f}", "", ""))
     met = all(results.copies[source] for source in results.sources)
+    target_ratio = None
     for number, source in enumerate(results.sources):
         runs = results.copies[source]
         if not runs:
@@ -641,14 +484,11 @@ def report(results: Results) -> bool:
             ok = ratio >= TARGET
             if target:
                 met = met and ok
+                target_ratio = ratio if target_ratio is None else target_ratio
             rows.append((f"{name}: {what}", f"{statistics.median(values):,.0f}", each(values),
                          f"{ratio:.2f}", f">= {TARGET:.2f}" if target else "",
-                         ("yes" if ok else "NO") if target else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print()
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+                         yes_no(ok) if target else ""))
+    print_table(rows)
     print()
     for source in results.sources:
         runs = results.copies[source]
@@ -665,25 +505,31 @@ def report(results: Results) -> bool:
                   f"writes one after the other {serial:,.0f} ({serial / ceiling:.2f} x "
                   f"ceiling); overlapped {min(scan, ceiling):,.0f} "
                   f"({min(scan, ceiling) / ceiling:.2f} x ceiling)")
-    return met
+    return met, target_ratio
+
+
+def summary(results: Results, ratio: float | None, met: bool) -> list[dict[str, Any]]:
+    """The target's row of ``all.py``'s summary."""
+    source = results.sources[0]
+    runs = results.copies[source]
+    figure = "no copy finished"
+    if ratio is not None:
+        figure = (f"{ratio:.2f} x ceiling ({statistics.median(run.rate for run in runs):,.0f} "
+                  f"items/s, process start to exit, source Scan via {SOURCE_NAMES[source]})")
+    return [summary_row("bootstrap copy / BatchWriteItem ceiling", figure,
+                        f">= {TARGET:.2f} x ceiling", met)]
 
 
 # -- main -------------------------------------------------------------------------------
 
 
-def run_loop(coroutine: Any) -> Any:
-    """On uvloop where it is installed, as ``python -m replicator`` runs."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
-
-
 async def bench(args: argparse.Namespace, servers: list[MotoServer], work_dir: Path,
                 results: Results) -> None:
-    async with asyncio.timeout(args.max_seconds):
-        await Bench(args, servers[0], servers[1], work_dir).run(results)
+    try:
+        async with asyncio.timeout(args.max_seconds):
+            await Bench(args, servers[0], servers[1], work_dir).run(results)
+    except TimeoutError:
+        raise TimeoutError(f"not done within {args.max_seconds:g}s (--max-seconds)") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -691,19 +537,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Bootstrap copy throughput against the destination's raw "
         "BatchWriteItem ceiling, on two local moto servers."
     )
-    parser.add_argument("--items", type=int, default=20_000,
-                        help="items in the source table (default 20000)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of the measurements, order alternating (default 2)")
+    parser.add_argument("--items", type=at_least(BATCH), default=20_000,
+                        help=f"items in the source table (default 20000, at least {BATCH})")
     parser.add_argument("--segments", type=int, default=None,
                         help="REPLICATOR_COPY_SEGMENTS for the copy (default: the "
                         "replicator's, 4 per 256 MB of table, at least 4)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="REPLICATOR_COPY_CONCURRENCY for the copy (default: the "
-                        f"replicator's, {copy_default('copy_concurrency')})")
+                        f"replicator's, {setting_default('copy_concurrency')})")
     parser.add_argument("--writers", type=int, default=None,
                         help="REPLICATOR_COPY_WRITERS for the copy (default: the "
-                        f"replicator's, {copy_default('copy_writers')})")
+                        f"replicator's, {setting_default('copy_writers')})")
     parser.add_argument("--sources", choices=("both", FAST, MOTO), default="both",
                         help="the copy's source: the stand-in with DynamoDB's Scan speed "
                         "(the target), moto (limited by its Scan), or both (default)")
@@ -712,72 +556,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "stand-in keeps the default), with REPLICATOR_LEASE_DURATION "
                         f"raised to it plus {LEASE_MARGIN:g}s (default 120: moto needs seconds "
                         "per Scan page of these items; the replicator's default "
-                        f"{copy_default('call_timeout'):g} reproduces the copy's livelock)")
+                        f"{setting_default('call_timeout'):g} reproduces the copy's livelock)")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="after the rounds, one more copy under py-spy (replicator and "
                         "both servers); raw stacks written to DIR")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--max-seconds", type=float, default=1200.0,
-                        help="give up after this long (default 1200)")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the copy's log files even when the run passed")
-    args = parser.parse_args(argv)
-    if args.items < BATCH:
-        parser.error(f"--items must be at least {BATCH}")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
+    common_arguments(parser, rounds=2, max_seconds=1200.0, keep_logs=True)
+    return parser.parse_args(argv)
+
+
+def settings_line(args: argparse.Namespace, sources: list[str]) -> str:
+    timeouts = timeout_settings(args.call_timeout)
+    return (f"{args.items} items, {args.rounds} rounds; copy via "
+            f"{' and via '.join(SOURCE_NAMES[source] for source in sources)}; copy settings: "
+            f"segments {args.segments or 'default'}, concurrency "
+            f"{args.concurrency or setting_default('copy_concurrency')}, writers "
+            f"{args.writers or setting_default('copy_writers')}, default call_timeout and "
+            "lease_duration"
+            + (f" (via moto: call_timeout {timeouts['call_timeout']}s and lease_duration "
+               f"{timeouts['lease_duration']}s)" if timeouts and MOTO in sources else "")
+            + f"; ceiling concurrencies {', '.join(map(str, CONCURRENCIES))}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    local_environment()
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"bootstrap copy benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
-          f"{os.cpu_count()} CPUs {platform.machine()}, Python {platform.python_version()}, "
-          f"code {code_version()}, load average {load}")
-    timeouts = timeout_settings(args.call_timeout)
+    start("bootstrap copy benchmark")
     sources = [FAST, MOTO] if args.sources == "both" else [args.sources]
-    print(f"{args.items} items, {args.rounds} rounds; copy via "
-          f"{' and via '.join(SOURCE_NAMES[source] for source in sources)}; copy settings: "
-          f"segments {args.segments or 'default'}, concurrency "
-          f"{args.concurrency or copy_default('copy_concurrency')}, writers "
-          f"{args.writers or copy_default('copy_writers')}, default call_timeout and "
-          "lease_duration"
-          + (f" (via moto: call_timeout {timeouts['call_timeout']}s and lease_duration "
-             f"{timeouts['lease_duration']}s)" if timeouts and MOTO in sources else "")
-          + f"; ceiling concurrencies {', '.join(map(str, CONCURRENCIES))}")
-    work_dir = Path(tempfile.mkdtemp(prefix="bench-copy-"))
+    print(settings_line(args, sources))
+    work_dir = work_directory("copy")
     if args.profile is not None:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    servers = [MotoServer(), MotoServer()]
     results = Results(sources)
+
+    def body() -> int:
+        with moto_servers() as servers:
+            run_loop(bench(args, servers, work_dir, results))
+        return 0
+
+    code = guarded(body, lambda exc: 1)
     ok = False
-    try:
-        for server in servers:
-            server.start()
-        run_loop(bench(args, servers, work_dir, results))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except TimeoutError:
-        print(f"benchmark failed: not done within {args.max_seconds:g}s (--max-seconds)",
-              file=sys.stderr, flush=True)
-    except RuntimeError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr, flush=True)
-    finally:
-        with signals_ignored():
-            for server in servers:
-                server.stop()
-        if results.ceilings and any(results.copies.values()):
-            ok = report(results) and results.complete(args.rounds)
-            print(f"load average at the end: "
-                  f"{', '.join(f'{value:.2f}' for value in os.getloadavg())}")
-        if ok and not args.keep_logs:
-            shutil.rmtree(work_dir, ignore_errors=True)
-        else:
-            print(f"copy logs kept in {work_dir}")
-    return 0 if ok else 1
+    if results.ceilings and any(results.copies.values()):
+        met, ratio = report(results)
+        ok = met and results.complete(args.rounds)
+        write_summary(args.json, summary(results, ratio, ok))
+        print(f"finished {machine()}")
+    else:
+        write_summary(args.json, [summary_row("bootstrap copy", "failed: see its output",
+                                              f">= {TARGET:.2f} x ceiling", False)])
+    leave_logs(work_dir, keep=not ok or args.keep_logs)
+    return 130 if code == 130 else 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -23,24 +23,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import random
 import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, local_environment
+from harness import (
+    DESTINATION,
+    ROOT,
+    SOURCE,
+    Check,
+    aws_client,
+    batches_of,
+    common_arguments,
+    each,
+    failed,
+    guarded,
+    item_count,
+    moto_servers,
+    print_checks,
+    print_table,
+    product_command,
+    product_environment,
+    replication_settings,
+    run_process,
+    script_command,
+    start,
+    write_batches,
+    write_summary,
+)
 
-from replicator.aws.clients import Endpoint, open_client
 from replicator.dev.local import MotoServer
-from replicator.dev.workload import random_item
+from replicator.dev.workload import create_table, random_item
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCE_TABLE = "copy-source"
 TARGET = 1.2
+FILL_CONCURRENCY = 8
+COPY_TIMEOUT = 3600.0
+LABELS = {"script": "plain boto3 script", "product": "replicator copy"}
 
 
 def make_item(rng: random.Random, index: int) -> dict[str, Any]:
@@ -50,127 +70,81 @@ def make_item(rng: random.Random, index: int) -> dict[str, Any]:
     return item
 
 
-async def create(client: Any, table: str, *, stream: bool) -> None:
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
-                      {"AttributeName": "sk", "KeyType": "RANGE"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
-                                 {"AttributeName": "sk", "AttributeType": "N"}],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
-    if stream:
-        kwargs["StreamSpecification"] = {"StreamEnabled": True,
-                                         "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    await client.create_table(**kwargs)
-
-
 async def fill(client: Any, items: int) -> None:
     rng = random.Random(7)
-    batches = [[{"PutRequest": {"Item": make_item(rng, i)}}
-                for i in range(start, min(items, start + 25))]
-               for start in range(0, items, 25)]
-
-    async def writer() -> None:
-        while batches:
-            requests = batches.pop()
-            while requests:
-                answer = await client.batch_write_item(RequestItems={SOURCE_TABLE: requests})
-                requests = answer.get("UnprocessedItems", {}).get(SOURCE_TABLE, [])
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(8):
-            group.create_task(writer())
+    requests = [{"PutRequest": {"Item": make_item(rng, i)}} for i in range(items)]
+    await write_batches(client, SOURCE_TABLE, batches_of(requests), FILL_CONCURRENCY)
 
 
-async def count(client: Any, table: str) -> int:
-    description = await client.describe_table(TableName=table)
-    return int(description["Table"]["ItemCount"])
-
-
-def run_timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=3600, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{command[2]} exited {done.returncode}: {done.stderr[-2000:]}")
-    return seconds, done.stdout
-
-
-def script(source: MotoServer, destination: MotoServer, target: str) -> float:
-    seconds, _ = run_timed([
-        sys.executable, "bench/plain_copy.py", "--endpoint", source.url,
-        "--region", "us-east-1", "--table", SOURCE_TABLE,
-        "--destination-endpoint", destination.url, "--destination-region", "eu-west-1",
-        "--destination-table", target,
-    ])
-    return seconds
+def script(source: MotoServer, destination: MotoServer, target: str, task: str) -> float:
+    """``plain_copy.py`` from start to exit, in seconds (``task`` is the product's)."""
+    return run_process(script_command(
+        "plain_copy.py", "--endpoint", source.url, "--region", SOURCE.region,
+        "--table", SOURCE_TABLE, "--destination-endpoint", destination.url,
+        "--destination-region", DESTINATION.region, "--destination-table", target,
+    ), name="plain_copy.py", cwd=ROOT, timeout=COPY_TIMEOUT).check().seconds
 
 
 def product(source: MotoServer, destination: MotoServer, target: str, task: str) -> float:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
-    env.update({
-        "REPLICATOR_SOURCE_TABLE": SOURCE_TABLE, "REPLICATOR_SOURCE_REGION": "us-east-1",
-        "REPLICATOR_SOURCE_ENDPOINT": source.url,
-        "REPLICATOR_DESTINATION_TABLE": target, "REPLICATOR_DESTINATION_REGION": "eu-west-1",
-        "REPLICATOR_DESTINATION_ENDPOINT": destination.url,
-        "REPLICATOR_TASK_NAME": task, "REPLICATOR_LOG_FORMAT": "json",
-    })
-    seconds, _ = run_timed([sys.executable, "-m", "replicator", "copy"], env=env)
-    return seconds
+    """``python -m replicator copy`` with its default settings, from start to exit."""
+    env = product_environment(replication_settings(
+        source.url, destination.url, task, source_table=SOURCE_TABLE, destination_table=target))
+    return run_process(product_command("copy"), name="replicator copy", env=env, cwd=ROOT,
+                       timeout=COPY_TIMEOUT).check().seconds
 
 
-async def bench(args: argparse.Namespace) -> int:
-    with MotoServer() as source, MotoServer() as destination:
+async def bench(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Items/s of each copy, round by round."""
+    copies = {"script": script, "product": product}
+    rates: dict[str, list[float]] = {name: [] for name in copies}
+    with moto_servers() as (source, destination):
         async with (
-            open_client(Endpoint("dynamodb", "us-east-1", source.url), call_timeout=120) as src,
-            open_client(Endpoint("dynamodb", "eu-west-1", destination.url),
-                        call_timeout=120) as dst,
+            aws_client(source.url, SOURCE.region) as src,
+            aws_client(destination.url, DESTINATION.region) as dst,
         ):
-            await create(src, SOURCE_TABLE, stream=True)
+            await create_table(src, SOURCE_TABLE, stream=True)
             await fill(src, args.items)
-            assert await count(src, SOURCE_TABLE) == args.items
-            rates: dict[str, list[float]] = {"script": [], "product": []}
+            if (count := await item_count(src, SOURCE_TABLE)) != args.items:
+                raise RuntimeError(f"the source holds {count} items, not {args.items}")
             for round_number in range(args.rounds):
-                order = ["script", "product"] if round_number % 2 == 0 else ["product", "script"]
-                for name in order:
+                for name in list(copies) if round_number % 2 == 0 else reversed(copies):
                     target = f"copy-{name}-{round_number}"
-                    await create(dst, target, stream=False)
-                    if name == "script":
-                        seconds = await asyncio.to_thread(script, source, destination, target)
-                    else:
-                        seconds = await asyncio.to_thread(product, source, destination, target,
-                                                          f"copy-bench-{round_number}")
-                    copied = await count(dst, target)
-                    assert copied == args.items, f"{name} copied {copied} of {args.items}"
+                    await create_table(dst, target, stream=False)
+                    seconds = await asyncio.to_thread(copies[name], source, destination,
+                                                      target, f"copy-bench-{round_number}")
+                    copied = await item_count(dst, target)
+                    if copied != args.items:
+                        raise RuntimeError(f"{name} copied {copied} of {args.items}")
                     rates[name].append(args.items / seconds)
-                    print(f"round {round_number + 1} {name}: {seconds:.1f}s, "
+                    print(f"  round {round_number + 1} {name}: {seconds:.1f}s, "
                           f"{args.items / seconds:.0f} items/s", flush=True)
                     await dst.delete_table(TableName=target)
-    script_rate = statistics.median(rates["script"])
-    product_rate = statistics.median(rates["product"])
-    ratio = product_rate / script_rate
-    print(f"\ncopy of {args.items} items of about 1 KB on moto ({platform.machine()}, "
-          f"code {code_version()}), median of {args.rounds} rounds:")
-    print(f"  plain boto3 script:  {script_rate:7.1f} items/s")
-    print(f"  replicator copy:     {product_rate:7.1f} items/s")
-    print(f"  ratio: {ratio:.2f} x the script (target >= {TARGET}) "
-          f"{'met' if ratio >= TARGET else 'NOT met'}")
-    return 0 if ratio >= TARGET else 1
+    return rates
+
+
+def report(rates: dict[str, list[float]], args: argparse.Namespace) -> int:
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    print_table([(f"copy of {args.items} items of about 1 KB on moto", "items/s median",
+                  "each round"), *(
+        (LABELS[name], f"{median[name]:.1f}", each(rates[name])) for name in rates)])
+    ratio = median["product"] / median["script"]
+    summary = print_checks([Check("copy: replicator / plain boto3 script items/s", ratio,
+                                  f">= {TARGET:g}", ratio >= TARGET)])
+    write_summary(args.json, summary)
+    return 0 if summary[0]["met"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=8000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--items", type=int, default=8000,
+                        help="items in the source table (default 8000)")
+    common_arguments(parser, rounds=3, seed=False)
     args = parser.parse_args(argv)
-    local_environment()
-    return asyncio.run(bench(args))
+    start("copy against a plain script benchmark")
+    return guarded(lambda: report(asyncio.run(bench(args)), args),
+                   failed(args.json, "copy against a plain script", f">= {TARGET:g}"))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -31,24 +31,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from bench_common import code_version, local_environment, signals_ignored
+from harness import (
+    Check,
+    at_least,
+    common_arguments,
+    each,
+    measured,
+    print_checks,
+    print_table,
+    py_spy_command,
+    start,
+)
 from stream_bench import (
     Backlog,
     Drain,
+    add_call_timeout,
     fill_backlog,
-    machine,
     pipeline_drain,
-    print_table,
     replicator_drain,
-    run_loop,
-    timeout_settings,
-    write_summary,
+    settings_line,
 )
 
 from replicator.dev.local import MotoServer
@@ -56,33 +61,32 @@ from replicator.dev.local import MotoServer
 RATE_VS_BARE = 0.80
 RATE_VS_NAIVE = 5.0
 CPU_VS_BARE = 1.5
-PROFILE_RATE = 100
+NAMES = ("replicator", "bare", "naive")
+LABELS = {"bare": "(a) bare pipeline: GetRecords + concurrent BatchWriteItem",
+          "naive": "(b) naive: PutItem/DeleteItem per record, in order",
+          "replicator": "replicator (python -m replicator, defaults)"}
 
 
 async def measure(args: argparse.Namespace, servers: list[MotoServer], work_dir: Path
-                  ) -> tuple[Backlog, dict[str, list[Drain]]]:
+                  ) -> dict[str, list[Drain]]:
     source, destination = servers
     backlog = await fill_backlog(source, args.records, seed=args.seed)
-    print(f"backlog: {backlog.records:,} records ({dict(kinds(backlog))}) in "
+    print(f"backlog: {backlog.records:,} records ({backlog.kinds()}) in "
           f"{backlog.fill_seconds:.1f}s; the destination ends with "
           f"{backlog.live_after(backlog.records):,} items", flush=True)
-    results: dict[str, list[Drain]] = {"replicator": [], "bare": [], "naive": []}
+    results: dict[str, list[Drain]] = {name: [] for name in NAMES}
     naive_records = min(args.naive_records, backlog.records)
-    within = args.max_seconds
     for round_number in range(1, args.rounds + 1):
-        order = ["replicator", "bare", "naive"]
-        if round_number % 2 == 0:
-            order.reverse()
-        for name in order:
+        for name in NAMES if round_number % 2 else reversed(NAMES):
             if name == "replicator":
                 drain = await replicator_drain(source, destination, backlog,
                                                f"bench-drain-{round_number}", work_dir,
-                                               within=within,
+                                               within=args.max_seconds,
                                                call_timeout=args.call_timeout)
             else:
                 drain = await pipeline_drain(name, source, destination, backlog,
                                              naive_records if name == "naive"
-                                             else backlog.records, within=within)
+                                             else backlog.records, within=args.max_seconds)
             results[name].append(drain)
             print(f"  round {round_number} {name:<10}: {drain.records:,} records in "
                   f"{drain.seconds:6.2f}s = {drain.rate:7,.0f} records/s; CPU "
@@ -90,133 +94,71 @@ async def measure(args: argparse.Namespace, servers: list[MotoServer], work_dir:
                   f"peak RSS {drain.peak_rss_mb:.0f} MB; {drain.note}", flush=True)
     if args.profile:
         await profile(args, servers, backlog, work_dir)
-    return backlog, results
-
-
-def kinds(backlog: Backlog) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for kind, count in backlog.phases:
-        counts[kind] = counts.get(kind, 0) + count
-    return counts
+    return results
 
 
 async def profile(args: argparse.Namespace, servers: list[MotoServer], backlog: Backlog,
                   work_dir: Path) -> None:
     """One more replicator drain under py-spy (not counted)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = Path(args.profile) / "drain-replicator.txt"
-    prefix = [py_spy, "record", "--format", "raw", "--rate", str(PROFILE_RATE),
-              "--nonblocking", "-o", str(out), "--"]
     drain = await replicator_drain(servers[0], servers[1], backlog, "bench-drain-profile",
                                    work_dir, within=args.max_seconds,
-                                   call_timeout=args.call_timeout, prefix=prefix)
+                                   call_timeout=args.call_timeout, prefix=py_spy_command(out))
     await asyncio.sleep(2)  # py-spy writes its file once the process has exited
     print(f"  profiled replicator drain: {drain.rate:,.0f} records/s under py-spy; raw "
           f"stacks in {out}")
 
 
-def report(results: dict[str, list[Drain]], args: argparse.Namespace) -> list[dict[str, str]]:
+def report(results: dict[str, list[Drain]]) -> list[dict[str, str]]:
     def med(name: str, attr: str) -> float:
         return statistics.median(getattr(d, attr) for d in results[name])
-
-    def each(name: str, attr: str, fmt: str) -> str:
-        return " / ".join(format(getattr(d, attr), fmt) for d in results[name])
 
     rate = {name: med(name, "rate") for name in results}
     cpu = {name: med(name, "cpu_per_10k") for name in results}
     rows = [("measurement", "records/s median", "each round", "CPU s/10k records",
              "each round", "peak RSS MB")]
-    labels = {"bare": "(a) bare pipeline: GetRecords + concurrent BatchWriteItem",
-              "naive": "(b) naive: PutItem/DeleteItem per record, in order",
-              "replicator": "replicator (python -m replicator, defaults)"}
     for name in ("bare", "naive", "replicator"):
-        rows.append((labels[name], f"{rate[name]:,.0f}", each(name, "rate", ",.0f"),
-                     f"{cpu[name]:.2f}", each(name, "cpu_per_10k", ".2f"),
-                     f"{max(d.peak_rss_mb or 0 for d in results[name]):.0f}"))
-    print()
+        drains = results[name]
+        rows.append((LABELS[name], f"{rate[name]:,.0f}", each(d.rate for d in drains),
+                     f"{cpu[name]:.2f}", each((d.cpu_per_10k for d in drains), ".2f"),
+                     f"{max(d.peak_rss_mb or 0 for d in drains):.0f}"))
     print_table(rows)
-    checks = [
-        ("drain: replicator / bare pipeline records/s", rate["replicator"] / rate["bare"],
-         f">= {RATE_VS_BARE:.2f}", rate["replicator"] / rate["bare"] >= RATE_VS_BARE),
-        ("drain: replicator / naive records/s", rate["replicator"] / rate["naive"],
-         f">= {RATE_VS_NAIVE:g}", rate["replicator"] / rate["naive"] >= RATE_VS_NAIVE),
-        ("CPU per record: replicator / bare pipeline", cpu["replicator"] / cpu["bare"],
-         f"<= {CPU_VS_BARE:g}", cpu["replicator"] / cpu["bare"] <= CPU_VS_BARE),
-    ]
-    print()
-    rows = [("ratio", "value", "target", "met")]
-    summary = []
-    for what, value, target, met in checks:
-        rows.append((what, f"{value:.2f}", target, "yes" if met else "NO"))
-        summary.append({"measurement": what, "figure": f"{value:.2f}", "target": target,
-                        "met": met})
-    print_table(rows)
-    summary[0]["figure"] += (f" ({rate['replicator']:,.0f} vs {rate['bare']:,.0f} records/s)")
-    summary[1]["figure"] += f" ({rate['naive']:,.0f} records/s naive)"
-    summary[2]["figure"] += (f" ({cpu['replicator']:.2f} vs {cpu['bare']:.2f} CPU s "
-                             "per 10k records)")
-    return summary
+    vs_bare, vs_naive = rate["replicator"] / rate["bare"], rate["replicator"] / rate["naive"]
+    cpu_vs_bare = cpu["replicator"] / cpu["bare"]
+    return print_checks([
+        Check("drain: replicator / bare pipeline records/s", vs_bare,
+              f">= {RATE_VS_BARE:.2f}", vs_bare >= RATE_VS_BARE,
+              f"{rate['replicator']:,.0f} vs {rate['bare']:,.0f} records/s"),
+        Check("drain: replicator / naive records/s", vs_naive, f">= {RATE_VS_NAIVE:g}",
+              vs_naive >= RATE_VS_NAIVE, f"{rate['naive']:,.0f} records/s naive"),
+        Check("CPU per record: replicator / bare pipeline", cpu_vs_bare,
+              f"<= {CPU_VS_BARE:g}", cpu_vs_bare <= CPU_VS_BARE,
+              f"{cpu['replicator']:.2f} vs {cpu['bare']:.2f} CPU s per 10k records"),
+    ])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Backlog drain rate and CPU per record: "
                                      "replicator, bare pipeline, naive pipeline.")
-    parser.add_argument("--records", type=int, default=50_000,
-                        help="stream records in the backlog (default 50000)")
+    parser.add_argument("--records", type=at_least(100), default=50_000,
+                        help="stream records in the backlog (default 50000, at least 100)")
     parser.add_argument("--naive-records", type=int, default=10_000,
                         help="records the naive pipeline applies (default 10000)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds, order alternating (default 2)")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="after the rounds, one more replicator drain under py-spy "
                         "(pip install py-spy); raw stacks written to DIR")
-    parser.add_argument("--call-timeout", type=float, default=60.0,
-                        help="REPLICATOR_CALL_TIMEOUT, with REPLICATOR_LEASE_DURATION raised to "
-                        "it plus 10s (default 60: on a loaded machine moto can take more than "
-                        "the default 5s for a GetRecords page of 1000 records; 5 measures the "
-                        "default)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--max-seconds", type=float, default=900.0,
-                        help="give up on a drain after this long (default 900)")
-    parser.add_argument("--json", default=None, help="write the summary rows to this file")
-    args = parser.parse_args(argv)
-    if args.records < 100 or args.rounds < 1:
-        parser.error("--records must be at least 100 and --rounds at least 1")
-    return args
+    add_call_timeout(parser)
+    common_arguments(parser, rounds=2, max_seconds=900.0)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    local_environment()
-    print(f"backlog drain benchmark, {machine()}, code {code_version()}")
-    print(f"replicator settings: defaults, bootstrap never, progress_interval 0.25s, "
-          f"{timeout_settings(args.call_timeout) or 'default call_timeout'}")
-    work_dir = Path(tempfile.mkdtemp(prefix="bench-drain-"))
+    start("backlog drain benchmark")
+    print(settings_line(args.call_timeout))
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    servers = [MotoServer(), MotoServer()]
-    ok = False
-    try:
-        for server in servers:
-            server.start()
-        _, results = run_loop(measure(args, servers, work_dir))
-        summary = report(results, args)
-        write_summary(args.json, summary)
-        ok = all(row["met"] for row in summary)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        write_summary(args.json, [{"measurement": "drain", "figure": f"failed: {exc}"[:200],
-                                   "target": "", "met": False}])
-        return 2
-    finally:
-        with signals_ignored():
-            for server in servers:
-                server.stop()
-    print(f"logs in {work_dir}")
-    return 0 if ok else 1
+    return measured("drain", args, measure, report)
 
 
 if __name__ == "__main__":

@@ -25,29 +25,27 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, local_environment, signals_ignored
-from stream_bench import (
-    BENCH_TIMEOUT,
-    DESTINATION_REGION,
-    DESTINATION_TABLE,
-    SOURCE_REGION,
-    SOURCE_TABLE,
-    ReplicatorProcess,
-    machine,
+from harness import (
+    DESTINATION,
+    SOURCE,
+    Product,
+    aws_client,
+    common_arguments,
+    measured,
+    poll_until,
     print_table,
-    replicator_environment,
-    run_loop,
-    small_item,
-    write_summary,
+    start,
+    summary_row,
+    write_all,
+    yes_no,
 )
+from stream_bench import replicator_environment, retry, small_item
 
-from replicator.aws.clients import Endpoint, open_client
 from replicator.dev.local import MotoServer
 from replicator.dev.workload import create_table
 
@@ -98,10 +96,8 @@ async def write_load(client: Any, run: LagRun, seed: int) -> None:
         delay = start + first / run.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        batch = [{"PutRequest": {"Item": item}} for item in items[first:first + per_call]]
-        while batch:
-            response = await client.batch_write_item(RequestItems={SOURCE_TABLE: batch})
-            batch = response.get("UnprocessedItems", {}).get(SOURCE_TABLE, [])
+        await write_all(client, SOURCE.table, [{"PutRequest": {"Item": item}}
+                                               for item in items[first:first + per_call]])
         now = time.monotonic()
         for index in range(first, min(total, first + per_call)):
             run.returned[index] = now
@@ -115,12 +111,12 @@ async def poll(client: Any, run: LagRun, writing: asyncio.Task[None], within: fl
     started = time.monotonic()
 
     async def get(indexes: list[int]) -> None:
-        response = await client.batch_get_item(RequestItems={DESTINATION_TABLE: {
+        response = await client.batch_get_item(RequestItems={DESTINATION.table: {
             "Keys": [lag_key(i) for i in indexes], "ConsistentRead": True,
             "ProjectionExpression": "sk"}})
         now = time.monotonic()
         run.polls += 1
-        for item in response["Responses"].get(DESTINATION_TABLE, []):
+        for item in response["Responses"].get(DESTINATION.table, []):
             index = int(item["sk"]["N"])
             seen.add(index)
             run.lags[index] = now - run.returned[index]
@@ -151,35 +147,50 @@ async def measure_rate(rate: float, args: argparse.Namespace, servers: list[Moto
         server.reset()
     run = LagRun(rate, args.seconds)
     async with (
-        open_client(Endpoint("dynamodb", SOURCE_REGION, source_server.url),
-                    call_timeout=BENCH_TIMEOUT) as source,
-        open_client(Endpoint("dynamodb", DESTINATION_REGION, destination_server.url),
-                    call_timeout=BENCH_TIMEOUT, max_connections=POLLERS) as destination,
+        aws_client(source_server.url, SOURCE.region) as source,
+        aws_client(destination_server.url, DESTINATION.region,
+                   max_connections=POLLERS) as destination,
     ):
-        await create_table(source, SOURCE_TABLE, stream=True)
-        await create_table(destination, DESTINATION_TABLE, stream=False)
+        await create_table(source, SOURCE.table, stream=True)
+        await create_table(destination, DESTINATION.table, stream=False)
         task = f"bench-lag-{int(rate)}"
-        proc = ReplicatorProcess(replicator_environment(source_server, destination_server, task),
-                                 work_dir / f"{task}.log")
+        proc = Product(replicator_environment(source_server, destination_server, task),
+                       work_dir / f"{task}.log")
         try:
-            await proc.wait_for(lambda line: line.get("event") == "replication starting", 60)
+            await proc.wait_for_event("replication starting", 60)
             # Warm-up: one item through, so the shard is leased and read.
-            await source.put_item(TableName=SOURCE_TABLE, Item=small_item(
-                random.Random(0), {"pk": {"S": "warm-up"}, "sk": {"N": "0"}}))
-            deadline = time.monotonic() + 60
-            while "Item" not in await destination.get_item(
-                    TableName=DESTINATION_TABLE, Key={"pk": {"S": "warm-up"}, "sk": {"N": "0"}}):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the warm-up item did not arrive within 60s")
-                await asyncio.sleep(0.05)
+            warm_up = {"pk": {"S": "warm-up"}, "sk": {"N": "0"}}
+            await source.put_item(TableName=SOURCE.table,
+                                  Item=small_item(random.Random(0), warm_up))
+
+            async def arrived() -> bool | None:
+                response = await destination.get_item(TableName=DESTINATION.table, Key=warm_up)
+                return True if "Item" in response else None
+
+            if not await poll_until(arrived, within=60, every=0.05):
+                raise RuntimeError("the warm-up item did not arrive within 60s")
             writing = asyncio.create_task(write_load(source, run, args.seed))
             await poll(destination, run, writing, args.drain_seconds)
             await writing
-            proc.read_log()
-            run.retries = proc.retries()
+            run.retries = proc.tally(retry)
         finally:
             proc.stop()
     return run
+
+
+async def measure(args: argparse.Namespace, servers: list[MotoServer],
+                  work_dir: Path) -> list[LagRun]:
+    runs = []
+    for rate in args.rate_list:
+        run = await measure_rate(rate, args, servers, work_dir)
+        runs.append(run)
+        print(describe(run), flush=True)
+        # Each write's lag by when it returned, to see where the tail comes from.
+        first = min(run.returned.values(), default=0.0)
+        rows = (f"{run.returned[i] - first:.3f},{lag:.3f}\n"
+                for i, lag in sorted(run.lags.items()))
+        (work_dir / f"lags-{rate:g}.csv").write_text("seconds,lag\n" + "".join(rows))
+    return runs
 
 
 def describe(run: LagRun) -> str:
@@ -209,17 +220,15 @@ def report(runs: list[LagRun]) -> list[dict[str, Any]]:
                      f"{1000 * p50:,.0f}", f"{1000 * p95:,.0f}",
                      "> drain time" if p99 == float("inf") else f"{1000 * p99:,.0f}",
                      "> drain time" if high == float("inf") else f"{1000 * high:,.0f}",
-                     "yes" if p50 <= P50_TARGET else "NO",
-                     "yes" if p99 <= P99_TARGET else "NO"))
+                     yes_no(p50 <= P50_TARGET), yes_no(p99 <= P99_TARGET)))
         if run.rate == TARGET_RATE:
             figure = (f"p50 {1000 * p50:,.0f} / p95 {1000 * p95:,.0f} / p99 "
                       f"{1000 * p99:,.0f} / max {1000 * high:,.0f} ms "
                       f"({run.achieved:,.0f} writes/s achieved)")
-            summary.append({"measurement": f"lag at {run.rate:g} writes/s, {run.seconds:g}s",
-                            "figure": figure, "target": "p50 <= 200 ms, p99 <= 500 ms",
-                            "met": p50 <= P50_TARGET and p99 <= P99_TARGET
-                            and run.achieved >= 0.95 * run.rate})
-    print()
+            summary.append(summary_row(
+                f"lag at {run.rate:g} writes/s, {run.seconds:g}s", figure,
+                "p50 <= 200 ms, p99 <= 500 ms",
+                p50 <= P50_TARGET and p99 <= P99_TARGET and run.achieved >= 0.95 * run.rate))
     print_table(rows)
     return summary
 
@@ -233,8 +242,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--drain-seconds", type=float, default=120.0,
                         help="how long after the load ends writes may still arrive "
                         "(default 120)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--json", default=None, help="write the summary rows to this file")
+    common_arguments(parser)
     args = parser.parse_args(argv)
     args.rate_list = [float(rate) for rate in args.rates.split(",")]
     return args
@@ -242,43 +250,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    local_environment()
-    print(f"replication lag benchmark, {machine()}, code {code_version()}")
-    work_dir = Path(tempfile.mkdtemp(prefix="bench-lag-"))
-    servers = [MotoServer(), MotoServer()]
-    runs: list[LagRun] = []
-
-    async def measure_all() -> None:
-        for rate in args.rate_list:
-            run = await measure_rate(rate, args, servers, work_dir)
-            runs.append(run)
-            print(describe(run), flush=True)
-            # Each write's lag by when it returned, to see where the tail comes from.
-            first = min(run.returned.values(), default=0.0)
-            rows = (f"{run.returned[i] - first:.3f},{lag:.3f}\n"
-                    for i, lag in sorted(run.lags.items()))
-            (work_dir / f"lags-{rate:g}.csv").write_text("seconds,lag\n" + "".join(rows))
-
-    try:
-        for server in servers:
-            server.start()
-        run_loop(measure_all())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        write_summary(args.json, [{"measurement": "lag", "figure": f"failed: {exc}"[:200],
-                                   "target": "p50 <= 200 ms, p99 <= 500 ms", "met": False}])
-        return 2
-    finally:
-        with signals_ignored():
-            for server in servers:
-                server.stop()
-    summary = report(runs)
-    write_summary(args.json, summary)
-    print(f"logs in {work_dir}")
-    return 0 if summary and all(row["met"] for row in summary) else 1
+    start("replication lag benchmark")
+    return measured("lag", args, measure, report, target="p50 <= 200 ms, p99 <= 500 ms")
 
 
 if __name__ == "__main__":

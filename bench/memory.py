@@ -22,21 +22,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_common import code_version, local_environment, signals_ignored
+from harness import (
+    common_arguments,
+    measured,
+    print_table,
+    start,
+    summary_row,
+    yes_no,
+)
 from stream_bench import (
     Backlog,
     Drain,
+    add_call_timeout,
     fill_backlog,
-    machine,
-    print_table,
     replicator_drain,
-    run_loop,
-    timeout_settings,
-    write_summary,
+    settings_line,
 )
 
 from replicator.dev.local import MotoServer
@@ -65,20 +68,16 @@ async def measure(args: argparse.Namespace, servers: list[MotoServer],
 
 
 def report(drains: list[Drain]) -> list[dict[str, Any]]:
-    rows = [("backlog records", "peak RSS MB", "x smallest", "< 200 MB")]
-    smallest = drains[0].peak_rss_mb or 0.0
-    for drain in drains:
-        rss = drain.peak_rss_mb or 0.0
-        rows.append((f"{drain.records:,}", f"{rss:.1f}", f"{rss / smallest:.2f}",
-                     "yes" if rss < RSS_TARGET_MB else "NO"))
-    print()
-    print_table(rows)
-    largest = max(d.peak_rss_mb or 0.0 for d in drains)
-    flat = (drains[-1].peak_rss_mb or 0.0) <= FLAT * smallest
-    figures = " / ".join(f"{d.peak_rss_mb:.0f} MB at {d.records:,}" for d in drains)
-    return [{"measurement": "memory: peak RSS draining a backlog", "figure": figures,
-             "target": f"< 200 MB, largest <= {FLAT:.2f} x smallest",
-             "met": largest < RSS_TARGET_MB and flat}]
+    rss = [drain.peak_rss_mb or 0.0 for drain in drains]
+    smallest = rss[0]
+    print_table([("backlog records", "peak RSS MB", "x smallest", "< 200 MB"), *(
+        (f"{drain.records:,}", f"{mb:.1f}", f"{mb / smallest:.2f}", yes_no(mb < RSS_TARGET_MB))
+        for drain, mb in zip(drains, rss, strict=True))])
+    figures = " / ".join(f"{mb:.0f} MB at {drain.records:,}"
+                         for drain, mb in zip(drains, rss, strict=True))
+    return [summary_row("memory: peak RSS draining a backlog", figures,
+                        f"< 200 MB, largest <= {FLAT:.2f} x smallest",
+                        max(rss) < RSS_TARGET_MB and rss[-1] <= FLAT * smallest)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,15 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "backlogs of growing size.")
     parser.add_argument("--backlogs", default="25000,100000",
                         help="backlog sizes in records, growing (default 25000,100000)")
-    parser.add_argument("--call-timeout", type=float, default=60.0,
-                        help="REPLICATOR_CALL_TIMEOUT, with REPLICATOR_LEASE_DURATION raised to "
-                        "it plus 10s (default 60: on a loaded machine moto can take more than "
-                        "the default 5s for a GetRecords page of 1000 records; 5 measures the "
-                        "default)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--max-seconds", type=float, default=1800.0,
-                        help="give up on a drain after this long (default 1800)")
-    parser.add_argument("--json", default=None, help="write the summary rows to this file")
+    add_call_timeout(parser)
+    common_arguments(parser, max_seconds=1800.0)
     args = parser.parse_args(argv)
     args.sizes = [int(size) for size in args.backlogs.split(",")]
     if len(args.sizes) < 2 or args.sizes != sorted(set(args.sizes)):
@@ -104,32 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    local_environment()
-    print(f"memory benchmark, {machine()}, code {code_version()}; replicator settings: "
-          f"defaults, bootstrap never, progress_interval 0.25s, "
-          f"{timeout_settings(args.call_timeout) or 'default call_timeout'}")
-    work_dir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    servers = [MotoServer(), MotoServer()]
-    try:
-        for server in servers:
-            server.start()
-        drains = run_loop(measure(args, servers, work_dir))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        write_summary(args.json, [{"measurement": "memory", "figure": f"failed: {exc}"[:200],
-                                   "target": "< 200 MB, flat", "met": False}])
-        return 2
-    finally:
-        with signals_ignored():
-            for server in servers:
-                server.stop()
-    summary = report(drains)
-    write_summary(args.json, summary)
-    print(f"logs in {work_dir}")
-    return 0 if all(row["met"] for row in summary) else 1
+    start("memory benchmark")
+    print(settings_line(args.call_timeout))
+    return measured("memory", args, measure, report, target="< 200 MB, flat")
 
 
 if __name__ == "__main__":

@@ -24,24 +24,21 @@ import asyncio
 import json
 import os
 import sys
-import time
 from typing import Any
 
-from bench_common import local_environment
-from stream_bench import (
-    BENCH_TIMEOUT,
-    DESTINATION_REGION,
-    DESTINATION_TABLE,
-    SOURCE_REGION,
-    SOURCE_TABLE,
+from harness import (
+    DESTINATION,
+    SOURCE,
+    Stopwatch,
+    aws_client,
+    batches_of,
+    local_environment,
     peak_rss_mb,
     run_loop,
+    write_all,
 )
 
-from replicator.aws.clients import Endpoint, open_client
-
 LIMIT = 1000
-BATCH = 25
 CONCURRENCY = 8
 
 
@@ -50,7 +47,7 @@ def key_of(keys: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def open_iterator(client: Any, source: Any) -> str:
-    description = (await source.describe_table(TableName=SOURCE_TABLE))["Table"]
+    description = (await source.describe_table(TableName=SOURCE.table))["Table"]
     arn = description["LatestStreamArn"]
     stream = (await client.describe_stream(StreamArn=arn))["StreamDescription"]
     shard = stream["Shards"][0]["ShardId"]
@@ -81,11 +78,8 @@ async def bare(streams: Any, source: Any, destination: Any, records: int) -> int
     async def write(batch: list[dict[str, Any]]) -> None:
         nonlocal calls
         async with semaphore:
-            while batch:
-                calls += 1
-                response = await destination.batch_write_item(
-                    RequestItems={DESTINATION_TABLE: batch})
-                batch = response.get("UnprocessedItems", {}).get(DESTINATION_TABLE, [])
+            made = await write_all(destination, DESTINATION.table, batch)
+        calls += made  # after the await: a += across it would lose other writers' calls
 
     async for page in pages(streams, source, records):
         last: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -95,10 +89,9 @@ async def bare(streams: Any, source: Any, destination: Any, records: int) -> int
                 last[key_of(body["Keys"])] = {"DeleteRequest": {"Key": body["Keys"]}}
             else:
                 last[key_of(body["Keys"])] = {"PutRequest": {"Item": body["NewImage"]}}
-        requests = list(last.values())
         async with asyncio.TaskGroup() as group:
-            for i in range(0, len(requests), BATCH):
-                group.create_task(write(requests[i:i + BATCH]))
+            for batch in batches_of(list(last.values())):
+                group.create_task(write(batch))
     return calls
 
 
@@ -108,26 +101,24 @@ async def naive(streams: Any, source: Any, destination: Any, records: int) -> in
         for record in page:
             body = record["dynamodb"]
             if record["eventName"] == "REMOVE":
-                await destination.delete_item(TableName=DESTINATION_TABLE, Key=body["Keys"])
+                await destination.delete_item(TableName=DESTINATION.table, Key=body["Keys"])
             else:
-                await destination.put_item(TableName=DESTINATION_TABLE, Item=body["NewImage"])
+                await destination.put_item(TableName=DESTINATION.table, Item=body["NewImage"])
             calls += 1
     return calls
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with (
-        open_client(Endpoint("dynamodbstreams", SOURCE_REGION, args.source),
-                    call_timeout=BENCH_TIMEOUT) as streams,
-        open_client(Endpoint("dynamodb", SOURCE_REGION, args.source),
-                    call_timeout=BENCH_TIMEOUT) as source,
-        open_client(Endpoint("dynamodb", DESTINATION_REGION, args.destination),
-                    call_timeout=BENCH_TIMEOUT, max_connections=CONCURRENCY + 2) as destination,
+        aws_client(args.source, SOURCE.region, service="dynamodbstreams") as streams,
+        aws_client(args.source, SOURCE.region) as source,
+        aws_client(args.destination, DESTINATION.region,
+                   max_connections=CONCURRENCY + 2) as destination,
     ):
         run = bare if args.kind == "bare" else naive
-        started, cpu = time.perf_counter(), time.process_time()
+        watch = Stopwatch()
         calls = await run(streams, source, destination, args.records)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        seconds, cpu = watch.seconds, watch.cpu
     return {"records": args.records, "seconds": seconds, "cpu": cpu, "writes": calls,
             "peak_rss_mb": peak_rss_mb(os.getpid())}
 

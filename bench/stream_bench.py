@@ -3,47 +3,49 @@
 A backlog of stream records on a local moto source server, built by phases
 in which each key is written at most once, so that the number of stream
 records and the destination's final item count are known exactly; the
-replicator as a ``python -m replicator`` subprocess; the two reference
-pipelines of ``pipelines.py`` as subprocesses; and reading a process's CPU
-time and peak RSS from ``/proc``.
+replicator draining it as a ``python -m replicator`` subprocess; and the two
+reference pipelines of ``pipelines.py`` draining it as subprocesses.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
-import json
-import os
-import platform
 import random
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from replicator.aws.clients import Endpoint, open_client
-from replicator.config import ENV_PREFIX, Settings, env_name
-from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer
+from harness import (
+    DESTINATION,
+    SOURCE,
+    Line,
+    Product,
+    aws_client,
+    batches_of,
+    fresh_table,
+    in_parallel,
+    item_count,
+    log_time,
+    peak_rss_mb,
+    process_cpu,
+    product_environment,
+    replication_settings,
+    run_process,
+    script_command,
+    timeout_settings,
+    write_batches,
+)
+
+from replicator.dev.local import MotoServer
 from replicator.dev.workload import create_table
 
-SOURCE_REGION = "us-east-1"
-DESTINATION_REGION = "eu-west-1"
-SOURCE_TABLE = "bench-source"
-DESTINATION_TABLE = "bench-destination"
-BATCH = 25
 #: One write call at a time. moto numbers a stream record by the length of the shard's
 #: list when the record is added, and serves each request on its own thread: two
 #: concurrent writes can get one sequence number, and GetRecords pages (cut by sequence
 #: number) then overlap, so a reader gets some records twice.
 FILL_CONCURRENCY = 1
-BENCH_TIMEOUT = 600.0  # the benchmark's own calls
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PIPELINES = Path(__file__).resolve().parent / "pipelines.py"
 #: Seconds between the replicator's progress lines in the benchmarks, which read its
 #: applied count from them (the default is 10 s). A logging setting only.
 PROGRESS_INTERVAL = "0.25"
@@ -51,21 +53,8 @@ PROGRESS_INTERVAL = "0.25"
 #: the rest deletes live keys.
 INSERTS, UPDATES, OVERWRITES = 0.50, 0.05, 0.25
 ROUND = 10_000
-
-
-def machine() -> str:
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, nproc {os.cpu_count()}, "
-            f"{platform.machine()}, Python {platform.python_version()}, load average {load}")
-
-
-def run_loop(coroutine: Any) -> Any:
-    """On uvloop where it is installed, as ``python -m replicator`` runs."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+#: The events of the replicator's log that are retries.
+RETRY_EVENTS = ("retrying", "GetRecords timed out; asking for fewer records")
 
 
 # -- items and the backlog ---------------------------------------------------------------
@@ -103,6 +92,13 @@ class Backlog:
     def records(self) -> int:
         return sum(count for _, count in self.phases)
 
+    def kinds(self) -> dict[str, int]:
+        """Records by event name."""
+        counts: dict[str, int] = {}
+        for kind, count in self.phases:
+            counts[kind] = counts.get(kind, 0) + count
+        return counts
+
     def live_after(self, records: int) -> int:
         """Items the destination holds once the first ``records`` records are applied."""
         live, left = 0, records
@@ -113,24 +109,8 @@ class Backlog:
         return live
 
 
-async def _in_parallel(calls: Iterator[Any], concurrency: int) -> None:
-    async def worker() -> None:
-        for call in calls:  # one iterator shared by every worker
-            await call()
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
-
-
 async def _batch_write(client: Any, table: str, requests: list[dict[str, Any]]) -> None:
-    async def write(batch: list[dict[str, Any]]) -> None:
-        while batch:
-            response = await client.batch_write_item(RequestItems={table: batch})
-            batch = response.get("UnprocessedItems", {}).get(table, [])
-
-    batches = [requests[i:i + BATCH] for i in range(0, len(requests), BATCH)]
-    await _in_parallel((lambda b=b: write(b) for b in batches), FILL_CONCURRENCY)
+    await write_batches(client, table, batches_of(requests), FILL_CONCURRENCY)
 
 
 async def _fill_round(client: Any, table: str, backlog: Backlog, size: int,
@@ -154,7 +134,7 @@ async def _fill_round(client: Any, table: str, backlog: Backlog, size: int,
                 ExpressionAttributeValues={":one": {"N": "1"}, ":n": {"S": f"upd-{k}"}},
             )
         chosen = rng.sample(backlog.live, updates)
-        await _in_parallel((lambda k=k: update(k) for k in chosen), FILL_CONCURRENCY)
+        await in_parallel((lambda k=k: update(k) for k in chosen), FILL_CONCURRENCY)
         backlog.phases.append(("MODIFY", updates))
     if overwrites:
         chosen = rng.sample(backlog.live, overwrites)
@@ -179,15 +159,14 @@ async def fill_backlog(server: MotoServer, records: int, *, seed: int,
     UpdateItem, 25% puts over live keys (MODIFY) and 20% deletes of live keys."""
     started = time.perf_counter()
     rng = random.Random(seed + (backlog.records if backlog else 0))
-    async with open_client(Endpoint("dynamodb", SOURCE_REGION, server.url),
-                           call_timeout=BENCH_TIMEOUT, max_connections=FILL_CONCURRENCY) as client:
+    async with aws_client(server.url, SOURCE.region, max_connections=FILL_CONCURRENCY) as client:
         if backlog is None:
-            arn = await create_table(client, SOURCE_TABLE, stream=True)
+            arn = await create_table(client, SOURCE.table, stream=True)
             assert arn is not None
             backlog = Backlog(stream_arn=arn)
         while (left := records - backlog.records) > 0:
-            await _fill_round(client, SOURCE_TABLE, backlog, min(ROUND, left), rng)
-        count = await item_count(client, SOURCE_TABLE)
+            await _fill_round(client, SOURCE.table, backlog, min(ROUND, left), rng)
+        count = await item_count(client, SOURCE.table)
     if count != backlog.live_after(backlog.records):
         raise RuntimeError(f"the source holds {count} items, expected "
                            f"{backlog.live_after(backlog.records)}")
@@ -195,41 +174,16 @@ async def fill_backlog(server: MotoServer, records: int, *, seed: int,
     return backlog
 
 
-async def item_count(client: Any, table: str) -> int:
-    """DescribeTable's ItemCount: exact on moto."""
-    response = await client.describe_table(TableName=table)
-    return int(response["Table"]["ItemCount"])
+async def check_destination(destination: MotoServer, backlog: Backlog, records: int,
+                            name: str) -> None:
+    async with aws_client(destination.url, DESTINATION.region) as client:
+        count = await item_count(client, DESTINATION.table)
+    if count != backlog.live_after(records):
+        raise RuntimeError(f"{name}: the destination holds {count} items, expected "
+                           f"{backlog.live_after(records)}")
 
 
-async def fresh_destination(server: MotoServer) -> None:
-    """An empty destination server (moto never frees memory otherwise) with the table."""
-    server.reset()
-    async with open_client(Endpoint("dynamodb", DESTINATION_REGION, server.url),
-                           call_timeout=BENCH_TIMEOUT) as client:
-        await create_table(client, DESTINATION_TABLE, stream=False)
-
-
-async def destination_count(server: MotoServer) -> int:
-    async with open_client(Endpoint("dynamodb", DESTINATION_REGION, server.url),
-                           call_timeout=BENCH_TIMEOUT) as client:
-        return await item_count(client, DESTINATION_TABLE)
-
-
-# -- processes -------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set size (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+# -- the drains ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -252,132 +206,25 @@ class Drain:
         return self.cpu * 10_000 / self.records
 
 
-def base_environment() -> dict[str, str]:
-    """This process's environment without REPLICATOR_* or AWS_* variables."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "AWS_"))}
-    return {**base, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1"}
-
-
 def replicator_environment(source: MotoServer, destination: MotoServer, task: str,
                            **extra: str) -> dict[str, str]:
-    """The replication's settings: endpoints, tables, task, JSON logs, no metrics
-    endpoint, and ``extra``. Every tuning setting is the replicator's default."""
-    settings = {
-        "source_table": SOURCE_TABLE,
-        "source_region": SOURCE_REGION,
-        "source_endpoint": source.url,
-        "destination_table": DESTINATION_TABLE,
-        "destination_region": DESTINATION_REGION,
-        "destination_endpoint": destination.url,
-        "task_name": task,
-        "worker_id": f"{task}-worker",
-        "log_level": "info",
-        "log_format": "json",
-        # The metrics endpoint's default port is fixed and another replicator on the
-        # machine may hold it: 0 turns the endpoint off.
-        "metrics_port": "0",
-        **extra,
-    }
-    return {**base_environment(), **{env_name(k): v for k, v in settings.items()}}
+    """The replication's settings, a worker id, no metrics endpoint, and ``extra``."""
+    # The metrics endpoint's default port is fixed and another replicator on the machine
+    # may hold it: 0 turns the endpoint off.
+    return product_environment(replication_settings(
+        source.url, destination.url, task, worker_id=f"{task}-worker", metrics_port="0",
+        **extra))
 
 
-class ReplicatorProcess:
-    """``python -m replicator`` with its JSON log in ``log_path``; the log read as it grows."""
-
-    def __init__(self, env: dict[str, str], log_path: Path,
-                 prefix: list[str] | None = None) -> None:
-        self.log_path = log_path
-        self.err_path = log_path.with_suffix(".stderr")
-        with log_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                [*(prefix or []), sys.executable, "-m", "replicator"], env=env,
-                cwd=log_path.parent, stdout=out, stderr=err)
-        self._offset = 0
-        self._partial = b""
-        self.lines: list[dict[str, Any]] = []
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def read_log(self) -> list[dict[str, Any]]:
-        """The lines logged since the last call."""
-        with self.log_path.open("rb") as log:
-            log.seek(self._offset)
-            data = log.read()
-        self._offset += len(data)
-        chunks = (self._partial + data).split(b"\n")
-        self._partial = chunks.pop()
-        new: list[dict[str, Any]] = []
-        for chunk in chunks:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(chunk)
-                if isinstance(entry, dict):
-                    new.append(entry)
-        self.lines.extend(new)
-        return new
-
-    async def wait_for(self, check: Any, within: float, poll: float = 0.02) -> dict[str, Any]:
-        """The first new log line for which ``check(line)`` holds."""
-        deadline = time.monotonic() + within
-        while True:
-            for line in self.read_log():
-                if check(line):
-                    return line
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the replicator exited (code {self.process.returncode}):\n"
-                                   f"{self.excerpt()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the replicator did not get there within {within:g}s:\n"
-                                   f"{self.excerpt()}")
-            await asyncio.sleep(poll)
-
-    def stop(self, within: float = 30.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=within)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return None
-
-    def count(self, event: str) -> int:
-        return sum(1 for line in self.lines if line.get("event") == event)
-
-    def retries(self) -> str:
-        counts: dict[str, int] = {}
-        for line in self.lines:
-            if line.get("event") in ("retrying", "GetRecords timed out; asking for fewer records"):
-                what = f"{line.get('operation', 'GetRecords')} {line.get('error', 'timeout')}"
-                counts[what] = counts.get(what, 0) + 1
-        return "; ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
-
-    def excerpt(self, lines: int = 8) -> str:
-        self.read_log()
-        text = [json.dumps(line) for line in self.lines
-                if line.get("level") in ("warning", "error")][-lines:]
-        text += [f"stderr: {line}" for line in
-                 self.err_path.read_text(errors="replace").splitlines()[-lines:]]
-        return "\n".join(f"    {line}" for line in text) or "    (nothing logged)"
-
-
-def log_time(line: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
-
-
-def applied(line: dict[str, Any]) -> int:
+def applied(line: Line) -> int:
     return int(line.get("records_applied", 0)) if line.get("event") == "progress" else -1
 
 
-def timeout_settings(call_timeout: float) -> dict[str, str]:
-    """REPLICATOR_CALL_TIMEOUT when not the default, with a lease duration long enough
-    for it (the replicator requires lease_duration > renew interval + call timeout)."""
-    if call_timeout == Settings.model_fields["call_timeout"].default:
-        return {}
-    lease_duration = max(float(Settings.model_fields["lease_duration"].default),
-                         call_timeout + 10)
-    return {"call_timeout": f"{call_timeout:g}", "lease_duration": f"{lease_duration:g}"}
+def retry(line: Line) -> str | None:
+    """A retry of the replicator's log, by operation and error."""
+    if line.get("event") not in RETRY_EVENTS:
+        return None
+    return f"{line.get('operation', 'GetRecords')} {line.get('error', 'timeout')}"
 
 
 async def replicator_drain(source: MotoServer, destination: MotoServer, backlog: Backlog,
@@ -390,20 +237,19 @@ async def replicator_drain(source: MotoServer, destination: MotoServer, backlog:
     lines appear. ``bootstrap=never``: the backlog is what is measured, not a copy.
     ``call_timeout`` other than the default raises the lease duration to match.
     """
-    await fresh_destination(destination)
+    await fresh_table(destination, DESTINATION.region, DESTINATION.table)
     env = replicator_environment(source, destination, task, bootstrap="never",
                                  progress_interval=PROGRESS_INTERVAL,
                                  **timeout_settings(call_timeout))
-    proc = ReplicatorProcess(env, work_dir / f"{task}.log", prefix)
+    proc = Product(env, work_dir / f"{task}.log", prefix=prefix or ())
+    pid = proc.process.pid
     try:
-        pid = proc.pid
-        started = await proc.wait_for(lambda line: line.get("event") == "replication starting",
-                                      60)
+        started = await proc.wait_for_event("replication starting", 60)
         cpu_start = process_cpu(pid) if prefix is None else 0.0
         done = await proc.wait_for(lambda line: applied(line) >= backlog.records, within)
         cpu = process_cpu(pid) - cpu_start if prefix is None else 0.0
         rss = peak_rss_mb(pid) if prefix is None else None
-        note = f"retries: {proc.retries()}"
+        note = f"retries: {proc.tally(retry)}"
     finally:
         proc.stop()
     if applied(done) != backlog.records:
@@ -414,49 +260,31 @@ async def replicator_drain(source: MotoServer, destination: MotoServer, backlog:
                  rss, note)
 
 
-async def check_destination(destination: MotoServer, backlog: Backlog, records: int,
-                            name: str) -> None:
-    count = await destination_count(destination)
-    if count != backlog.live_after(records):
-        raise RuntimeError(f"{name}: the destination holds {count} items, expected "
-                           f"{backlog.live_after(records)}")
-
-
 async def pipeline_drain(kind: str, source: MotoServer, destination: MotoServer,
                          backlog: Backlog, records: int, *, within: float) -> Drain:
     """``pipelines.py bare`` or ``naive`` as a subprocess: its own timing and CPU."""
-    await fresh_destination(destination)
-    command = [sys.executable, str(PIPELINES), kind, "--source", source.url,
-               "--destination", destination.url, "--records", str(records)]
-    process = await asyncio.create_subprocess_exec(
-        *command, env=base_environment(), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), within)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise RuntimeError(f"{kind}: not done within {within:g}s") from None
-    if process.returncode != 0:
-        raise RuntimeError(f"{kind} failed (code {process.returncode}): "
-                           f"{err.decode(errors='replace')[-2000:]}")
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    await fresh_table(destination, DESTINATION.region, DESTINATION.table)
+    command = script_command("pipelines.py", kind, "--source", source.url,
+                             "--destination", destination.url, "--records", str(records))
+    finished = await asyncio.to_thread(run_process, command, name=kind,
+                                       env=product_environment(), timeout=within)
+    result = finished.check().last_json()
     await check_destination(destination, backlog, records, kind)
     return Drain(kind, int(result["records"]), float(result["seconds"]), float(result["cpu"]),
                  float(result["peak_rss_mb"]), f"{result['writes']} write calls")
 
 
-# -- output ------------------------------------------------------------------------------
+# -- what drain.py and memory.py share ---------------------------------------------------------
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+def add_call_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--call-timeout", type=float, default=60.0,
+                        help="REPLICATOR_CALL_TIMEOUT, with REPLICATOR_LEASE_DURATION raised to "
+                        "it plus 10s (default 60: on a loaded machine moto can take more than "
+                        "the default 5s for a GetRecords page of 1000 records; 5 measures the "
+                        "default)")
 
 
-def write_summary(path: str | None, rows: list[dict[str, Any]]) -> None:
-    """Rows for ``all.py``: measurement, figure, target, met."""
-    if path:
-        Path(path).write_text(json.dumps(rows, indent=1))
+def settings_line(call_timeout: float) -> str:
+    return ("replicator settings: defaults, bootstrap never, progress_interval "
+            f"{PROGRESS_INTERVAL}s, {timeout_settings(call_timeout) or 'default call_timeout'}")
