@@ -710,3 +710,112 @@ class FakeLeaseStore:
             raise _condition_failed("DeleteItem")
         del self.rows[key]
         await self._written("DeleteItem", row)
+
+
+# -- a whole table (both sides of verify; the source of a copy) ------------------------
+
+
+#: Picks the indices of a BatchGetItem's keys to leave unprocessed.
+UnprocessedKeys = Callable[[Call, list[Item]], Iterable[int]]
+
+
+def keys_unprocessed_on(numbers: Iterable[int]) -> UnprocessedKeys:
+    """On the calls with these 1-based numbers, leave the second half of the keys (at
+    least one) unprocessed."""
+    chosen = frozenset(numbers)
+    return lambda call, keys: (
+        range(len(keys) // 2, len(keys)) if call.number in chosen else ()
+    )
+
+
+def keys_unprocessed_every(n: int) -> UnprocessedKeys:
+    """On every ``n``-th call, leave the second half of the keys (at least one) unprocessed."""
+    return lambda call, keys: (
+        range(len(keys) // 2, len(keys)) if call.number % n == 0 else ()
+    )
+
+
+class FakeTable(FakeSourceTable):
+    """``TableAccess`` over one dict of items: a whole table, read and written.
+
+    - ``scan_page``: ``FakeSourceTable``'s segments and pages, over ``items``; a call
+      may fail (``scan_fault``), and only the pages served are logged in ``scans``.
+    - ``batch_get``: at most 100 distinct keys of the table's key attributes, else
+      ``ValidationError`` (also noted in ``violations``). Returns the items found, in
+      no particular order (here the reverse of the keys'), and the keys that
+      ``unprocessed_keys`` picks, not looked up. ``gets`` logs the keys of every call
+      that was answered.
+    - ``batch_write``: ``writer``, a ``FakeDestination`` over the same ``items``
+      dict, so its rules, ``fault``, ``unprocessed``, ``log`` and ``wait_until`` are
+      this table's.
+
+    ``counts`` holds every call by operation (Scan, BatchGetItem, BatchWriteItem),
+    failed ones included, and ``injected`` the failures raised.
+    """
+
+    def __init__(self, items: Iterable[Item] = (), *, key_names: Iterable[str] = ("pk",),
+                 page_size: int = 10, table: str = "table",
+                 poison_attribute: str = "poison") -> None:
+        super().__init__(items, key_names=key_names, page_size=page_size, table=table)
+        self.writer = FakeDestination(self.key_names, poison_attribute=poison_attribute)
+        self.writer.table = self.items
+        self.counts: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+        self.violations: list[str] = []
+        self.gets: list[list[Item]] = []
+        self.scan_fault: Fault | None = None
+        self.get_fault: Fault | None = None
+        self.unprocessed_keys: UnprocessedKeys | None = None
+
+    def key_of(self, entry: Item) -> KeyId:
+        return key_id({name: entry[name] for name in self.key_names})
+
+    def segment_of(self, entry: Item, total_segments: int) -> int:
+        """The Scan segment that serves ``entry`` (as ``scan_page`` splits the table)."""
+        return zlib.crc32(repr(self.key_of(entry)[0]).encode()) % total_segments
+
+    async def scan_page(self, *, segment: int, total_segments: int, start_key: Item | None,
+                        limit: int | None = None, call_timeout: float | None = None,
+                        ) -> tuple[list[Item], Item | None, float]:
+        self.counts["Scan"] += 1
+        call = Call("Scan", self.counts["Scan"])
+        await asyncio.sleep(0)
+        error = self.scan_fault(call) if self.scan_fault is not None else None
+        if error is not None:
+            self.injected["Scan"] += 1
+            raise error
+        return await super().scan_page(segment=segment, total_segments=total_segments,
+                                       start_key=start_key, limit=limit,
+                                       call_timeout=call_timeout)
+
+    async def batch_get(self, keys: list[Item]) -> tuple[list[Item], list[Item]]:
+        self.counts["BatchGetItem"] += 1
+        call = Call("BatchGetItem", self.counts["BatchGetItem"])
+        await asyncio.sleep(0)
+        error = self.get_fault(call) if self.get_fault is not None else None
+        if error is not None:
+            self.injected["BatchGetItem"] += 1
+            raise error
+        if not 1 <= len(keys) <= 100:
+            raise self._invalid_get(call, f"{len(keys)} keys")
+        if any(set(key) != set(self.key_names) for key in keys):
+            raise self._invalid_get(call, "a key does not match the table's key schema")
+        ids = [key_id(key) for key in keys]
+        if len(set(ids)) != len(ids):
+            raise self._invalid_get(call, "the keys hold duplicates")
+        left = set(self.unprocessed_keys(call, keys)) if self.unprocessed_keys else set()
+        self.gets.append(list(keys))
+        found = [copy.deepcopy(self.items[ids[index]]) for index in range(len(keys))
+                 if index not in left and ids[index] in self.items]
+        return found[::-1], [keys[index] for index in sorted(left)]
+
+    async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.counts["BatchWriteItem"] += 1
+        return await self.writer.batch_write(requests)
+
+    def _invalid_get(self, call: Call, message: str) -> errors.ValidationError:
+        self.violations.append(message)
+        return errors.ValidationError(
+            f"{call.operation}: ValidationException: {message}",
+            code="ValidationException", operation=call.operation,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import datetime
 
 import pytest
@@ -13,21 +14,26 @@ from replicator.errors import (
     ExpiredIteratorError,
     ResourceNotFoundError,
     ThrottledError,
+    TransientError,
     TrimmedDataError,
     ValidationError,
 )
 from replicator.lease import Lease
+from replicator.protocols import TableAccess
 from replicator.records import EventName, Shard, StreamRecord, key_id
 from tests.fakes import (
     STREAM_ARN,
     FakeDestination,
     FakeLeaseStore,
     FakeStream,
+    FakeTable,
     every_nth,
     expired_iterator,
     item,
     key_of,
+    keys_unprocessed_on,
     on_calls,
+    transient,
     unprocessed_every,
 )
 
@@ -310,3 +316,106 @@ async def test_store_waits_and_observes() -> None:
     await waiter
     await calls
     assert observed == [("PutItem", 0), ("UpdateItem", 1)]
+
+
+# -- FakeTable: a whole table, scanned, read by key and written -----------------------------
+
+
+def test_table_has_every_method_of_table_access_with_its_parameters() -> None:
+    table: TableAccess = FakeTable()  # and mypy checks the assignment
+    for name in ("scan_page", "batch_get", "batch_write"):
+        wanted = inspect.signature(getattr(TableAccess, name))
+        assert inspect.signature(getattr(table, name)).parameters.keys() == {
+            parameter: None for parameter in wanted.parameters if parameter != "self"
+        }.keys(), name
+    assert isinstance(table.table, str)
+
+
+async def scan_all(table: FakeTable, total_segments: int) -> dict[int, list[list[str]]]:
+    """Every page of every segment, as lists of pk values."""
+    pages: dict[int, list[list[str]]] = {}
+    for segment in range(total_segments):
+        start = None
+        while True:
+            items, start, units = await table.scan_page(
+                segment=segment, total_segments=total_segments, start_key=start)
+            assert units == len(items)
+            pages.setdefault(segment, []).append([entry["pk"]["S"] for entry in items])
+            if start is None:
+                break
+    return pages
+
+
+async def test_table_scans_every_item_once_by_segment_and_page() -> None:
+    table = FakeTable([item(f"k{i:02d}", v=i) for i in range(50)], page_size=4)
+    pages = await scan_all(table, 3)
+    scanned = [pk for segment in pages.values() for page in segment for pk in page]
+    assert sorted(scanned) == [f"k{i:02d}" for i in range(50)]
+    assert all(len(page) <= 4 for segment in pages.values() for page in segment)
+    assert all(len(segment) > 1 for segment in pages.values())
+    for segment, pks in pages.items():
+        assert {table.segment_of(item(pk), 3) for page in pks for pk in page} == {segment}
+
+
+async def test_table_scan_faults_serve_no_page() -> None:
+    table = FakeTable([item("a")])
+    table.scan_fault = on_calls({1}, transient)
+    with pytest.raises(TransientError) as caught:
+        await table.scan_page(segment=0, total_segments=1, start_key=None)
+    assert caught.value.operation == "Scan"
+    assert table.scans == []
+    assert await table.scan_page(segment=0, total_segments=1, start_key=None) == (
+        [item("a")], None, 1.0)
+    assert (table.counts["Scan"], table.injected["Scan"], len(table.scans)) == (2, 1, 1)
+
+
+async def test_table_batch_get_returns_the_items_found_and_the_keys_left_unprocessed() -> None:
+    table = FakeTable([item(f"k{i}", v=i) for i in range(6)])
+    table.unprocessed_keys = keys_unprocessed_on({2})
+    keys = [key_of("k1"), key_of("nope"), key_of("k3")]
+    found, left = await table.batch_get(keys)
+    assert sorted(found, key=str) == [item("k1", v=1), item("k3", v=3)]
+    assert left == []
+    keys = [key_of(f"k{i}") for i in range(4)]
+    found, left = await table.batch_get(keys)
+    assert found == [item("k1", v=1), item("k0", v=0)]  # in no particular order
+    assert left == keys[2:]
+    assert table.gets[1] == keys
+    found[0]["v"] = {"N": "99"}  # the caller's copy
+    assert table.items[key_id(key_of("k1"))] == item("k1", v=1)
+
+
+async def test_table_batch_get_refuses_what_dynamodb_refuses() -> None:
+    table = FakeTable([item("a")])
+    for keys in ([], [key_of(f"k{i}") for i in range(101)], [key_of("a"), key_of("a")],
+                 [{"pk": {"S": "a"}, "v": {"N": "1"}}], [{"id": {"S": "a"}}]):
+        with pytest.raises(ValidationError):
+            await table.batch_get(keys)
+    assert len(table.violations) == 5
+    assert table.gets == []
+    assert len((await table.batch_get([key_of(f"k{i}") for i in range(100)]))[1]) == 0
+    table.get_fault = on_calls({7})
+    with pytest.raises(ThrottledError) as caught:
+        await table.batch_get([key_of("a")])
+    assert (caught.value.operation, table.injected["BatchGetItem"]) == ("BatchGetItem", 1)
+
+
+async def test_table_writes_change_what_it_scans_and_gets() -> None:
+    table = FakeTable([item("a", v=1), item("b", v=1)])
+    table.writer.unprocessed = unprocessed_every(1)
+    requests = [put("c", v=1), delete("a")]
+    assert await table.batch_write(requests) == [requests[1]]
+    table.writer.unprocessed = None
+    assert await table.batch_write([delete("a"), put("b", v=2)]) == []
+    items, _, _ = await table.scan_page(segment=0, total_segments=1, start_key=None)
+    assert sorted(items, key=str) == [item("b", v=2), item("c", v=1)]
+    found, _ = await table.batch_get([key_of("a"), key_of("b")])
+    assert found == [item("b", v=2)]
+    with pytest.raises(ValidationError):
+        await table.batch_write([put("b", v=3), delete("b")])
+    table.writer.fault = on_calls({4})
+    with pytest.raises(ThrottledError):
+        await table.batch_write([put("d")])
+    assert len(table.writer.violations) == 1
+    assert (table.counts["BatchWriteItem"], table.writer.injected) == (4, 1)
+    assert set(table.items) == {key_id(key_of("b")), key_id(key_of("c"))}
