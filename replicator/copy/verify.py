@@ -33,18 +33,20 @@ EXAMPLES = 10
 TABLES_DIFFER = 5
 
 
-def normalize(value: Any) -> Any:
-    """A comparable form of a wire attribute value: sets are unordered, so sort them."""
-    if isinstance(value, dict):
-        out = {}
-        for type_, inner in value.items():
-            if type_ in ("SS", "NS", "BS"):
-                out[type_] = sorted(inner)
-            else:
-                out[type_] = normalize(inner)
-        return out
-    if isinstance(value, list):
-        return [normalize(v) for v in value]
+def normalize(item: Item) -> dict[str, Any]:
+    """A comparable form of an item: its sets sorted, at any depth (sets are unordered)."""
+    return {name: normalize_value(value) for name, value in item.items()}
+
+
+def normalize_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A comparable form of one wire attribute value (see ``normalize``)."""
+    ((type_, inner),) = value.items()
+    if type_ in ("SS", "NS", "BS"):
+        return {type_: sorted(inner)}
+    if type_ == "M":
+        return {"M": normalize(inner)}
+    if type_ == "L":
+        return {"L": [normalize_value(element) for element in inner]}
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from replicator.copy.claims import DONE, HEADER, START, copy_key, header_checkpoint, segment_id
+from replicator.copy.claims import DONE, HEADER, START, CopyHeader, copy_key, segment_id
 from replicator.copy.table_copy import CopySettings, TableCopy
 from replicator.errors import PoisonRecordError, ReplicatorError
 from replicator.lease import Lease
@@ -416,7 +416,8 @@ async def test_a_resumed_copy_reads_and_writes_only_the_unfinished_segments_and_
     reached = seg[2][15]  # the last item of segment 2's second page
     store = FakeLeaseStore()
     for row in (
-        Lease(COPY_KEY, HEADER, None, "dead", 7, header_checkpoint(4, int(SOURCE_WALL) - 1)),
+        Lease(COPY_KEY, HEADER, None, "dead", 7,
+              CopyHeader(done=False, segments=4, since=int(SOURCE_WALL) - 1).value()),
         Lease(COPY_KEY, segment_id(0), None, "dead", 3, DONE),
         Lease(COPY_KEY, segment_id(1), None, "dead", 1, START),
         Lease(COPY_KEY, segment_id(2), None, "dead", 4, encode_key(key_item(source, reached))),
