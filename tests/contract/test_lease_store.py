@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from replicator import errors
+from replicator.aws.lease_store import DynamoLeaseStore
 from replicator.checkpoint import Sentinel
 from replicator.clock import SYSTEM_CLOCK
 from replicator.lease import Lease, WorkerRow
@@ -17,7 +18,7 @@ from replicator.leases.held import HeldLease
 from replicator.protocols import LeaseStore
 from tests.fakes import STREAM_ARN
 
-from .conftest import on_backends, unplayable
+from .conftest import Clients, fresh_name, on_backends, unplayable
 
 #: One event loop for the session, so that its clients are opened once.
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -254,6 +255,19 @@ async def test_a_held_lease_taken_after_its_lost_write_is_lost(
     taken_row = await row_of(lease_store, taken)
     assert taken_row is not None
     assert (taken_row.owner, taken_row.counter) == ("worker-b", 3)
+
+
+@on_backends(fake=unplayable("FakeLeaseStore is always there"))
+async def test_a_missing_checkpoint_table_is_resource_not_found(
+    clients: Clients | None,
+) -> None:
+    assert clients is not None
+    missing = DynamoLeaseStore(clients.dynamodb, fresh_name("absent"), call_timeout=10)
+    with pytest.raises(errors.ResourceNotFoundError) as failed:
+        await missing.list_leases(STREAM_ARN)
+    assert failed.value.operation == "Query"
+    with pytest.raises(errors.ResourceNotFoundError):
+        await missing.update_lease(free_lease(), new_owner="worker-a")
 
 
 # -- the workers' rows -------------------------------------------------------------------
