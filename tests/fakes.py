@@ -461,14 +461,58 @@ def unprocessed_randomly(rng: random.Random, probability: float) -> Unprocessed:
     return lambda call, requests: [i for i in range(len(requests)) if rng.random() < probability]
 
 
+#: DynamoDB's largest item: 400 KB, attribute names and values counted.
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def item_size(item: Item) -> int:
+    """An item's size as DynamoDB counts it against ``MAX_ITEM_BYTES``: the UTF-8 bytes
+    of names and strings, the bytes of binaries, about one byte per two digits of a
+    number, one byte for a boolean or null, 3 bytes plus one per element of a list or map."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    ((type_, inner),) = value.items()
+    if type_ == "S":
+        return len(inner.encode())
+    if type_ == "B":
+        return len(inner)
+    if type_ == "N":
+        return len(inner.strip("-").replace(".", "").strip("0")) // 2 + 1
+    if type_ in ("SS", "NS", "BS"):
+        return sum(_value_size({type_[0]: element}) for element in inner)
+    if type_ == "L":
+        return 3 + sum(1 + _value_size(element) for element in inner)
+    if type_ == "M":
+        return 3 + sum(1 + len(name.encode()) + _value_size(element)
+                       for name, element in inner.items())
+    return 1  # BOOL, NULL
+
+
+def _refusal(request: dict[str, Any], key_names: tuple[str, ...]) -> str | None:
+    """Why DynamoDB refuses a request for its item alone, or None."""
+    put = request.get("PutRequest")
+    keys = put["Item"] if put is not None else request["DeleteRequest"]["Key"]
+    for name in key_names:
+        ((type_, inner),) = keys[name].items()
+        if type_ in ("S", "B") and len(inner) == 0:
+            return ("One or more parameter values are not valid. The AttributeValue for a "
+                    f"key attribute cannot contain an empty string value. Key: {name}")
+    if put is not None and item_size(put["Item"]) > MAX_ITEM_BYTES:
+        return "Item size has exceeded the maximum allowed size"
+    return None
+
+
 class FakeDestination:
     """``DestinationWriter`` over a dict keyed by ``key_id``.
 
     Enforces BatchWriteItem's rules (1 to 25 requests, no two for one key) with a
     ``ValidationError``, as DynamoDB would, and also records them in
     ``violations`` so that a test can assert that none happened. An item holding
-    the ``poison_attribute`` makes the whole batch fail with ``ValidationError``
-    (as an oversized item would).
+    the ``poison_attribute`` makes the whole batch fail with ``ValidationError``,
+    as DynamoDB fails one with an item over 400 KB or a key attribute that is an
+    empty string (which the fake refuses too: ``tests/contract``).
     """
 
     def __init__(self, key_names: Iterable[str] = ("pk",), *,
@@ -517,6 +561,10 @@ class FakeDestination:
                 if put is not None and self.poison_attribute in put["Item"]:
                     self.rejected += 1
                     raise self._invalid("item refused (poison)", violation=False)
+                refused = _refusal(request, self.key_names)
+                if refused is not None:
+                    self.rejected += 1
+                    raise self._invalid(refused, violation=False)
             left = set(self.unprocessed(call, requests)) if self.unprocessed else set()
             if left:
                 self.unprocessed_calls += 1
