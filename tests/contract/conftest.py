@@ -33,10 +33,10 @@ from replicator.aws.lease_store import DynamoLeaseStore
 from replicator.aws.streams import DynamoStreamReader
 from replicator.aws.table import DynamoTable
 from replicator.dev.local import MotoServer
-from replicator.protocols import DestinationWriter, LeaseStore, SegmentScanner, StreamReader
+from replicator.protocols import DestinationWriter, LeaseStore, StreamReader, TableAccess
 from replicator.records import Item, KeyId, key_id
 from tests.dynamodb_local import REQUIRE_VARIABLE, REQUIRED, DynamoDBLocal, DynamoDBLocalMissing
-from tests.fakes import FakeDestination, FakeLeaseStore, FakeSourceTable, FakeStream
+from tests.fakes import FakeDestination, FakeLeaseStore, FakeStream, FakeTable
 from tests.faults import Fault, FaultPlan, FaultProxy
 
 REGION = "us-east-1"
@@ -306,11 +306,11 @@ READ_KEYS = {"pk": "S", "sk": "N"}
 @dataclass
 class ReadTable:
     """A table keyed by (``pk`` S, ``sk`` N) that the test fills, and its reader (a
-    ``SegmentScanner``, and a ``KeyReader`` where the backend has one)."""
+    ``SegmentScanner`` and a ``KeyReader``)."""
 
-    reader: SegmentScanner
+    reader: TableAccess
     clients: Clients | None = None
-    fake: FakeSourceTable | None = None
+    fake: FakeTable | None = None
 
     async def fill(self, items: list[Item]) -> None:
         if self.fake is not None:
@@ -331,7 +331,7 @@ class ReadTable:
 @pytest_asyncio.fixture(loop_scope="session")
 async def read_table(backend: Backend, clients: Clients | None) -> ReadTable:
     if clients is None:
-        fake = FakeSourceTable(key_names=tuple(READ_KEYS), table=fresh_name("read"))
+        fake = FakeTable(key_names=tuple(READ_KEYS), table=fresh_name("read"))
         return ReadTable(fake, fake=fake)
     name = fresh_name("read")
     await create_table(clients.dynamodb, name, READ_KEYS)

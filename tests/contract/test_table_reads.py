@@ -5,13 +5,13 @@ every item exactly once across all segments and pages, and BatchGetItem
 from __future__ import annotations
 
 import random
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from replicator import errors
 from replicator.aws.table import DynamoTable
-from replicator.protocols import KeyReader, SegmentScanner
+from replicator.protocols import SegmentScanner
 from replicator.records import Item, KeyId, decode_key, encode_key, key_id
 
 from .conftest import ReadTable, comparable, on_backends, unplayable
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 #: A page of more than this many is a scan that does not end.
 MOST_PAGES = 200
 
-NO_KEY_READER = unplayable("FakeSourceTable has no batch_get (KeyReader)")
-NO_MISSING_TABLE = unplayable("FakeSourceTable is always there")
+NO_MISSING_TABLE = unplayable("FakeTable is always there")
 
 
 def numbered(index: int) -> Item:
@@ -104,11 +103,10 @@ async def test_an_empty_table_scans_to_nothing(read_table: ReadTable, total: int
         assert await scan_segment(read_table.reader, segment, total, limit=10) == ([], 1)
 
 
-@on_backends(fake=NO_KEY_READER)
 async def test_batch_get_returns_the_items_found_and_omits_missing_keys(
     read_table: ReadTable,
 ) -> None:
-    reader = keys_reader(read_table)
+    reader = read_table.reader
     items = [numbered(i) for i in range(20)]
     await read_table.fill(items)
     wanted = [{"pk": item["pk"], "sk": item["sk"]} for item in items[::2]]
@@ -121,16 +119,14 @@ async def test_batch_get_returns_the_items_found_and_omits_missing_keys(
         key_of(item): comparable(item) for item in items[::2]}
 
 
-@on_backends(fake=NO_KEY_READER)
 async def test_batch_get_of_100_keys_none_there(read_table: ReadTable) -> None:
-    reader = keys_reader(read_table)
+    reader = read_table.reader
     keys = [{"pk": {"S": f"absent-{i}"}, "sk": {"N": str(i)}} for i in range(100)]
     assert await reader.batch_get(keys) == ([], [])
 
 
-@on_backends(fake=NO_KEY_READER)
 async def test_batch_get_of_one_key_twice_is_refused(read_table: ReadTable) -> None:
-    reader = keys_reader(read_table)
+    reader = read_table.reader
     key = {"pk": {"S": "a"}, "sk": {"N": "1"}}
     with pytest.raises(errors.ValidationError) as refused:
         await reader.batch_get([key, dict(key)])
@@ -151,9 +147,3 @@ async def test_reading_a_missing_table_is_resource_not_found(
         await call
     assert failed.value.operation == ("Scan" if read == "scan" else "BatchGetItem")
 
-
-def keys_reader(read_table: ReadTable) -> KeyReader:
-    """The table's reader as a ``KeyReader``: every backend's but the fake's is one."""
-    reader = read_table.reader
-    assert hasattr(reader, "batch_get"), f"{type(reader).__name__} has no batch_get"
-    return cast(KeyReader, reader)
