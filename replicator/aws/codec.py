@@ -1,4 +1,4 @@
-"""TODO"""
+"""Scan pages parsed by ``json`` instead of botocore's parser (``_parse_scan_items``)."""
 
 from __future__ import annotations
 

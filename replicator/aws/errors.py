@@ -1,4 +1,4 @@
-"""TODO"""
+"""A timeout on every call, and botocore's and aiohttp's errors as ``replicator.errors``."""
 
 from __future__ import annotations
 
