@@ -20,7 +20,7 @@ from replicator.aws.clients import Endpoint, open_cloudwatch, open_dynamodb
 from replicator.commands.run import Replicator
 from replicator.commands.settings import load_settings
 from replicator.dev.compare import compare_tables
-from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port, require_moto
 from replicator.dev.workload import KEY_NAMES, create_table, random_item, run_workload
 from replicator.logs import configure_logging
 
@@ -42,6 +42,7 @@ def say(message: str) -> None:
 async def run_demo(
     *, seconds: float = 8.0, rate: int = DEFAULT_RATE, keys: int = 400, seed_items: int = 500
 ) -> int:
+    require_moto()
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     configure_logging("warning", "console")
