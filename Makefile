@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each sets up
-# .venv (Python 3.11+) with the project and its development tools first.
+# .venv (Python 3.11+) with the project, its demo extra (moto) and its development
+# tools first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,12 +15,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
 	touch $(STAMP)
 
+# The demo runs on moto's server: the demo extra (in dev too) installs it.
 demo: $(STAMP)
+	$(BIN)/python -c 'import importlib.util, sys; sys.exit(not importlib.util.find_spec("moto"))' \
+		|| $(BIN)/python -m pip install --quiet -e '.[demo]'
 	$(BIN)/python -m replicator demo
 
+# ruff, then import-linter: the contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check replicator tests bench
 	$(BIN)/lint-imports --no-cache

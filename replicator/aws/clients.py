@@ -1,19 +1,33 @@
-"""The AWS clients: our timeouts, no botocore retries, one profile per side."""
+"""The AWS clients: aioboto3 makes them, aiobotocore runs them.
+
+``open_dynamodb``, ``open_streams`` and ``open_cloudwatch`` open one typed client
+each; ``open_client`` opens whichever ``Endpoint.service`` names, and ``AwsClients``
+keeps the clients of a command open together.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aioboto3
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore import exceptions as boto_errors
 
 from replicator import errors
 from replicator.aws.codec import _parse_scan_items
 from replicator.config import LONGEST_CALL
+
+if TYPE_CHECKING:
+    from types_aiobotocore_cloudwatch import CloudWatchClient
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+
+#: The services ``open_client`` opens, by ``Endpoint.service``.
+SERVICES = ("dynamodb", "dynamodbstreams", "cloudwatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,24 +43,19 @@ class Endpoint:
     profile_setting: str = "the profile setting"
 
 
-@asynccontextmanager
-async def open_client(
-    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
-) -> AsyncIterator[Any]:
-    """An aiobotocore client with our timeouts and without botocore's own retries.
+def client_config(*, call_timeout: float, max_connections: int = 10) -> AioConfig:
+    """Our timeouts, without botocore's own retries and parameter checks.
 
     Retrying is ours to do (``replicator.backoff``), so that a throttled call is
     retried for as long as it takes and every retry is counted and logged.
-    Credentials come from the standard AWS chain.
 
     botocore does not check the parameters before sending them: the service
     checks them anyway and answers a ValidationException, which ``map_errors``
     translates (botocore's own ParamValidationError it would not), and the
     check walks every attribute of every item a copy or a writer sends, which
-    costs about as much as serializing them. Scan pages are parsed by
-    ``_parse_scan_items``.
+    costs about as much as serializing them.
     """
-    config = AioConfig(
+    return AioConfig(
         connect_timeout=min(call_timeout, 5.0),
         # Every call is bounded by ``map_errors``'s timeout; a Scan's may grow past the
         # call timeout (``scan.ScanPacing``), so botocore's own is only a backstop.
@@ -55,26 +64,88 @@ async def open_client(
         max_pool_connections=max_connections,
         parameter_validation=False,
     )
-    session = get_session() if endpoint.profile is None else AioSession(profile=endpoint.profile)
+
+
+def session_for(endpoint: Endpoint) -> aioboto3.Session:
+    """An aioboto3 session with the endpoint's profile (None: the standard chain).
+
+    Raises ``ConfigError`` when the profile is not in the AWS config files.
+    Credentials are read on the first call.
+    """
+    botocore_session = AioSession(profile=endpoint.profile)
     try:
-        # botocore reads the profile here, and its credentials on the first call.
-        session.get_scoped_config()
+        botocore_session.get_scoped_config()  # reads the profile
     except boto_errors.ProfileNotFound as exc:
         raise errors.ConfigError(
             f"{endpoint.profile_setting}: AWS profile {endpoint.profile!r} is not in the AWS "
             "config files (~/.aws/config, or AWS_CONFIG_FILE): add it, or name another"
         ) from exc
-    async with session.create_client(
-        endpoint.service,
+    return aioboto3.Session(botocore_session=botocore_session)
+
+
+@asynccontextmanager
+async def open_dynamodb(
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+) -> AsyncIterator[DynamoDBClient]:
+    """A DynamoDB client (``client_config``) whose Scan pages ``_parse_scan_items`` parses."""
+    async with session_for(endpoint).client(
+        "dynamodb",
         region_name=endpoint.region,
         endpoint_url=endpoint.endpoint_url,
-        config=config,
+        config=client_config(call_timeout=call_timeout, max_connections=max_connections),
     ) as client:
-        if endpoint.service == "dynamodb":
-            client.meta.events.register(
-                "before-parse.dynamodb.Scan", _parse_scan_items, unique_id="replicator-scan"
-            )
+        client.meta.events.register(
+            "before-parse.dynamodb.Scan", _parse_scan_items, unique_id="replicator-scan"
+        )
         yield client
+
+
+@asynccontextmanager
+async def open_streams(
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+) -> AsyncIterator[DynamoDBStreamsClient]:
+    """A DynamoDB Streams client (``client_config``)."""
+    async with session_for(endpoint).client(
+        "dynamodbstreams",
+        region_name=endpoint.region,
+        endpoint_url=endpoint.endpoint_url,
+        config=client_config(call_timeout=call_timeout, max_connections=max_connections),
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def open_cloudwatch(
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+) -> AsyncIterator[CloudWatchClient]:
+    """A CloudWatch client (``client_config``)."""
+    async with session_for(endpoint).client(
+        "cloudwatch",
+        region_name=endpoint.region,
+        endpoint_url=endpoint.endpoint_url,
+        config=client_config(call_timeout=call_timeout, max_connections=max_connections),
+    ) as client:
+        yield client
+
+
+def open_client(
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+) -> AbstractAsyncContextManager[Any]:
+    """The client of ``endpoint.service`` (one of ``SERVICES``), opened by its own opener.
+
+    The service is known at run time only, so the client is typed ``Any``: code that
+    knows its service opens it with ``open_dynamodb``, ``open_streams`` or
+    ``open_cloudwatch`` instead.
+    """
+    if endpoint.service == "dynamodb":
+        return open_dynamodb(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+    if endpoint.service == "dynamodbstreams":
+        return open_streams(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+    if endpoint.service == "cloudwatch":
+        return open_cloudwatch(
+            endpoint, call_timeout=call_timeout, max_connections=max_connections
+        )
+    raise ValueError(f"no client for service {endpoint.service!r}: one of {', '.join(SERVICES)}")
 
 
 class AwsClients:
@@ -90,8 +161,30 @@ class AwsClients:
     async def open(
         self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
     ) -> Any:
+        """The client of ``endpoint.service`` (``open_client``)."""
         return await self._stack.enter_async_context(
             open_client(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+        )
+
+    async def dynamodb(
+        self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    ) -> DynamoDBClient:
+        return await self._stack.enter_async_context(
+            open_dynamodb(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+        )
+
+    async def streams(
+        self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    ) -> DynamoDBStreamsClient:
+        return await self._stack.enter_async_context(
+            open_streams(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+        )
+
+    async def cloudwatch(
+        self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    ) -> CloudWatchClient:
+        return await self._stack.enter_async_context(
+            open_cloudwatch(endpoint, call_timeout=call_timeout, max_connections=max_connections)
         )
 
     async def __aexit__(self, *exc_info: object) -> None:

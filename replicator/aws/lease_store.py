@@ -1,17 +1,31 @@
-"""``LeaseStore`` over the checkpoint table, the workers' rows, and their serialization."""
+"""``LeaseStore`` over the checkpoint table, a DynamoDB table of the task's own."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
 from replicator.aws.errors import map_errors
 from replicator.aws.table import describe_table
 from replicator.lease import WORKERS_KEY, Lease, WorkerRow
 
-LEASE_KEY_SCHEMA = [
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        KeySchemaElementTypeDef,
+        QueryInputTypeDef,
+        ScanInputTypeDef,
+    )
+
+#: A row as DynamoDB answers it.
+Row = dict[str, Any]
+
+LEASE_KEY_SCHEMA: list[KeySchemaElementTypeDef] = [
     {"AttributeName": "stream_arn", "KeyType": "HASH"},
     {"AttributeName": "shard_id", "KeyType": "RANGE"},
 ]
@@ -24,7 +38,7 @@ class DynamoLeaseStore:
     stream, whose shard ids may repeat) apart from the old ones.
     """
 
-    def __init__(self, client: Any, table: str, *, call_timeout: float) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, *, call_timeout: float) -> None:
         self._client = client
         self.table = table
         self._timeout = call_timeout
@@ -69,30 +83,34 @@ class DynamoLeaseStore:
         return created
 
     async def list_leases(self, stream_arn: str) -> list[Lease]:
-        leases: list[Lease] = []
-        kwargs: dict[str, Any] = {
+        request: QueryInputTypeDef = {
             "TableName": self.table,
             "KeyConditionExpression": "stream_arn = :arn",
             "ExpressionAttributeValues": {":arn": {"S": stream_arn}},
             "ConsistentRead": True,
         }
+        return [_lease_from_item(item) for item in await self._query(request)]
+
+    async def _query(self, request: QueryInputTypeDef) -> list[Row]:
+        """Every row a Query finds, following its pages."""
+        rows: list[Row] = []
         while True:
             async with map_errors("Query", self._timeout):
-                response = await self._client.query(**kwargs)
-            leases.extend(_lease_from_item(item) for item in response.get("Items", []))
+                response = await self._client.query(**request)
+            rows.extend(cast(list[Row], response.get("Items", [])))
             last = response.get("LastEvaluatedKey")
             if not last:
-                return leases
-            kwargs["ExclusiveStartKey"] = last
+                return rows
+            request["ExclusiveStartKey"] = last
 
     async def scan_rows(self) -> list[dict[str, Any]]:
         """Every row of the table, of every stream, as plain values (for ``status``)."""
         rows: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        request: ScanInputTypeDef = {"TableName": self.table, "ConsistentRead": True}
         while True:
             async with map_errors("Scan", self._timeout):
-                response = await self._client.scan(**kwargs)
-            for item in response.get("Items", []):
+                response = await self._client.scan(**request)
+            for item in cast(list[Row], response.get("Items", [])):
                 if item["stream_arn"]["S"] == WORKERS_KEY:
                     continue  # a worker's row, not a shard's (``list_workers``)
                 lease = _lease_from_item(item)
@@ -109,7 +127,7 @@ class DynamoLeaseStore:
             last = response.get("LastEvaluatedKey")
             if not last:
                 return rows
-            kwargs["ExclusiveStartKey"] = last
+            request["ExclusiveStartKey"] = last
 
     async def create_lease(self, lease: Lease) -> bool:
         try:
@@ -127,7 +145,7 @@ class DynamoLeaseStore:
         self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None
     ) -> Lease:
         names = {"#c": "lease_counter", "#o": "lease_owner", "#u": "updated_at"}
-        values: dict[str, Any] = {
+        values: dict[str, AttributeValueTypeDef] = {
             ":expected": {"N": str(lease.counter)},
             ":next": {"N": str(lease.counter + 1)},
             ":now": {"S": datetime.now(UTC).isoformat(timespec="milliseconds")},
@@ -180,7 +198,7 @@ class DynamoLeaseStore:
     # -- the workers' rows (``replicator.ops.heartbeat``) ------------------------------
 
     async def put_worker(self, row: WorkerRow) -> None:
-        item: dict[str, Any] = {
+        item: dict[str, AttributeValueTypeDef] = {
             "stream_arn": {"S": WORKERS_KEY},
             "shard_id": {"S": row.worker_id},
             "host": {"S": row.host},
@@ -196,31 +214,25 @@ class DynamoLeaseStore:
             await self._client.put_item(TableName=self.table, Item=item)
 
     async def list_workers(self) -> list[WorkerRow]:
-        rows: list[WorkerRow] = []
-        kwargs: dict[str, Any] = {
+        request: QueryInputTypeDef = {
             "TableName": self.table,
             "KeyConditionExpression": "stream_arn = :workers",
             "ExpressionAttributeValues": {":workers": {"S": WORKERS_KEY}},
             "ConsistentRead": True,
         }
-        while True:
-            async with map_errors("Query", self._timeout):
-                response = await self._client.query(**kwargs)
-            for item in response.get("Items", []):
-                rows.append(WorkerRow(
-                    worker_id=item["shard_id"]["S"],
-                    host=item.get("host", {}).get("S", ""),
-                    pid=int(item.get("pid", {}).get("N", 0)),
-                    phase=item.get("phase", {}).get("S", ""),
-                    leases=int(item.get("leases", {}).get("N", 0)),
-                    metrics=item.get("metrics", {}).get("S"),
-                    started_at=float(item.get("started_at", {}).get("N", 0)),
-                    heartbeat_at=float(item.get("heartbeat_at", {}).get("N", 0)),
-                ))
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return rows
-            kwargs["ExclusiveStartKey"] = last
+        return [
+            WorkerRow(
+                worker_id=item["shard_id"]["S"],
+                host=item.get("host", {}).get("S", ""),
+                pid=int(item.get("pid", {}).get("N", 0)),
+                phase=item.get("phase", {}).get("S", ""),
+                leases=int(item.get("leases", {}).get("N", 0)),
+                metrics=item.get("metrics", {}).get("S"),
+                started_at=float(item.get("started_at", {}).get("N", 0)),
+                heartbeat_at=float(item.get("heartbeat_at", {}).get("N", 0)),
+            )
+            for item in await self._query(request)
+        ]
 
     async def delete_worker(self, worker_id: str) -> None:
         async with map_errors("DeleteItem", self._timeout):
@@ -230,19 +242,19 @@ class DynamoLeaseStore:
             )
 
 
-def _key_tuple(element: dict[str, str]) -> tuple[str, str]:
-    return (element["AttributeName"], element["KeyType"])
+def _key_tuple(element: Mapping[str, object]) -> tuple[str, str]:
+    return (str(element["AttributeName"]), str(element["KeyType"]))
 
 
 def _describe_keys(schema: list[dict[str, str]]) -> str:
     return ", ".join(f"{e['AttributeName']} {e['KeyType']}" for e in schema)
 
 
-def _lease_key(lease: Lease) -> dict[str, Any]:
+def _lease_key(lease: Lease) -> dict[str, AttributeValueTypeDef]:
     return {"stream_arn": {"S": lease.stream_arn}, "shard_id": {"S": lease.shard_id}}
 
 
-def _lease_to_item(lease: Lease) -> dict[str, Any]:
+def _lease_to_item(lease: Lease) -> dict[str, AttributeValueTypeDef]:
     item = _lease_key(lease)
     item["lease_counter"] = {"N": str(lease.counter)}
     item["checkpoint"] = {"S": lease.checkpoint}
@@ -253,7 +265,7 @@ def _lease_to_item(lease: Lease) -> dict[str, Any]:
     return item
 
 
-def _lease_from_item(item: dict[str, Any]) -> Lease:
+def _lease_from_item(item: Row) -> Lease:
     return Lease(
         stream_arn=item["stream_arn"]["S"],
         shard_id=item["shard_id"]["S"],

@@ -1,28 +1,31 @@
-"""Scan, BatchGetItem and BatchWriteItem on one table (the source and destination of the
-stream, the copy and verify), and DescribeTable."""
+"""DynamoDB tables: DescribeTable, and ``DynamoTable`` (Scan, BatchGetItem, BatchWriteItem).
+
+Items stay as the wire has them (``{"name": {"S": "value"}}``, binary values as
+bytes), in the plain dicts of ``replicator.records``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
 from replicator.aws.errors import map_errors
 
-# -- DynamoDB Streams ----------------------------------------------------------
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import ScanInputTypeDef, WriteRequestTypeDef
 
 
-# -- DynamoDB tables -----------------------------------------------------------
-
-
-async def describe_table(client: Any, table: str, *, call_timeout: float) -> dict[str, Any] | None:
+async def describe_table(
+    client: DynamoDBClient, table: str, *, call_timeout: float
+) -> dict[str, Any] | None:
     """DescribeTable's ``Table``, or None when the table does not exist."""
     try:
         async with map_errors("DescribeTable", call_timeout):
             response = await client.describe_table(TableName=table)
     except errors.ResourceNotFoundError:
         return None
-    description: dict[str, Any] = response["Table"]
-    return description
+    return cast(dict[str, Any], response["Table"])
 
 
 class DynamoTable:
@@ -32,7 +35,7 @@ class DynamoTable:
     copy and verify.
     """
 
-    def __init__(self, client: Any, table: str, *, call_timeout: float) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, *, call_timeout: float) -> None:
         self._client = client
         self.table = table
         self._timeout = call_timeout
@@ -43,7 +46,7 @@ class DynamoTable:
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, float]:
         """One page of a parallel Scan: (items, LastEvaluatedKey, read units consumed),
         within ``call_timeout`` (default: the table's)."""
-        kwargs: dict[str, Any] = {
+        request: ScanInputTypeDef = {
             "TableName": self.table,
             "Segment": segment,
             "TotalSegments": total_segments,
@@ -51,13 +54,15 @@ class DynamoTable:
             "ReturnConsumedCapacity": "TOTAL",
         }
         if start_key is not None:
-            kwargs["ExclusiveStartKey"] = start_key
+            request["ExclusiveStartKey"] = start_key
         if limit is not None:
-            kwargs["Limit"] = limit
+            request["Limit"] = limit
         async with map_errors("Scan", call_timeout or self._timeout):
-            response = await self._client.scan(**kwargs)
+            response = await self._client.scan(**request)
         consumed = float(response.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
-        return response.get("Items", []), response.get("LastEvaluatedKey"), consumed
+        items = cast(list[dict[str, Any]], response.get("Items", []))
+        last = cast("dict[str, Any] | None", response.get("LastEvaluatedKey"))
+        return items, last, consumed
 
     async def batch_get(
         self, keys: list[dict[str, Any]]
@@ -67,21 +72,16 @@ class DynamoTable:
             response = await self._client.batch_get_item(
                 RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
             )
-        found: list[dict[str, Any]] = response.get("Responses", {}).get(self.table, [])
-        left: list[dict[str, Any]] = (
-            response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-        )
-        return found, left
+        found = (response.get("Responses") or {}).get(self.table, [])
+        unprocessed = (response.get("UnprocessedKeys") or {}).get(self.table)
+        left = unprocessed.get("Keys", []) if unprocessed is not None else []
+        return cast(list[dict[str, Any]], found), cast(list[dict[str, Any]], left)
 
     async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One BatchWriteItem (at most 25 requests): the requests left unprocessed."""
         async with map_errors("BatchWriteItem", self._timeout):
-            response = await self._client.batch_write_item(RequestItems={self.table: requests})
-        unprocessed: list[dict[str, Any]] = response.get("UnprocessedItems", {}).get(
-            self.table, []
-        )
-        return unprocessed
-
-
-# -- CloudWatch -----------------------------------------------------------------
-
-
+            response = await self._client.batch_write_item(
+                RequestItems={self.table: cast(list["WriteRequestTypeDef"], requests)}
+            )
+        unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
+        return cast(list[dict[str, Any]], unprocessed)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from replicator.aws.table import DynamoTable
 from replicator.clock import SYSTEM_CLOCK
 from replicator.copy.verify import TableDiff, Verifier
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
 
 async def compare_tables(
-    source: Any, source_table: str, destination: Any, destination_table: str,
+    source: DynamoDBClient, source_table: str, destination: DynamoDBClient,
+    destination_table: str,
     key_names: list[str], *, segments: int = 4,
 ) -> TableDiff:
     """Compare two tables given their clients (for the demo and tests)."""

@@ -14,15 +14,19 @@ import random
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
-from replicator.aws.clients import Endpoint, open_client
+from replicator.aws.clients import Endpoint, open_cloudwatch, open_dynamodb
 from replicator.commands.run import Replicator
 from replicator.commands.settings import load_settings
 from replicator.dev.compare import compare_tables
-from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer, free_port, require_moto
 from replicator.dev.workload import KEY_NAMES, create_table, random_item, run_workload
 from replicator.logs import configure_logging
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import WriteRequestTypeDef
 
 #: Operations a second the demo asks of the workload: about what one moto server serves
 #: on a 2-core machine while the replicator reads it too.
@@ -38,6 +42,7 @@ def say(message: str) -> None:
 async def run_demo(
     *, seconds: float = 8.0, rate: int = DEFAULT_RATE, keys: int = 400, seed_items: int = 500
 ) -> int:
+    require_moto()
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     configure_logging("warning", "console")
@@ -47,8 +52,8 @@ async def run_demo(
         source_endpoint = Endpoint("dynamodb", "us-east-1", source_server.url)
         destination_endpoint = Endpoint("dynamodb", "eu-west-1", destination_server.url)
         async with (
-            open_client(source_endpoint, call_timeout=30) as source,
-            open_client(destination_endpoint, call_timeout=30) as destination,
+            open_dynamodb(source_endpoint, call_timeout=30) as source,
+            open_dynamodb(destination_endpoint, call_timeout=30) as destination,
         ):
             await create_table(source, SOURCE_TABLE, stream=True)
             await create_table(destination, DESTINATION_TABLE, stream=False)
@@ -116,7 +121,7 @@ async def run_demo(
 
 
 async def _cloudwatch_datapoints(url: str, task: str) -> int:
-    async with open_client(Endpoint("cloudwatch", "us-east-1", url), call_timeout=30) as client:
+    async with open_cloudwatch(Endpoint("cloudwatch", "us-east-1", url), call_timeout=30) as client:
         now = datetime.now(UTC)
         answer = await client.get_metric_statistics(
             Namespace=task, MetricName="RecordsProcessed",
@@ -127,11 +132,11 @@ async def _cloudwatch_datapoints(url: str, task: str) -> int:
     return int(sum(point["SampleCount"] for point in answer["Datapoints"]))
 
 
-async def _seed(client: Any, items: int) -> None:
+async def _seed(client: DynamoDBClient, items: int) -> None:
     """Items the table holds before replication starts (keys apart from the workload's)."""
     rng = random.Random(1)
     for start in range(0, items, 25):
-        batch = [
+        batch: list[WriteRequestTypeDef] = [
             {"PutRequest": {"Item": random_item(
                 rng, {"pk": {"S": f"seed-{n % 50}"}, "sk": {"N": str(n)}}
             )}}

@@ -1,12 +1,14 @@
 """Local endpoints: moto's server as a subprocess on 127.0.0.1 and a free port.
 
 Used by ``replicator demo`` and by the integration tests. Each server has its
-own state, so two of them stand for two regions or accounts.
+own state, so two of them stand for two regions or accounts. moto is not a
+runtime dependency: it comes with the ``demo`` extra (and the ``dev`` one).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import signal
 import socket
@@ -21,6 +23,16 @@ from replicator.errors import StartupCheckError
 
 # moto accepts any credentials; these keep botocore from looking further.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+#: What installs moto's server.
+DEMO_INSTALL = "pip install 'replicator[demo]'"
+
+
+def require_moto() -> None:
+    """Raise ``StartupCheckError`` (one line, naming the fix) when moto is not installed."""
+    if importlib.util.find_spec("moto") is None:
+        raise StartupCheckError(
+            f"the demo runs on moto's server, and moto is not installed: {DEMO_INSTALL}"
+        )
 
 
 def free_port() -> int:
@@ -49,6 +61,7 @@ class MotoServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> MotoServer:
+        require_moto()
         env = dict(os.environ, **LOCAL_CREDENTIALS)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "replicator.dev.moto_server",

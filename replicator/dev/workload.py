@@ -19,40 +19,48 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from replicator.aws.clients import Endpoint, open_client
+from replicator.aws.clients import Endpoint, open_dynamodb
 from replicator.aws.table import describe_table
 from replicator.dev.local import LOCAL_CREDENTIALS
 from replicator.records import Item
 
-KEY_SCHEMA = [
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        CreateTableInputTypeDef,
+        KeySchemaElementTypeDef,
+        WriteRequestTypeDef,
+    )
+
+KEY_SCHEMA: list[KeySchemaElementTypeDef] = [
     {"AttributeName": "pk", "KeyType": "HASH"},
     {"AttributeName": "sk", "KeyType": "RANGE"},
 ]
-ATTRIBUTES = [
+ATTRIBUTES: list[AttributeDefinitionTypeDef] = [
     {"AttributeName": "pk", "AttributeType": "S"},
     {"AttributeName": "sk", "AttributeType": "N"},
 ]
 KEY_NAMES = ["pk", "sk"]
 
 
-async def create_table(client: Any, table: str, *, stream: bool) -> str | None:
+async def create_table(client: DynamoDBClient, table: str, *, stream: bool) -> str | None:
     """A table keyed by (pk S, sk N); with a NEW_AND_OLD_IMAGES stream if asked. Returns its ARN."""
-    kwargs: dict[str, Any] = {
+    request: CreateTableInputTypeDef = {
         "TableName": table,
         "KeySchema": KEY_SCHEMA,
         "AttributeDefinitions": ATTRIBUTES,
         "BillingMode": "PAY_PER_REQUEST",
     }
     if stream:
-        kwargs["StreamSpecification"] = {
+        request["StreamSpecification"] = {
             "StreamEnabled": True,
             "StreamViewType": "NEW_AND_OLD_IMAGES",
         }
-    response = await client.create_table(**kwargs)
-    arn: str | None = response["TableDescription"].get("LatestStreamArn")
-    return arn
+    response = await client.create_table(**request)
+    return response["TableDescription"].get("LatestStreamArn")
 
 
 def random_item(rng: random.Random, key: Item) -> Item:
@@ -97,7 +105,7 @@ def some_item(rng: random.Random, key: Item, rich: float) -> Item:
     return {**key, "s": {"S": f"small-{rng.randint(0, 10**6)}"}}
 
 
-async def one_operation(client: Any, table: str, rng: random.Random, keys: int,
+async def one_operation(client: DynamoDBClient, table: str, rng: random.Random, keys: int,
                         rich: float = 1.0, lane: int = 0, lanes: int = 1) -> str:
     choice = rng.random()
     key = random_key(rng, keys, lane, lanes)
@@ -121,7 +129,7 @@ async def one_operation(client: Any, table: str, rng: random.Random, keys: int,
     if choice < 0.85:
         await client.delete_item(TableName=table, Key=key)
         return "delete"
-    batch: dict[tuple[str, str], dict[str, Any]] = {}
+    batch: dict[tuple[str, str], WriteRequestTypeDef] = {}
     for _ in range(rng.randint(2, 10)):
         k = random_key(rng, keys, lane, lanes)
         ident = (k["pk"]["S"], k["sk"]["N"])
@@ -134,7 +142,7 @@ async def one_operation(client: Any, table: str, rng: random.Random, keys: int,
 
 
 async def run_workload(
-    client: Any,
+    client: DynamoDBClient,
     table: str,
     *,
     seconds: float | None = None,
@@ -185,7 +193,9 @@ async def run_workload(
 # -- python -m replicator.dev.workload --------------------------------------------------
 
 
-async def ensure_table(client: Any, table: str, *, stream: bool, within: float = 120.0) -> bool:
+async def ensure_table(
+    client: DynamoDBClient, table: str, *, stream: bool, within: float = 120.0
+) -> bool:
     """Create ``table`` (keyed like the workload's items) when absent, and wait until
     it is ACTIVE. Returns True when it was created."""
     description = await describe_table(client, table, call_timeout=30.0)
@@ -251,7 +261,7 @@ async def run_cli(options: argparse.Namespace) -> int:
         for name, value in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(name, value)
     source_endpoint = Endpoint("dynamodb", options.region, options.endpoint)
-    async with open_client(source_endpoint, call_timeout=30.0) as source:
+    async with open_dynamodb(source_endpoint, call_timeout=30.0) as source:
         created = await ensure_table(source, options.table, stream=True)
         say(f"source table {options.table} {'created' if created else 'exists'}")
         if options.destination_table is not None:
@@ -259,7 +269,7 @@ async def run_cli(options: argparse.Namespace) -> int:
                 "dynamodb", options.destination_region or options.region,
                 options.destination_endpoint,
             )
-            async with open_client(destination_endpoint, call_timeout=30.0) as destination:
+            async with open_dynamodb(destination_endpoint, call_timeout=30.0) as destination:
                 created = await ensure_table(destination, options.destination_table,
                                              stream=False)
             say(f"destination table {options.destination_table} "

@@ -2,8 +2,8 @@
 
 docker/Dockerfile, docker/compose.yaml, docker/prometheus.yml, the Grafana
 dashboard, the ECS task and service definitions, the IAM policies,
-docker/requirements.txt and .env.example name only real settings, modules,
-ports, paths, metrics and AWS actions. Docker itself is not needed: nothing
+docker/requirements.txt, docker/requirements-demo.txt and .env.example name only
+real settings, modules, ports, paths, metrics and AWS actions. Docker itself is not needed: nothing
 here builds or runs an image. hadolint lints the Dockerfile when it is installed
 (it is in the dev extras).
 """
@@ -132,14 +132,26 @@ def service_environment(service: dict[str, Any]) -> dict[str, str]:
 
 
 def our_services() -> dict[str, dict[str, Any]]:
-    """The compose services that run the replicator image."""
+    """The compose services built from docker/Dockerfile (the image, or its moto stage)."""
     return {name: service for name, service in compose()["services"].items()
             if "build" in service}
 
 
+def image_services() -> dict[str, dict[str, Any]]:
+    """The compose services that run the replicator image (the Dockerfile's last stage)."""
+    return {name: service for name, service in our_services().items()
+            if "target" not in service["build"]}
+
+
+def moto_services() -> dict[str, dict[str, Any]]:
+    """The compose services that run the Dockerfile's moto stage."""
+    return {name: service for name, service in our_services().items()
+            if service["build"].get("target") == "moto"}
+
+
 def replicator_services() -> dict[str, dict[str, Any]]:
     """The services that run the replicator itself (the image's own entry point)."""
-    return {name: service for name, service in our_services().items()
+    return {name: service for name, service in image_services().items()
             if "entrypoint" not in service}
 
 
@@ -294,7 +306,7 @@ def test_every_module_the_deployment_runs_exists() -> None:
             commands.append(test[1:])
     modules = {module_of(command) for command in commands} - {None}
     assert {"replicator", "replicator.ops.healthcheck", "replicator.dev.workload",
-            "moto.server"} <= modules
+            "replicator.dev.moto_server"} <= modules
     for module in modules:
         assert module is not None
         assert importlib.util.find_spec(module) is not None, f"python -m {module}: no module"
@@ -370,10 +382,10 @@ def test_compose_runs_two_workers_under_one_task_name(monkeypatch: pytest.Monkey
 def test_compose_endpoints_are_its_moto_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose()["services"]
     moto = {}
-    for name, service in our_services().items():
-        if module_of(service.get("entrypoint", [])) == "moto.server":
-            command = service["command"]
-            moto[name] = command[command.index("--port") + 1]
+    for name, service in moto_services().items():
+        assert module_of(service["entrypoint"]) == "replicator.dev.moto_server", name
+        command = service["command"]
+        moto[name] = command[command.index("--port") + 1]
     assert len(moto) == 2, "a source and a destination server"
     for name, service in replicator_services().items():
         settings = settings_from(service_environment(service), monkeypatch)
@@ -632,16 +644,31 @@ def test_iam_policy_of_the_task_is_least_privilege(monkeypatch: pytest.MonkeyPat
 # -- docker/requirements.txt ------------------------------------------------------------------
 
 
-def test_requirements_pin_every_runtime_dependency_and_no_dev_tool() -> None:
+def pins_of(path: Path) -> dict[str, tuple[set[str], str]]:
+    """name -> (extras, version) of a file of pinned requirements."""
     pins: dict[str, tuple[set[str], str]] = {}
-    for line in (DOCKER / "requirements.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line or line.startswith("#"):
             continue
         requirement = Requirement(line)
         (specifier,) = requirement.specifier
-        assert specifier.operator == "==", f"not pinned: {line}"
+        assert specifier.operator == "==", f"{path.name}: not pinned: {line}"
         pins[canonicalize_name(requirement.name)] = (requirement.extras, specifier.version)
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return pins
+
+
+def pyproject() -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project
+
+
+def names_of(requirements: list[str]) -> set[str]:
+    return {canonicalize_name(Requirement(text).name) for text in requirements}
+
+
+def test_requirements_pin_every_runtime_dependency_and_no_dev_tool() -> None:
+    pins = pins_of(DOCKER / "requirements.txt")
+    project = pyproject()
     linux = {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11"}
     for text in project["dependencies"]:
         requirement = Requirement(text)
@@ -654,8 +681,45 @@ def test_requirements_pin_every_runtime_dependency_and_no_dev_tool() -> None:
         assert requirement.specifier.contains(version), f"{name}=={version} breaks {text}"
     for text in project["optional-dependencies"]["dev"]:
         name = canonicalize_name(Requirement(text).name)
-        if name not in {"pyyaml"}:  # moto needs PyYAML at run time too
-            assert name not in pins, f"{name} is a development tool"
+        assert name not in pins, f"{name} is a development tool"
+
+
+def test_moto_is_in_the_demo_extra_and_not_in_the_runtime_nor_the_image() -> None:
+    project = pyproject()
+    extras = project["optional-dependencies"]
+    assert "moto" not in names_of(project["dependencies"])
+    assert [Requirement(text).extras for text in extras["demo"]
+            if canonicalize_name(Requirement(text).name) == "moto"] == [{"server"}]
+    assert any(Requirement(text).name == "replicator" and "demo" in Requirement(text).extras
+               for text in extras["dev"]), "the tests run on moto: dev includes the demo extra"
+    runtime = pins_of(DOCKER / "requirements.txt")
+    demo = pins_of(DOCKER / "requirements-demo.txt")
+    # moto, and what only moto needs (its server's Flask and Werkzeug among them).
+    for name in ("moto", "werkzeug", "flask", "flask-cors", "responses", "pyyaml"):
+        assert name not in runtime, f"{name} is in docker/requirements.txt"
+    assert demo["moto"][0] >= {"server"}
+    assert not demo.keys() & runtime.keys(), "requirements-demo.txt adds to requirements.txt"
+
+
+def test_only_the_moto_stage_installs_moto_and_the_image_copies_the_build_stage() -> None:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for keyword, rest in dockerfile():
+        if keyword == "FROM":
+            current = rest.split(" AS ")[1].strip() if " AS " in rest else "final"
+        stages.setdefault(current, []).append((keyword, rest))
+    installs = {name: " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+                for name, instructions in stages.items()}
+    assert "docker/requirements-demo.txt" in installs["moto"]
+    assert all("requirements-demo" not in text for name, text in installs.items()
+               if name != "moto")
+    copies = [rest for keyword, rest in final_stage() if keyword == "COPY"]
+    assert copies == ["--from=build /opt/replicator /opt/replicator"]
+    entrypoint = exec_form(next(rest for keyword, rest in stages["moto"]
+                                if keyword == "ENTRYPOINT"))
+    assert module_of(entrypoint) == "replicator.dev.moto_server"
+    for name, service in image_services().items():
+        assert module_of(service.get("entrypoint", [])) != "replicator.dev.moto_server", name
 
 
 # -- the documentation ------------------------------------------------------------------------
