@@ -22,9 +22,10 @@ from replicator.aws.codec import _parse_scan_items
 from replicator.config import LONGEST_CALL
 
 if TYPE_CHECKING:
-    from types_aiobotocore_cloudwatch import CloudWatchClient
-    from types_aiobotocore_dynamodb import DynamoDBClient
-    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+    # Re-exported: the commands name the clients' types without importing the SDK.
+    from types_aiobotocore_cloudwatch import CloudWatchClient as CloudWatchClient
+    from types_aiobotocore_dynamodb import DynamoDBClient as DynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as DynamoDBStreamsClient
 
 #: The services ``open_client`` opens, by ``Endpoint.service``.
 SERVICES = ("dynamodb", "dynamodbstreams", "cloudwatch")
@@ -157,14 +158,6 @@ class AwsClients:
     async def __aenter__(self) -> AwsClients:
         await self._stack.__aenter__()
         return self
-
-    async def open(
-        self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
-    ) -> Any:
-        """The client of ``endpoint.service`` (``open_client``)."""
-        return await self._stack.enter_async_context(
-            open_client(endpoint, call_timeout=call_timeout, max_connections=max_connections)
-        )
 
     async def dynamodb(
         self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -52,6 +52,9 @@ PROBE_CACHE_SECONDS = 1.0
 #: A table that does not answer a DescribeTable within this is not ready.
 PROBE_TIMEOUT = 2.0
 
+if TYPE_CHECKING:
+    from replicator.aws.clients import DynamoDBClient
+
 
 class Replicator:
     """One worker of a replication task. ``run`` returns the process exit code."""
@@ -71,7 +74,7 @@ class Replicator:
         self.monitor = LoopMonitor()
         #: starting, copying, replicating, stopped (``readiness`` adds stopping).
         self.phase = "starting"
-        self._probes: dict[str, tuple[Any, str]] = {}
+        self._probes: dict[str, tuple[DynamoDBClient, str]] = {}
         self._probed: tuple[float, dict[str, str]] | None = None
         self._probe_lock = asyncio.Lock()
         self._stop_requested_at: float | None = None
@@ -173,15 +176,15 @@ class Replicator:
                    background: list[asyncio.Task[None]], copy_only: bool) -> int:
         settings = self.settings
         timeout = settings.call_timeout
-        source = await clients.open(endpoint_for(settings, "source"), call_timeout=timeout)
-        streams_client = await clients.open(endpoint_for(settings, "streams"),
-                                            call_timeout=timeout)
-        destination = await clients.open(
+        source = await clients.dynamodb(endpoint_for(settings, "source"), call_timeout=timeout)
+        streams_client = await clients.streams(endpoint_for(settings, "streams"),
+                                               call_timeout=timeout)
+        destination = await clients.dynamodb(
             endpoint_for(settings, "destination"), call_timeout=timeout,
             max_connections=max(settings.writers, settings.copy_writers) + 2,
         )
-        checkpoints = await clients.open(endpoint_for(settings, "checkpoint"),
-                                         call_timeout=timeout)
+        checkpoints = await clients.dynamodb(endpoint_for(settings, "checkpoint"),
+                                             call_timeout=timeout)
         self._probes = {
             "source": (source, settings.source_table),
             "destination": (destination, settings.destination_table),
@@ -194,8 +197,8 @@ class Replicator:
             clock=self.clock,
         )
         if settings.cloudwatch:
-            cloudwatch = await clients.open(endpoint_for(settings, "cloudwatch"),
-                                            call_timeout=timeout)
+            cloudwatch = await clients.cloudwatch(endpoint_for(settings, "cloudwatch"),
+                                                  call_timeout=timeout)
             self.publisher = CloudWatchPublisher(
                 CloudWatchMetrics(cloudwatch, call_timeout=timeout), self.stats,
                 task=str(settings.task_name), interval=settings.cloudwatch_interval,
@@ -226,7 +229,7 @@ class Replicator:
                            metrics=self.metrics_address)
 
     async def _replicate(
-        self, source: Any, destination: Any, streams: DynamoStreamReader,
+        self, source: DynamoDBClient, destination: DynamoDBClient, streams: DynamoStreamReader,
         store: DynamoLeaseStore, prepared: startup.Prepared, group: asyncio.TaskGroup,
         background: list[asyncio.Task[None]], copy_only: bool,
     ) -> int:
@@ -368,7 +371,7 @@ class Replicator:
         """DescribeTable on each table: "ok", "missing", or the error."""
         timeout = min(self.settings.call_timeout, PROBE_TIMEOUT)
 
-        async def probe(client: Any, table: str) -> str:
+        async def probe(client: DynamoDBClient, table: str) -> str:
             try:
                 found = await describe_table(client, table, call_timeout=timeout)
             except ReplicatorError as exc:

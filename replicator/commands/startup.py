@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from replicator.aws.lease_store import DynamoLeaseStore
 from replicator.aws.streams import DynamoStreamReader
@@ -31,6 +31,9 @@ REPLICABLE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 #: An endpoint where nothing answers fails the check at once.
 STARTUP_ATTEMPTS = 8
 STARTUP_BACKOFF = Backoff(base=0.05, cap=1.0)
+
+if TYPE_CHECKING:
+    from replicator.aws.clients import DynamoDBClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +93,9 @@ def _describe_schema(schema: list[tuple[str, str, str]]) -> str:
 async def check(
     settings: Settings,
     *,
-    source: Any,
+    source: DynamoDBClient,
     streams: DynamoStreamReader,
-    destination: Any,
+    destination: DynamoDBClient,
     store: DynamoLeaseStore,
     clock: Clock,
 ) -> Prepared:

@@ -24,9 +24,9 @@ async def run_status(settings: Settings, *, as_json: bool) -> int:
 async def _status(settings: Settings, *, as_json: bool) -> int:
     timeout = settings.call_timeout
     async with AwsClients() as clients:
-        checkpoints = await clients.open(endpoint_for(settings, "checkpoint"),
+        checkpoints = await clients.dynamodb(endpoint_for(settings, "checkpoint"),
                                          call_timeout=timeout)
-        source = await clients.open(endpoint_for(settings, "source"), call_timeout=timeout)
+        source = await clients.dynamodb(endpoint_for(settings, "source"), call_timeout=timeout)
         store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
         table = await call_checked(
             lambda: describe_table(checkpoints, store.table, call_timeout=timeout),

@@ -36,7 +36,7 @@ async def _verify(settings: Settings, *, repair: bool) -> int:
             ("destination", settings.destination_table, settings.destination_region,
              settings.destination_endpoint, "REPLICATOR_DESTINATION_ENDPOINT"),
         ):
-            client = await clients.open(endpoint_for(settings, name),
+            client = await clients.dynamodb(endpoint_for(settings, name),
                                         call_timeout=timeout, max_connections=32)
             description = await call_checked(
                 functools.partial(describe_table, client, table, call_timeout=timeout),
