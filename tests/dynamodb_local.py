@@ -15,21 +15,11 @@ answers, and it ends with the process that started it.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from replicator.dev.local import free_port
+from replicator.dev.local import LocalServer
 
 #: A DynamoDBLocal.jar to use instead of the npm package's.
 JAR_VARIABLE = "DYNAMODB_LOCAL_JAR"
@@ -75,23 +65,15 @@ def find_java() -> str:
     return java
 
 
-def _die_with_parent() -> None:
-    """In the child: end with the process that started it, even one killed outright."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-
-class DynamoDBLocal:
+class DynamoDBLocal(LocalServer):
     """DynamoDB Local on a free loopback port, stopped (its process group killed) on exit."""
 
+    name = "DynamoDB Local"
+
     def __init__(self, jar: Path | None = None, java: str | None = None) -> None:
+        super().__init__()
         self.jar = jar or find_jar()
         self.java = java or find_java()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._directory: tempfile.TemporaryDirectory[str] | None = None
 
     def __repr__(self) -> str:
         return f"<DynamoDBLocal {self.url} jar={self.jar}>"
@@ -105,61 +87,4 @@ class DynamoDBLocal:
 
     def start(self, timeout: float = 60.0) -> DynamoDBLocal:
         """Start it and wait until it answers HTTP (about 3 s), for at most ``timeout``."""
-        # The working directory takes whatever Java leaves behind (a crash log, say).
-        self._directory = tempfile.TemporaryDirectory(prefix="dynamodb-local-")
-        log = Path(self._directory.name) / "server.log"
-        with log.open("wb") as out:
-            self._process = subprocess.Popen(
-                self.command(), cwd=self._directory.name, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        deadline = time.monotonic() + timeout
-        while not self._answers():
-            if self._process.poll() is not None:
-                output = log.read_text(errors="replace").strip()[-2000:]
-                code = self._process.returncode
-                self.stop()
-                raise RuntimeError(f"DynamoDB Local exited at start (code {code}): {output}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"DynamoDB Local on port {self.port} did not answer "
-                                   f"within {timeout:g}s")
-            time.sleep(0.1)
-        return self
-
-    def _answers(self) -> bool:
-        """Whether the server answers HTTP at all: an unsigned request gets a 400."""
-        try:
-            with urllib.request.urlopen(self.url, timeout=1):
-                return True
-        except urllib.error.HTTPError:
-            return True
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self._directory is not None:
-            self._directory.cleanup()
-            self._directory = None
-
-    def __enter__(self) -> DynamoDBLocal:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return super().start(timeout)

@@ -31,7 +31,15 @@ from typing import Any, Literal
 
 from replicator import errors
 from replicator.lease import Lease
-from replicator.records import Item, KeyId, RecordsPage, Shard, key_id, sequence_key
+from replicator.records import (
+    Item,
+    KeyId,
+    RecordsPage,
+    Shard,
+    item_size,
+    key_id,
+    sequence_key,
+)
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/source/stream/2024-01-01T00:00:00.000"
 
@@ -463,31 +471,6 @@ def unprocessed_randomly(rng: random.Random, probability: float) -> Unprocessed:
 
 #: DynamoDB's largest item: 400 KB, attribute names and values counted.
 MAX_ITEM_BYTES = 400 * 1024
-
-
-def item_size(item: Item) -> int:
-    """An item's size as DynamoDB counts it against ``MAX_ITEM_BYTES``: the UTF-8 bytes
-    of names and strings, the bytes of binaries, about one byte per two digits of a
-    number, one byte for a boolean or null, 3 bytes plus one per element of a list or map."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
-
-
-def _value_size(value: dict[str, Any]) -> int:
-    ((type_, inner),) = value.items()
-    if type_ == "S":
-        return len(inner.encode())
-    if type_ == "B":
-        return len(inner)
-    if type_ == "N":
-        return len(inner.strip("-").replace(".", "").strip("0")) // 2 + 1
-    if type_ in ("SS", "NS", "BS"):
-        return sum(_value_size({type_[0]: element}) for element in inner)
-    if type_ == "L":
-        return 3 + sum(1 + _value_size(element) for element in inner)
-    if type_ == "M":
-        return 3 + sum(1 + len(name.encode()) + _value_size(element)
-                       for name, element in inner.items())
-    return 1  # BOOL, NULL
 
 
 def _refusal(request: dict[str, Any], key_names: tuple[str, ...]) -> str | None:

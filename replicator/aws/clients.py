@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -84,16 +84,26 @@ def session_for(endpoint: Endpoint) -> aioboto3.Session:
     return aioboto3.Session(botocore_session=botocore_session)
 
 
+class _Where(TypedDict):
+    region_name: str
+    endpoint_url: str | None
+    config: AioConfig
+
+
+def _where(endpoint: Endpoint, call_timeout: float, max_connections: int) -> _Where:
+    """Where a client connects, and with which configuration (``client_config``)."""
+    return _Where(region_name=endpoint.region, endpoint_url=endpoint.endpoint_url,
+                  config=client_config(call_timeout=call_timeout,
+                                       max_connections=max_connections))
+
+
 @asynccontextmanager
 async def open_dynamodb(
     endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
 ) -> AsyncIterator[DynamoDBClient]:
     """A DynamoDB client (``client_config``) whose Scan pages ``_parse_scan_items`` parses."""
     async with session_for(endpoint).client(
-        "dynamodb",
-        region_name=endpoint.region,
-        endpoint_url=endpoint.endpoint_url,
-        config=client_config(call_timeout=call_timeout, max_connections=max_connections),
+        "dynamodb", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         client.meta.events.register(
             "before-parse.dynamodb.Scan", _parse_scan_items, unique_id="replicator-scan"
@@ -107,10 +117,7 @@ async def open_streams(
 ) -> AsyncIterator[DynamoDBStreamsClient]:
     """A DynamoDB Streams client (``client_config``)."""
     async with session_for(endpoint).client(
-        "dynamodbstreams",
-        region_name=endpoint.region,
-        endpoint_url=endpoint.endpoint_url,
-        config=client_config(call_timeout=call_timeout, max_connections=max_connections),
+        "dynamodbstreams", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         yield client
 
@@ -121,10 +128,7 @@ async def open_cloudwatch(
 ) -> AsyncIterator[CloudWatchClient]:
     """A CloudWatch client (``client_config``)."""
     async with session_for(endpoint).client(
-        "cloudwatch",
-        region_name=endpoint.region,
-        endpoint_url=endpoint.endpoint_url,
-        config=client_config(call_timeout=call_timeout, max_connections=max_connections),
+        "cloudwatch", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         yield client
 
