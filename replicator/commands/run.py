@@ -18,9 +18,10 @@ from replicator.aws.table import DynamoTable, describe_table
 from replicator.clock import SYSTEM_CLOCK, Clock, within
 from replicator.commands import startup
 from replicator.commands.endpoints import endpoint_for
-from replicator.config import DEFAULT_METRICS_PORT, FENCE_SAFETY, METRICS_PORTS, Settings
+from replicator.commands.tuning import coordinator_settings, copy_settings, write_window
+from replicator.config import DEFAULT_METRICS_PORT, METRICS_PORTS, Settings
 from replicator.copy.claims import bootstrap_needed, copy_unfinished
-from replicator.copy.table_copy import CopySettings, TableCopy
+from replicator.copy.table_copy import TableCopy
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.ops.cloudwatch import CloudWatchPublisher
 from replicator.ops.endpoint import LoopMonitor, PortTakenError, Readiness, StatusServer
@@ -33,20 +34,20 @@ from replicator.ops.metrics import (
     render,
 )
 from replicator.stats import Stats
-from replicator.stream.coordinator import CoordinatorSettings, ShardCoordinator
+from replicator.stream.coordinator import ShardCoordinator
 from replicator.stream.writer import WriterPool
 
 log = structlog.get_logger("replicator")
 
 #: Seconds past the shutdown deadline before the service cancels what still runs: the
 #: coordinator's own deadline comes first when the network lets it.
-DEADLINE_MARGIN = 0.25
+DEADLINE_MARGIN = 0.1
 #: Seconds a cancelled shutdown is given to unwind before the service returns anyway.
-CANCEL_GRACE = 0.5
+CANCEL_GRACE = 0.35
 #: The exit code of a stop whose shutdown met its deadline (128 + SIGTERM).
 DEADLINE_EXIT = 143
 #: Seconds past the shutdown deadline at which the process exits whatever it is doing.
-HARD_EXIT_MARGIN = 0.9
+HARD_EXIT_MARGIN = 0.6
 #: /readyz answers from a DescribeTable of each table at most this old.
 PROBE_CACHE_SECONDS = 1.0
 #: A table that does not answer a DescribeTable within this is not ready.
@@ -218,10 +219,22 @@ class Replicator:
             )
         finally:
             beating.cancel()
+            # The last calls, bounded by what is left of the shutdown deadline: past it
+            # the worker's row expires by itself, and the next batch of counts is lost.
             with contextlib.suppress(TimeoutError):
-                await within(self.clock, timeout, heartbeat.leave())
+                await within(self.clock, self._time_left(timeout), heartbeat.leave())
             if self.publisher is not None:  # the last counts, before the process ends
-                await self.publisher.publish()
+                with contextlib.suppress(TimeoutError):
+                    await within(self.clock, self._time_left(timeout), self.publisher.publish())
+
+    def _time_left(self, at_most: float) -> float:
+        """Seconds a call may take now: ``at_most``, or, once a stop is requested, no more
+        than what is left until the shutdown deadline."""
+        asked = self._stop_requested_at
+        if asked is None:
+            return at_most
+        left = self.settings.shutdown_timeout - (self.clock.monotonic() - asked)
+        return max(0.0, min(at_most, left))
 
     def _worker_state(self) -> WorkerState:
         phase = "stopping" if self.stop_requested.is_set() else self.phase
@@ -245,7 +258,7 @@ class Replicator:
                 source=DynamoTable(source, settings.source_table, call_timeout=timeout),
                 destination=destination_table, streams=streams, store=store,
                 stream_arn=prepared.stream_arn,
-                settings=self._copy_settings(hand_off=not copy_only),
+                settings=copy_settings(self.settings, hand_off=not copy_only),
                 stats=self.stats, stop=self.stop_requested, clock=self.clock,
                 table_items=int(prepared.source_table.get("ItemCount") or 0),
                 table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
@@ -268,7 +281,7 @@ class Replicator:
         pool = WriterPool(
             destination_table,
             writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
-            write_window=settings.call_timeout + FENCE_SAFETY, clock=self.clock,
+            write_window=write_window(settings), clock=self.clock,
         )
         handoff = self.copy.handoff if self.copy is not None else {}
         coordinator = ShardCoordinator(
@@ -276,21 +289,7 @@ class Replicator:
             stats=self.stats, stop=self.stop_requested, clock=self.clock,
             adopted={shard_id: (handed.lease, handed.iterator)
                      for shard_id, handed in handoff.items()},
-            settings=CoordinatorSettings(
-                worker_id=str(settings.worker_id),
-                initial_position=settings.initial_sentinel,
-                copy_unfinished=unfinished,
-                get_records_limit=settings.get_records_limit,
-                idle_interval=settings.idle_interval,
-                checkpoint_interval=settings.checkpoint_interval,
-                coordinator_interval=settings.coordinator_interval,
-                shard_sync_interval=settings.shard_sync_interval,
-                lease_duration=settings.lease_duration,
-                lease_renew_interval=settings.lease_renew_interval,
-                shutdown_timeout=settings.shutdown_timeout,
-                skip_trimmed=settings.on_trimmed_data == "skip",
-                write_window=settings.call_timeout + FENCE_SAFETY,
-            ),
+            settings=coordinator_settings(settings, copy_unfinished=unfinished),
         )
         self.coordinator = coordinator
         self._set_phase("replicating")
@@ -391,25 +390,6 @@ class Replicator:
             with contextlib.suppress(ReplicatorError):
                 await handed.lease.release()
         self.copy.handoff.clear()
-
-    def _copy_settings(self, *, hand_off: bool) -> CopySettings:
-        settings = self.settings
-        return CopySettings(
-            worker_id=str(settings.worker_id),
-            segments=settings.copy_segments,
-            concurrency=settings.copy_concurrency,
-            writers=settings.copy_writers,
-            max_rcu=settings.copy_max_rcu,
-            max_wcu=settings.copy_max_wcu,
-            lease_duration=settings.lease_duration,
-            lease_renew_interval=settings.lease_renew_interval,
-            coordinator_interval=settings.coordinator_interval,
-            idle_interval=settings.idle_interval,
-            write_window=settings.call_timeout + FENCE_SAFETY,
-            progress_interval=settings.progress_interval,
-            call_timeout=settings.call_timeout,
-            hand_off=hand_off,
-        )
 
     async def _report_progress(self) -> None:
         stats = self.stats
