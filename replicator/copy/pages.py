@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from replicator.apply.writes import MAX_BATCH, Applier, describe_key
@@ -45,36 +45,29 @@ class ItemWrite:
         return (self.claim,)
 
 
+@dataclass(kw_only=True)
 class PageWriter:
     """Writes a segment's pages under the copy's lease (``CopyClaim``), and checkpoints
     each page in its segment's row once its items are written."""
 
-    def __init__(
-        self,
-        *,
-        applier: Applier,
-        claim: CopyClaim,
-        source_table: str,
-        key_names: tuple[str, ...],
-        writes: RateLimiter,
-        writers: int,
-        progress: CopyProgress,
-        stats: Stats,
-        clock: Clock,
-        backoff: Backoff,
-        stopping: Callable[[], bool],
-    ) -> None:
-        self._applier = applier
-        self._claim = claim
-        self._source_table = source_table
-        self._key_names = key_names
-        self._writes = writes
-        self._writer_slots = asyncio.Semaphore(writers)
-        self.progress = progress
-        self._stats = stats
-        self._clock = clock
-        self._backoff = backoff
-        self._stopping = stopping
+    applier: Applier
+    claim: CopyClaim
+    source_table: str
+    key_names: tuple[str, ...]
+    #: The copy's write rate (``REPLICATOR_COPY_MAX_WCU``).
+    writes: RateLimiter
+    #: How many batches are written at once (``REPLICATOR_COPY_WRITERS``).
+    writers: int
+    progress: CopyProgress
+    stats: Stats
+    clock: Clock
+    backoff: Backoff
+    #: Whether the copy is stopping: no page is begun then.
+    stopping: Callable[[], bool]
+    _writer_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._writer_slots = asyncio.Semaphore(self.writers)
 
     async def copy_pages(self, held: HeldLease, pages: AsyncIterator[
             tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
@@ -97,13 +90,13 @@ class PageWriter:
         await self._write_items(items)
         await retry_forever(
             functools.partial(held.checkpoint, SegmentProgress.after_page(last_key)),
-            what="UpdateItem", backoff=self._backoff, clock=self._clock,
-            on_retry=self._stats.count_retry,
+            what="UpdateItem", backoff=self.backoff, clock=self.clock,
+            on_retry=self.stats.count_retry,
         )
         if last_key is None:
             self.progress.segments_done += 1
             return False
-        return not (self._stopping())
+        return not (self.stopping())
 
     async def _write_items(self, items: list[dict[str, Any]]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -114,25 +107,25 @@ class PageWriter:
         """Write a batch of a page's items while this worker surely holds the copy. An
         item the destination refuses stops the copy: its page is not checkpointed, so a
         copy run again starts with it."""
-        claim = self._claim
-        writes = [ItemWrite(key_id({name: item[name] for name in self._key_names}), item, claim)
+        claim = self.claim
+        writes = [ItemWrite(key_id({name: item[name] for name in self.key_names}), item, claim)
                   for item in items]
         async with self._writer_slots:
-            if self._writes.rate is not None:
-                await self._writes.acquire(float(sum(write_units(item) for item in items)))
-            await self._applier.write(writes, done=self._written, refused=self._refused)
+            if self.writes.rate is not None:
+                await self.writes.acquire(float(sum(write_units(item) for item in items)))
+            await self.applier.write(writes, done=self._written, refused=self._refused)
         if claim.cancelled:
             raise LeaseLostError("the copy's lease was lost")
 
     def _refused(self, write: ItemWrite, exc: ValidationError) -> None:
         raise PoisonRecordError(
             f"the destination rejects item ({describe_key(write.key)}) of source table "
-            f"{self._source_table} while copying it: {exc}; fix the item or the "
+            f"{self.source_table} while copying it: {exc}; fix the item or the "
             "destination table, then start again: the copy resumes from the page that "
             "holds it"
         ) from exc
 
     def _written(self, write: ItemWrite) -> None:
         self.progress.items_written += 1
-        self._stats.copy_items_written += 1
-        self._stats.changed.notify()
+        self.stats.copy_items_written += 1
+        self.stats.changed.notify()
