@@ -81,6 +81,10 @@ def _run(command: str, args: Sequence[str]) -> int:
 
         return run_async(run_demo(seconds=namespace.seconds, rate=namespace.rate,
                                   keys=namespace.keys))
+    if command == "check":
+        from replicator.commands.check import run_check
+
+        return run_check(namespace.config)
     settings = settings_from(namespace)
     if command == "verify":
         configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)

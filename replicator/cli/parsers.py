@@ -66,6 +66,13 @@ COMMANDS: dict[str, Command] = {
         "from the checkpoint table.",
         f"{PROG} status [--json] [SETTINGS]",
     ),
+    "check": Command(
+        "validate a topology file (--config FILE) and show its paths",
+        "Read a topology file (TOML: the task, and each source table with its "
+        "destinations), check every key and rule of it, and print its paths. Exit 0 when "
+        "it is valid, 2 with a one-line error naming each problem otherwise.",
+        f"{PROG} check --config FILE",
+    ),
     "demo": Command(
         "a live replication between two local moto servers, end to end",
         "Start two local moto servers, replicate a live workload from one to the other, "
@@ -76,11 +83,7 @@ COMMANDS: dict[str, Command] = {
 
 
 DEFAULT_COMMAND = "run"
-
-
 HELP_COMMAND = "help"
-
-
 HELP_SUMMARY = "this help, or a command's: replicator help status"
 
 
@@ -107,7 +110,8 @@ SETTINGS_NOTE = (
 #: The commands' own flags, and whether each takes a value. With the settings' flags,
 #: they tell a flag's value from the command word (a test checks the parsers agree).
 OWN_FLAGS = {"-h": False, "--help": False, "--version": False, "--json": False,
-             "--repair": False, "--seconds": True, "--rate": True, "--keys": True}
+             "--repair": False, "--seconds": True, "--rate": True, "--keys": True,
+             "--config": True}
 
 
 #: Metavars of the settings that are neither choices nor named by their suffix.
@@ -283,6 +287,8 @@ def _settings_parser(command: str) -> _Parser:
 def _command_parser(command: str) -> _Parser:
     if command == "demo":
         return _demo_parser()
+    if command == "check":
+        return _check_parser()
     parser = _settings_parser(command)
     if command == "verify":
         parser.add_argument("--repair", action="store_true",
@@ -307,6 +313,14 @@ def _positive(kind: type[int] | type[float]) -> Any:
         return value
 
     return convert
+
+
+def _check_parser() -> _Parser:
+    spec = COMMANDS["check"]
+    parser = _parser(f"{PROG} check", usage=spec.usage, description=_wrap(spec.description))
+    parser.add_argument("--config", required=True, metavar="FILE",
+                        help="the topology file (TOML)")
+    return parser
 
 
 def _demo_parser() -> _Parser:

@@ -1,0 +1,208 @@
+"""A replication topology: the paths of one task, each source table fanned out to one or
+more destinations, read from a TOML file or made from the single-path settings.
+
+Loading validates the whole file and reports every problem in one line (an unknown
+key with the closest real one, a path without destinations, two paths writing one
+table, a destination that is its own source, a two-way pair, a name used twice).
+See docs/DESIGN.md ("Topologies").
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from replicator.config import Endpoint, Settings, default_task_name
+from replicator.errors import ConfigError
+
+TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.-]+$")]
+#: A destination's name, in metrics, logs and ``--destination``.
+DestinationName = Annotated[str, Field(min_length=1, max_length=64,
+                                       pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """A source table and how to reach it and its stream."""
+
+    table: TableName
+    region: str
+    endpoint: Endpoint = None
+    streams_endpoint: Endpoint = None
+    profile: str | None = None
+
+    @property
+    def where(self) -> tuple[str, str]:
+        """Which table this is: (its endpoint, or its region; its name)."""
+        return (self.endpoint or self.region, self.table)
+
+
+class Destination(_Strict):
+    """A destination table of one source."""
+
+    name: DestinationName
+    table: TableName
+    region: str
+    endpoint: Endpoint = None
+    profile: str | None = None
+    #: Create the table (from the source's description) when it does not exist.
+    create: bool = False
+
+    @property
+    def where(self) -> tuple[str, str]:
+        return (self.endpoint or self.region, self.table)
+
+
+class ReplicationPath(_Strict):
+    """One source table and the destinations its stream is applied to."""
+
+    source: Source
+    destination: list[Destination] = Field(min_length=1)
+
+
+class Topology(_Strict):
+    """Every path of a task. The task names the checkpoint table and the metrics
+    namespace of the whole topology."""
+
+    task: TableName
+    path: list[ReplicationPath] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        problems: list[str] = []
+        names: dict[str, int] = {}
+        written: dict[tuple[str, str], str] = {}
+        sources = {path.source.where: index for index, path in enumerate(self.path)}
+        if len(sources) < len(self.path):
+            problems.append("two paths read one source table: list its destinations "
+                            "under one [[path]]")
+        for index, path in enumerate(self.path):
+            for destination in path.destination:
+                at = f"path[{index}] destination {destination.name!r}"
+                if destination.name in names:
+                    problems.append(f"{at}: the name is used twice; each destination needs "
+                                    "its own")
+                names[destination.name] = index
+                where = destination.where
+                if where == path.source.where:
+                    problems.append(f"{at}: table {destination.table} is the path's own "
+                                    "source")
+                elif where in written:
+                    problems.append(f"{at}: table {destination.table} is written by "
+                                    f"destination {written[where]!r} too; a table has "
+                                    "one source")
+                written.setdefault(where, destination.name)
+                other = sources.get(where)
+                if other is not None and other != index and any(
+                    back.where == path.source.where for back in self.path[other].destination
+                ):
+                    problems.append(
+                        f"{at}: tables {path.source.table} and {destination.table} "
+                        "replicate into each other; two-way replication is not supported"
+                    )
+        if problems:
+            raise ValueError("; ".join(dict.fromkeys(problems)))
+        return self
+
+    def destinations(self) -> list[tuple[Source, Destination]]:
+        return [(path.source, destination)
+                for path in self.path for destination in path.destination]
+
+    def named(self, name: str) -> tuple[Source, Destination]:
+        """The destination called ``name``, and its source; ConfigError if none is."""
+        for source, destination in self.destinations():
+            if destination.name == name:
+                return source, destination
+        known = [destination.name for _, destination in self.destinations()]
+        raise ConfigError(f"--destination {name}: no destination of that name in the "
+                          f"topology ({', '.join(known)})")
+
+
+def single_path(settings: Settings) -> Topology:
+    """The topology of the single-path settings: their one source and one destination,
+    under the settings' task name (by default the Java tool's)."""
+    assert settings.source_region is not None
+    assert settings.destination_region is not None
+    task = settings.task_name or default_task_name(
+        settings.source_region, settings.source_table, settings.destination_region,
+        settings.destination_table)
+    return Topology(task=task, path=[ReplicationPath(
+        source=Source(table=settings.source_table, region=settings.source_region,
+                      endpoint=settings.source_endpoint,
+                      streams_endpoint=settings.source_streams_endpoint,
+                      profile=settings.source_profile),
+        destination=[Destination(name="destination", table=settings.destination_table,
+                                 region=settings.destination_region,
+                                 endpoint=settings.destination_endpoint,
+                                 profile=settings.destination_profile)],
+    )])
+
+
+def load(path: str | Path, *, setting: str = "--config") -> Topology:
+    """The topology in the TOML file ``path``; ``ConfigError`` (one line, naming the file,
+    each problem and where it is) when it cannot be read or is not a valid topology."""
+    where = f"{setting} {path}"
+    try:
+        with Path(path).open("rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    try:
+        return Topology.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """A topology's problems in one line, each with where it is in the file."""
+    problems = []
+    for error in exc.errors():
+        location = _location(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            *parent, key = error["loc"]
+            message = f"unknown key{_did_you_mean(str(key), _keys_at(parent))}"
+        elif error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "too_short" and error["loc"][-1:] == ("destination",):
+            message = "a path needs at least one [[path.destination]]"
+        elif error["type"] == "too_short" and error["loc"] == ("path",):
+            message = "the topology needs at least one [[path]]"
+        elif "input" in error and not isinstance(error["input"], dict | list):
+            message = f"{message}, got {error['input']!r}"
+        problems.append(f"{location}: {message}" if location else message)
+    return "; ".join(problems)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "": Topology, "path": ReplicationPath, "source": Source, "destination": Destination,
+}
+
+
+def _keys_at(parent: list[int | str]) -> list[str]:
+    names = [part for part in parent if isinstance(part, str)]
+    model = _MODELS.get(names[-1] if names else "", Topology)
+    return list(model.model_fields)
+
+
+def _did_you_mean(key: str, keys: list[str]) -> str:
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(keys)})"

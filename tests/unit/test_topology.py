@@ -1,0 +1,230 @@
+"""The topology file: what a valid one holds, and a one-line error for each bad input."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from replicator.cli import main
+from replicator.config import Settings
+from replicator.errors import ConfigError
+from replicator.topology import load, single_path
+
+ONE_INTO_THREE = """
+task = "orders-replication"
+
+[[path]]
+source = { table = "orders", region = "us-east-1" }
+
+[[path.destination]]
+name = "eu"
+table = "orders"
+region = "eu-west-1"
+
+[[path.destination]]
+name = "ap"
+table = "orders"
+region = "ap-southeast-2"
+create = true
+
+[[path.destination]]
+name = "us-west"
+table = "orders-copy"
+region = "us-west-2"
+endpoint = "http://127.0.0.1:8001"
+profile = "west"
+"""
+
+TWO_INTO_ONE = """
+task = "two-tables"
+
+[[path]]
+source = { table = "orders", region = "us-east-1" }
+destination = [{ name = "orders-eu", table = "orders", region = "eu-west-1" }]
+
+[[path]]
+source = { table = "customers", region = "us-east-1" }
+destination = [{ name = "customers-eu", table = "customers", region = "eu-west-1" }]
+"""
+
+
+def written(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "topology.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def refused(tmp_path: Path, text: str) -> str:
+    path = written(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"--config {path}: ")
+    return message.removeprefix(f"--config {path}: ")
+
+
+def test_one_table_into_three_regions(tmp_path: Path) -> None:
+    topology = load(written(tmp_path, ONE_INTO_THREE))
+    assert topology.task == "orders-replication"
+    pairs = topology.destinations()
+    assert [(source.table, destination.name, destination.region)
+            for source, destination in pairs] == [
+        ("orders", "eu", "eu-west-1"), ("orders", "ap", "ap-southeast-2"),
+        ("orders", "us-west", "us-west-2")]
+    assert [destination.create for _, destination in pairs] == [False, True, False]
+    assert pairs[2][1].endpoint == "http://127.0.0.1:8001"
+    assert pairs[2][1].profile == "west"
+    assert topology.named("ap")[1].table == "orders"
+
+
+def test_two_tables_into_one_region(tmp_path: Path) -> None:
+    topology = load(written(tmp_path, TWO_INTO_ONE))
+    assert [(source.table, destination.table) for source, destination
+            in topology.destinations()] == [("orders", "orders"), ("customers", "customers")]
+
+
+def test_an_unknown_destination_name_is_an_error_that_lists_the_names(tmp_path: Path) -> None:
+    topology = load(written(tmp_path, ONE_INTO_THREE))
+    with pytest.raises(ConfigError, match=r"--destination asia: no destination of that name "
+                                          r"in the topology \(eu, ap, us-west\)"):
+        topology.named("asia")
+
+
+def test_the_single_path_settings_are_a_topology_of_one_path() -> None:
+    settings = Settings(source_table="orders", source_region="us-east-1",
+                        destination_table="orders-dr", destination_region="eu-west-1",
+                        source_endpoint="http://127.0.0.1:9000")
+    topology = single_path(settings)
+    assert topology.task == settings.task_name
+    ((source, destination),) = topology.destinations()
+    assert (source.table, source.region, source.endpoint) == (
+        "orders", "us-east-1", "http://127.0.0.1:9000")
+    assert (destination.table, destination.region) == ("orders-dr", "eu-west-1")
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--config .*absent.toml: no such file$"):
+        load(tmp_path / "absent.toml")
+
+
+def test_a_file_that_is_not_toml_says_where(tmp_path: Path) -> None:
+    assert refused(tmp_path, 'task = "x"\n[[path]\n').startswith("not valid TOML: ")
+
+
+def test_an_unknown_key_names_the_closest_real_one(tmp_path: Path) -> None:
+    text = ONE_INTO_THREE.replace('name = "eu"\ntable', 'name = "eu"\ntabel', 1)
+    assert refused(tmp_path, text) == (
+        "path[0].destination[0].table: is required; "
+        "path[0].destination[0].tabel: unknown key (did you mean table?)")
+
+
+def test_an_unknown_top_level_key_lists_the_known_ones(tmp_path: Path) -> None:
+    assert refused(tmp_path, 'zzz = 1\n' + TWO_INTO_ONE) == "zzz: unknown key (known: task, path)"
+
+
+def test_a_path_without_destinations(tmp_path: Path) -> None:
+    text = 'task = "t-1"\n[[path]]\nsource = { table = "orders", region = "us-east-1" }\n'
+    assert refused(tmp_path, text) == "path[0].destination: is required"
+    text += "destination = []\n"
+    assert refused(tmp_path, text) == (
+        "path[0].destination: a path needs at least one [[path.destination]]")
+
+
+def test_a_topology_without_paths(tmp_path: Path) -> None:
+    assert refused(tmp_path, 'task = "t-1"\npath = []\n') == (
+        "path: the topology needs at least one [[path]]")
+
+
+def test_two_paths_writing_one_destination_table(tmp_path: Path) -> None:
+    text = TWO_INTO_ONE.replace('table = "customers", region = "eu-west-1"',
+                                'table = "orders", region = "eu-west-1"')
+    assert refused(tmp_path, text) == (
+        "path[1] destination 'customers-eu': table orders is written by destination "
+        "'orders-eu' too; a table has one source")
+
+
+def test_a_destination_that_is_its_own_source(tmp_path: Path) -> None:
+    text = TWO_INTO_ONE.replace('{ name = "orders-eu", table = "orders", region = "eu-west-1" }',
+                                '{ name = "orders-eu", table = "orders", region = "us-east-1" }')
+    assert refused(tmp_path, text) == (
+        "path[0] destination 'orders-eu': table orders is the path's own source")
+
+
+def test_two_way_replication_is_refused_as_not_supported(tmp_path: Path) -> None:
+    text = """
+    task = "two-way"
+    [[path]]
+    source = { table = "orders", region = "us-east-1" }
+    destination = [{ name = "to-eu", table = "orders", region = "eu-west-1" }]
+    [[path]]
+    source = { table = "orders", region = "eu-west-1" }
+    destination = [{ name = "to-us", table = "orders", region = "us-east-1" }]
+    """
+    message = refused(tmp_path, text)
+    assert message.startswith("path[0] destination 'to-eu': tables orders and orders "
+                              "replicate into each other; two-way replication is not "
+                              "supported")
+
+
+def test_a_destination_name_used_twice(tmp_path: Path) -> None:
+    text = TWO_INTO_ONE.replace('name = "customers-eu"', 'name = "orders-eu"')
+    assert refused(tmp_path, text) == (
+        "path[1] destination 'orders-eu': the name is used twice; each destination needs "
+        "its own")
+
+
+def test_a_bad_value_is_shown(tmp_path: Path) -> None:
+    text = ONE_INTO_THREE.replace('endpoint = "http://127.0.0.1:8001"', 'endpoint = "nowhere"')
+    assert refused(tmp_path, text).startswith(
+        "path[0].destination[2].endpoint: must be a URL such as http://127.0.0.1:8000")
+
+
+def test_two_paths_reading_one_source_are_refused(tmp_path: Path) -> None:
+    text = TWO_INTO_ONE.replace('table = "customers", region = "us-east-1"',
+                                'table = "orders", region = "us-east-1"')
+    assert "two paths read one source table" in refused(tmp_path, text)
+
+
+# -- replicator check ------------------------------------------------------------------
+
+
+def test_check_prints_the_paths_of_a_valid_file_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = written(tmp_path, ONE_INTO_THREE)
+    assert main(["check", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "task orders-replication: 1 source table, 3 destinations",
+        "  orders in us-east-1",
+        "    -> eu: orders in eu-west-1",
+        "    -> ap: orders in ap-southeast-2 (created when absent)",
+        "    -> us-west: orders-copy in http://127.0.0.1:8001",
+    ]
+
+
+def test_check_of_a_bad_file_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = written(tmp_path, TWO_INTO_ONE.replace('name = "customers-eu"', 'name = "orders-eu"'))
+    assert main(["check", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"replicator: error: --config {path}: path[1] destination 'orders-eu': the name is "
+        "used twice; each destination needs its own\n")
+
+
+def test_check_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_the_readmes_topology_file_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Topology files", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    topology = load(written(tmp_path, block))
+    assert [destination.name for _, destination in topology.destinations()] == ["eu", "ap"]
