@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         description="AWS profile whose credentials write the destination table, for "
         "another account (default: the standard credential chain).",
     )
+    destination_create: bool = Field(
+        False,
+        description="Create the destination table when it does not exist, like the source: "
+        "its keys, secondary indexes, billing mode and time to live (no stream).",
+    )
 
     # -- checkpoint table ------------------------------------------------------
     task_name: str | None = Field(
@@ -337,7 +342,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "source": ("source_table", "source_region", "source_endpoint", "source_streams_endpoint",
                "source_profile", "initial_position", "on_trimmed_data"),
     "destination": ("destination_table", "destination_region", "destination_endpoint",
-                    "destination_profile"),
+                    "destination_profile", "destination_create"),
     "checkpoint table": ("task_name", "worker_id", "checkpoint_region", "checkpoint_endpoint",
                          "checkpoint_profile"),
     "bootstrap copy": ("bootstrap", "copy_segments", "copy_concurrency", "copy_writers",

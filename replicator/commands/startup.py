@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
+
 from replicator.aws.lease_store import DynamoLeaseStore
+from replicator.aws.schema import create_like, missing_indexes, time_to_live_attribute
 from replicator.aws.streams import DynamoStreamReader
 from replicator.aws.table import describe_table
 from replicator.backoff import Backoff
@@ -34,6 +37,8 @@ STARTUP_BACKOFF = Backoff(base=0.05, cap=1.0)
 
 if TYPE_CHECKING:
     from replicator.aws.clients import DynamoDBClient
+
+log = structlog.get_logger("replicator.startup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +144,19 @@ async def check(
         endpoint=settings.destination_endpoint, region=settings.destination_region, clock=clock,
     )
     source_keys = _key_schema(source_table)
+    if destination_table is None and settings.destination_create:
+        destination_table = await _create_destination(settings, source, destination,
+                                                      source_table, clock=clock)
+    elif destination_table is not None:
+        for name in missing_indexes(source_table, destination_table):
+            log.warning("the destination lacks an index of the source", index=name,
+                        destination_table=settings.destination_table)
     if destination_table is None:
         raise StartupCheckError(
             f"destination table {settings.destination_table} does not exist in region "
             f"{settings.destination_region}: create it with the source's key schema "
-            f"({_describe_schema(source_keys)}) or fix REPLICATOR_DESTINATION_TABLE"
+            f"({_describe_schema(source_keys)}), set REPLICATOR_DESTINATION_CREATE=true to "
+            "have it created, or fix REPLICATOR_DESTINATION_TABLE"
         )
     destination_keys = _key_schema(destination_table)
     if destination_keys != source_keys:
@@ -160,3 +173,28 @@ async def check(
         endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region, clock=clock,
     )
     return Prepared(stream_arn=stream_arn, view_type=view_type, source_table=source_table)
+
+
+async def _create_destination(
+    settings: Settings, source: DynamoDBClient, destination: DynamoDBClient,
+    source_table: dict[str, Any], *, clock: Clock,
+) -> dict[str, Any]:
+    """The destination table, created like the source (``REPLICATOR_DESTINATION_CREATE``)."""
+    timeout = settings.call_timeout
+    time_to_live = await call_checked(
+        lambda: time_to_live_attribute(source, settings.source_table, call_timeout=timeout),
+        what=f"the time to live of source table {settings.source_table}",
+        setting="REPLICATOR_SOURCE_ENDPOINT", endpoint=settings.source_endpoint,
+        region=settings.source_region, clock=clock,
+    )
+    log.info("creating the destination table like the source",
+             destination_table=settings.destination_table, time_to_live=time_to_live)
+    created = await call_checked(
+        lambda: create_like(destination, source_table, settings.destination_table,
+                            time_to_live=time_to_live, call_timeout=timeout, clock=clock),
+        what=f"destination table {settings.destination_table}",
+        setting="REPLICATOR_DESTINATION_ENDPOINT", endpoint=settings.destination_endpoint,
+        region=settings.destination_region, clock=clock,
+    )
+    log.info("destination table created", destination_table=settings.destination_table)
+    return created

@@ -559,7 +559,8 @@ def test_service_rolls_out_new_tasks_before_stopping_old_ones() -> None:
 
 # -- IAM -----------------------------------------------------------------------------------
 
-POLICIES = ("iam-policy.json", "iam-policy-operator.json")
+POLICIES = ("iam-policy.json", "iam-policy-operator.json",
+            "iam-policy-create-destination.json")
 
 
 def operations(service: str) -> set[str]:
