@@ -67,6 +67,12 @@ def client_config(*, call_timeout: float, max_connections: int = 10) -> AioConfi
     )
 
 
+def known_profiles() -> set[str]:
+    """The profiles of the AWS config and credentials files (AWS_CONFIG_FILE and
+    AWS_SHARED_CREDENTIALS_FILE are followed)."""
+    return set(AioSession().available_profiles)
+
+
 def session_for(endpoint: Endpoint) -> aioboto3.Session:
     """An aioboto3 session with the endpoint's profile (None: the standard chain).
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from replicator.aws.clients import known_profiles
+from replicator.errors import ConfigError
 from replicator.ops.status import write_out
-from replicator.topology import Source, load
+from replicator.topology import Source, Topology, load
 
 
 def run_check(config: str) -> int:
     """Print the topology's paths; ``ConfigError`` (exit 2) when the file is not valid."""
-    topology = load(config, setting="--config")
+    topology = load(config)
+    _check_profiles(config, topology)
     pairs = topology.destinations()
     lines = [f"task {topology.task}: {len(topology.path)} source table"
              f"{'s' if len(topology.path) != 1 else ''}, {len(pairs)} destination"
@@ -25,3 +28,17 @@ def run_check(config: str) -> int:
 
 def _where(source: Source) -> str:
     return f"{source.table} in {source.endpoint or source.region}"
+
+
+def _check_profiles(config: str, topology: Topology) -> None:
+    """Every profile the topology names is in the AWS config files."""
+    known = known_profiles()
+    problems = []
+    for index, path in enumerate(topology.path):
+        named = [(f"path[{index}].source", path.source.profile)] + [
+            (f"path[{index}] destination {d.name!r}", d.profile) for d in path.destination]
+        problems += [f"{where}: AWS profile {profile!r} is not in the AWS config files "
+                     "(~/.aws/config, or AWS_CONFIG_FILE): add it, or name another"
+                     for where, profile in named if profile is not None and profile not in known]
+    if problems:
+        raise ConfigError(f"--config {config}: " + "; ".join(problems))

@@ -191,6 +191,17 @@ def test_two_paths_reading_one_source_are_refused(tmp_path: Path) -> None:
 # -- replicator check ------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def aws_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS config files that hold one profile, ``west``."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile west]\nregion = us-west-2\n")
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+
+
 def test_check_prints_the_paths_of_a_valid_file_and_exits_0(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -228,3 +239,14 @@ def test_the_readmes_topology_file_is_valid(tmp_path: Path) -> None:
     block = section.split("```toml\n", 1)[1].split("```", 1)[0]
     topology = load(written(tmp_path, block))
     assert [destination.name for _, destination in topology.destinations()] == ["eu", "ap"]
+
+
+def test_check_refuses_a_profile_the_aws_config_files_do_not_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = written(tmp_path, ONE_INTO_THREE.replace('profile = "west"', 'profile = "east"'))
+    assert main(["check", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"replicator: error: --config {path}: path[0] destination 'us-west': AWS profile "
+        "'east' is not in the AWS config files (~/.aws/config, or AWS_CONFIG_FILE): add "
+        "it, or name another\n")
