@@ -228,7 +228,8 @@ MISTAKES = {
     ),
     "destination-table-unknown": Mistake(
         f"destination table {DESTINATION_TABLE} does not exist in region eu-west-1: create it "
-        "with the source's key schema (pk HASH S, sk RANGE N) or fix "
+        "with the source's key schema (pk HASH S, sk RANGE N), set "
+        "REPLICATOR_DESTINATION_CREATE=true to have it created, or fix "
         "REPLICATOR_DESTINATION_TABLE",
         arrange=source_only,
     ),
