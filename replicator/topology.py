@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -60,6 +60,14 @@ class Destination(_Strict):
         return (self.endpoint or self.region, self.table)
 
 
+class CheckpointTable(_Strict):
+    """Where the task's checkpoint table is (default: by the first path's source)."""
+
+    region: str | None = None
+    endpoint: Endpoint = None
+    profile: str | None = None
+
+
 class ReplicationPath(_Strict):
     """One source table and the destinations its stream is applied to."""
 
@@ -72,6 +80,7 @@ class Topology(_Strict):
     namespace of the whole topology."""
 
     task: TableName
+    checkpoint: CheckpointTable = CheckpointTable()
     path: list[ReplicationPath] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -114,6 +123,27 @@ class Topology(_Strict):
     def destinations(self) -> list[tuple[Source, Destination]]:
         return [(path.source, destination)
                 for path in self.path for destination in path.destination]
+
+    def settings_for(self, source: Source, destination: Destination,
+                     **tuning: Any) -> Settings:
+        """The single-path settings of one source and destination of the topology, under
+        its task, with its checkpoint table (``tuning``: the other settings)."""
+        first = self.path[0].source
+        checkpoint = self.checkpoint
+        return Settings(
+            source_table=source.table, source_region=source.region,
+            source_endpoint=source.endpoint, source_streams_endpoint=source.streams_endpoint,
+            source_profile=source.profile,
+            destination_table=destination.table, destination_region=destination.region,
+            destination_endpoint=destination.endpoint,
+            destination_profile=destination.profile, destination_create=destination.create,
+            task_name=self.task,
+            checkpoint_region=checkpoint.region or first.region,
+            checkpoint_endpoint=checkpoint.endpoint or (
+                first.endpoint if checkpoint.region is None else None),
+            checkpoint_profile=checkpoint.profile or first.profile,
+            **tuning,
+        )
 
     def named(self, name: str) -> tuple[Source, Destination]:
         """The destination called ``name``, and its source; ConfigError if none is."""
@@ -194,6 +224,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 _MODELS: dict[str, type[BaseModel]] = {
     "": Topology, "path": ReplicationPath, "source": Source, "destination": Destination,
+    "checkpoint": CheckpointTable,
 }
 
 

@@ -82,9 +82,10 @@ def _run(command: str, args: Sequence[str]) -> int:
         return run_async(run_demo(seconds=namespace.seconds, rate=namespace.rate,
                                   keys=namespace.keys))
     if command == "check":
+        configure_logging("warning", "auto", stream=sys.stderr)
         from replicator.commands.check import run_check
 
-        return run_check(namespace.config)
+        return run_async(run_check(namespace.config))
     settings = settings_from(namespace)
     if command == "verify":
         configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)

@@ -67,10 +67,12 @@ COMMANDS: dict[str, Command] = {
         f"{PROG} status [--json] [SETTINGS]",
     ),
     "check": Command(
-        "validate a topology file (--config FILE) and show its paths",
+        "check a topology file (--config FILE) and every table it names",
         "Read a topology file (TOML: the task, and each source table with its "
-        "destinations), check every key and rule of it, and print its paths. Exit 0 when "
-        "it is valid, 2 with a one-line error naming each problem otherwise.",
+        "destinations), check every key and rule of it, then every table it names (the "
+        "sources' streams, the destinations' key schemas, the checkpoint table), without "
+        "creating or writing anything, and print its paths. Exit 0 when all is well, 2 "
+        "with a one-line error naming the problem otherwise.",
         f"{PROG} check --config FILE",
     ),
     "demo": Command(

@@ -104,6 +104,23 @@ async def check(
     store: DynamoLeaseStore,
     clock: Clock,
 ) -> Prepared:
+    """Every check before anything is read; the checkpoint table (and, when so set, the
+    destination table) is created here if absent."""
+    prepared = await check_source(settings, source=source, streams=streams, clock=clock)
+    await check_destination(settings, source=source, destination=destination,
+                            source_table=prepared.source_table, create=True, clock=clock)
+    await call_checked(
+        store.ensure_table,
+        what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
+        endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region, clock=clock,
+    )
+    return prepared
+
+
+async def check_source(
+    settings: Settings, *, source: DynamoDBClient, streams: DynamoStreamReader, clock: Clock,
+) -> Prepared:
+    """The source table exists, and has a stream whose records carry the new image."""
     timeout = settings.call_timeout
     source_table = await call_checked(
         lambda: describe_table(source, settings.source_table, call_timeout=timeout),
@@ -136,7 +153,17 @@ async def check(
             "which does not carry the new image of an item: disable the stream and enable it "
             "again with StreamViewType NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
         )
+    return Prepared(stream_arn=stream_arn, view_type=view_type, source_table=source_table)
 
+
+async def check_destination(
+    settings: Settings, *, source: DynamoDBClient, destination: DynamoDBClient,
+    source_table: dict[str, Any], create: bool, clock: Clock,
+) -> dict[str, Any] | None:
+    """The destination table exists with the source's key schema; with
+    ``REPLICATOR_DESTINATION_CREATE`` and ``create``, a missing one is created like the
+    source. None: missing, and to be created on the first start (``create`` False)."""
+    timeout = settings.call_timeout
     destination_table = await call_checked(
         lambda: describe_table(destination, settings.destination_table, call_timeout=timeout),
         what=f"destination table {settings.destination_table}",
@@ -145,6 +172,8 @@ async def check(
     )
     source_keys = _key_schema(source_table)
     if destination_table is None and settings.destination_create:
+        if not create:
+            return None
         destination_table = await _create_destination(settings, source, destination,
                                                       source_table, clock=clock)
     elif destination_table is not None:
@@ -166,13 +195,7 @@ async def check(
             f"has ({_describe_schema(source_keys)}): create the destination with the same key "
             "attributes, key types and attribute types"
         )
-
-    await call_checked(
-        store.ensure_table,
-        what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
-        endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region, clock=clock,
-    )
-    return Prepared(stream_arn=stream_arn, view_type=view_type, source_table=source_table)
+    return destination_table
 
 
 async def _create_destination(

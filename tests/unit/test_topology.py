@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from replicator.cli import main
 from replicator.config import Settings
 from replicator.errors import ConfigError
+from replicator.logs import configure_logging
 from replicator.topology import load, single_path
 
 ONE_INTO_THREE = """
@@ -122,7 +124,8 @@ def test_an_unknown_key_names_the_closest_real_one(tmp_path: Path) -> None:
 
 
 def test_an_unknown_top_level_key_lists_the_known_ones(tmp_path: Path) -> None:
-    assert refused(tmp_path, 'zzz = 1\n' + TWO_INTO_ONE) == "zzz: unknown key (known: task, path)"
+    assert refused(tmp_path, 'zzz = 1\n' + TWO_INTO_ONE) == (
+        "zzz: unknown key (known: task, checkpoint, path)")
 
 
 def test_a_path_without_destinations(tmp_path: Path) -> None:
@@ -192,28 +195,17 @@ def test_two_paths_reading_one_source_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture(autouse=True)
-def aws_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """AWS config files that hold one profile, ``west``."""
+def aws_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AWS config files that hold one profile, ``west``; the logging that ``main`` sets
+    up is put back afterwards."""
     config = tmp_path / "aws-config"
     config.write_text("[profile west]\nregion = us-west-2\n")
     credentials = tmp_path / "aws-credentials"
     credentials.write_text("")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
-
-
-def test_check_prints_the_paths_of_a_valid_file_and_exits_0(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
-) -> None:
-    path = written(tmp_path, ONE_INTO_THREE)
-    assert main(["check", "--config", str(path)]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        "task orders-replication: 1 source table, 3 destinations",
-        "  orders in us-east-1",
-        "    -> eu: orders in eu-west-1",
-        "    -> ap: orders in ap-southeast-2 (created when absent)",
-        "    -> us-west: orders-copy in http://127.0.0.1:8001",
-    ]
+    yield
+    configure_logging("warning", "json")
 
 
 def test_check_of_a_bad_file_exits_2_with_one_line(
@@ -250,3 +242,18 @@ def test_check_refuses_a_profile_the_aws_config_files_do_not_hold(
         f"replicator: error: --config {path}: path[0] destination 'us-west': AWS profile "
         "'east' is not in the AWS config files (~/.aws/config, or AWS_CONFIG_FILE): add "
         "it, or name another\n")
+
+
+def test_each_path_has_single_path_settings_under_the_topologys_task(tmp_path: Path) -> None:
+    topology = load(written(tmp_path, TWO_INTO_ONE))
+    (orders, to_eu), (customers, customers_eu) = topology.destinations()
+    settings = topology.settings_for(customers, customers_eu, writers=3)
+    assert (settings.source_table, settings.destination_table) == ("customers", "customers")
+    assert (settings.task_name, settings.writers) == ("two-tables", 3)
+    # The checkpoint table is by the first path's source, for every path.
+    assert settings.checkpoint_region == "us-east-1"
+    placed = load(written(tmp_path, TWO_INTO_ONE.replace(
+        'task = "two-tables"\n',
+        'task = "two-tables"\ncheckpoint = { region = "eu-west-1" }\n')))
+    assert placed.settings_for(orders, to_eu).checkpoint_region == "eu-west-1"
+    assert placed.settings_for(orders, to_eu).checkpoint_endpoint is None
