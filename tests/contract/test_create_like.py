@@ -59,19 +59,28 @@ def shape(description: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def source_table(clients: Clients | None, *, expires: str | None = None,
+                       ) -> tuple[Any, str, dict[str, Any]]:
+    """A new indexed source table (with its time to live on ``expires``): its server's
+    client, its name and its description."""
+    assert clients is not None
+    client = clients.dynamodb
+    name = fresh_name("like-source")
+    await client.create_table(**indexed(name))
+    if expires is not None:
+        await client.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": expires})
+    description = await describe_table(client, name, call_timeout=10)
+    assert description is not None
+    return client, name, description
+
+
 @on_backends(fake=NO_TABLES)
 async def test_a_table_made_like_its_source_has_its_keys_indexes_billing_and_ttl(
     clients: Clients | None,
 ) -> None:
-    assert clients is not None
-    client = clients.dynamodb
-    source_name, copy_name = fresh_name("like-source"), fresh_name("like-copy")
-    await client.create_table(**indexed(source_name))
-    await client.update_time_to_live(
-        TableName=source_name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
-    source = await describe_table(client, source_name, call_timeout=10)
-    assert source is not None
+    client, source_name, source = await source_table(clients, expires="expires")
+    copy_name = fresh_name("like-copy")
     ttl = await time_to_live_attribute(client, source_name, call_timeout=10)
     assert ttl == "expires"
 
@@ -88,12 +97,8 @@ async def test_a_table_made_like_its_source_has_its_keys_indexes_billing_and_ttl
 async def test_a_table_made_again_by_another_worker_is_taken_as_it_is(
     clients: Clients | None,
 ) -> None:
-    assert clients is not None
-    client = clients.dynamodb
-    source_name, copy_name = fresh_name("like-source"), fresh_name("like-copy")
-    await client.create_table(**indexed(source_name))
-    source = await describe_table(client, source_name, call_timeout=10)
-    assert source is not None
+    client, _, source = await source_table(clients)
+    copy_name = fresh_name("like-copy")
     first = await create_like(client, source, copy_name, time_to_live=None, call_timeout=10,
                               clock=SYSTEM_CLOCK)
     again = await create_like(client, source, copy_name, time_to_live=None, call_timeout=10,
