@@ -79,12 +79,15 @@ class Replicator:
         self._probed: tuple[float, dict[str, str]] | None = None
         self._probe_lock = asyncio.Lock()
         self._stop_requested_at: float | None = None
+        self._heartbeat: Heartbeat | None = None
         #: Set when the shutdown deadline cut the work short.
         self.deadline_reached = False
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
         self.stats.changed.notify()
+        if self._heartbeat is not None:
+            self._heartbeat.changed()  # status shows the new phase at once
 
     def stop(self) -> None:
         """Begin a graceful shutdown: stop reading, drain, checkpoint, release, all
@@ -206,7 +209,7 @@ class Replicator:
                 leases_held=lambda: self.live_gauges().leases_held, clock=self.clock,
             )
             background.append(group.create_task(self.publisher.run(), name="cloudwatch"))
-        heartbeat = Heartbeat(
+        heartbeat = self._heartbeat = Heartbeat(
             store, worker_id=str(settings.worker_id), host=socket.gethostname(),
             pid=os.getpid(), interval=settings.lease_renew_interval, clock=self.clock,
             state=self._worker_state,

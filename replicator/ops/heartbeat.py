@@ -10,6 +10,7 @@ worker writes it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Protocol
 
 import structlog
 
-from replicator.clock import Clock
+from replicator.clock import Clock, wait_event
 from replicator.errors import ReplicatorError
 from replicator.lease import WorkerRow
 
@@ -42,7 +43,8 @@ class WorkerState:
 
 
 class Heartbeat:
-    """Writes this worker's row every ``interval`` seconds until cancelled."""
+    """Writes this worker's row every ``interval`` seconds until cancelled, and at once
+    when ``changed`` says the worker's state changed (its phase)."""
 
     def __init__(self, registry: WorkerRegistry, *, worker_id: str, host: str, pid: int,
                  interval: float, clock: Clock, state: Callable[[], WorkerState],
@@ -56,7 +58,12 @@ class Heartbeat:
         self._state = state
         self._wall = wall
         self._started_at = wall()
+        self._changed = asyncio.Event()
         self.beats = 0
+
+    def changed(self) -> None:
+        """Write the row again now: the worker's phase changed."""
+        self._changed.set()
 
     def row(self) -> WorkerRow:
         state = self._state()
@@ -73,8 +80,9 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
+            self._changed.clear()
             await self.beat()
-            await self._clock.sleep(self._interval)
+            await wait_event(self._clock, self._changed, self._interval)
 
     async def leave(self) -> None:
         """Delete this worker's row (a stopping worker is no longer part of the task)."""

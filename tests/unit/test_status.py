@@ -124,3 +124,25 @@ async def test_a_worker_beats_every_interval_survives_a_failed_beat_and_leaves(
     assert row.heartbeat_at > row.started_at
     await heartbeat.leave()
     assert registry.rows == {}
+
+
+@pytest.mark.timeout(10)
+async def test_a_changed_phase_is_written_at_once_not_at_the_next_beat(clock: Any) -> None:
+    registry = Registry()
+    state = WorkerState("starting", 0, None)
+    heartbeat = Heartbeat(registry, worker_id="w1", host="host", pid=7, interval=60.0,
+                          clock=clock, state=lambda: state)
+    task = asyncio.create_task(heartbeat.run())
+    await clock.sleep(0.1)
+    assert (registry.puts, registry.rows["w1"].phase) == (1, "starting")
+    started = clock.monotonic()
+    state = WorkerState("replicating", 1, None)
+    heartbeat.changed()
+    await clock.sleep(0.1)
+    assert (registry.puts, registry.rows["w1"].phase) == (2, "replicating")
+    assert clock.monotonic() - started < 1.0  # not the 60 s interval
+    await clock.sleep(30.0)
+    assert registry.puts == 2  # no beat between: the interval starts again
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
