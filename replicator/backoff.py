@@ -6,7 +6,7 @@ import functools
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -27,6 +27,13 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt, 30))))
+
+
+class Retried(Protocol):
+    """A call (on the checkpoint table, the stream) retried while retriable: ``retry_forever``
+    with its backoff, clock and counting already chosen."""
+
+    async def __call__(self, call: Callable[[], Awaitable[T]], what: str) -> T: ...
 
 
 async def retry_forever(

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from replicator.backoff import Backoff, retry_forever
+from replicator.backoff import Backoff, Retried, retry_forever
 from replicator.clock import Clock, wait_event
-from replicator.copy.positions import Retried
 from replicator.errors import StartupCheckError
 from replicator.lease import Lease
 from replicator.protocols import LeaseStore

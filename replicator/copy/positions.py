@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import structlog
 
-from replicator.backoff import Backoff, retry_forever
+from replicator.backoff import Backoff, Retried, retry_forever
 from replicator.checkpoint import AT_PREFIX, Sentinel, since
 from replicator.clock import Clock
 from replicator.errors import ConditionFailedError, ExpiredIteratorError, ReplicatorError
@@ -23,12 +23,6 @@ from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")
 T = TypeVar("T")
-
-
-class Retried(Protocol):
-    """A call on the checkpoint table or the stream, retried while retriable."""
-
-    async def __call__(self, call: Callable[[], Awaitable[T]], what: str) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
