@@ -10,6 +10,7 @@ that may ever be written as a checkpoint.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 
 class Sentinel(enum.StrEnum):
@@ -62,3 +63,27 @@ def before_reading(checkpoint: str) -> bool:
     return is_sentinel(checkpoint) or is_copy_start(checkpoint)
 
 
+
+
+def position_order(checkpoint: str) -> tuple[int, int, int]:
+    """Where in a shard a checkpoint leaves its reader, as a sortable value: the start
+    (TRIM_HORIZON, then ``SINCE:`` by its second), a record (``AT:s`` just before the
+    sequence number ``s``), the head (LATEST), the end (SHARD_END)."""
+    if checkpoint == Sentinel.TRIM_HORIZON:
+        return (0, 0, 0)
+    since_second = since_time(checkpoint)
+    if since_second is not None:
+        return (1, int(since_second), 0)
+    if checkpoint == Sentinel.LATEST:
+        return (3, 0, 0)
+    if checkpoint == Sentinel.SHARD_END:
+        return (4, 0, 0)
+    at = at_sequence(checkpoint)
+    if at is not None:
+        return (2, int(at), 0)
+    return (2, int(checkpoint), 1)
+
+
+def least(checkpoints: Iterable[str]) -> str:
+    """The checkpoint furthest back: where a shard read for several destinations resumes."""
+    return min(checkpoints, key=position_order)

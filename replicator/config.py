@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    # -- topology --------------------------------------------------------------
+    config: str | None = Field(
+        None,
+        description="A topology file (TOML): the task's source tables, each with its "
+        "destinations. The source, destination and checkpoint-table settings are then "
+        "left unset.",
+    )
+
     # -- source ----------------------------------------------------------------
     source_table: str = Field(min_length=3, max_length=255, description="Source table name.")
     source_region: str | None = Field(
@@ -198,6 +206,11 @@ class Settings(BaseSettings):
     )
     checkpoint_interval: Seconds = Field(
         5.0, description="Seconds between checkpoint writes of a shard."
+    )
+    detach_after: Seconds = Field(
+        1.0, description="Seconds a shard's reader waits for a destination that cannot take "
+        "a record before it reads on for the others; the destination then catches up "
+        "from its own checkpoint.",
     )
     coordinator_interval: Seconds = Field(
         1.0,
@@ -339,6 +352,7 @@ def flag_name(field: str) -> str:
 
 #: The settings by subject: the sections of ``--help``, README.md and .env.example.
 GROUPS: dict[str, tuple[str, ...]] = {
+    "topology": ("config",),
     "source": ("source_table", "source_region", "source_endpoint", "source_streams_endpoint",
                "source_profile", "initial_position", "on_trimmed_data"),
     "destination": ("destination_table", "destination_region", "destination_endpoint",
@@ -348,7 +362,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "bootstrap copy": ("bootstrap", "copy_segments", "copy_concurrency", "copy_writers",
                        "copy_max_rcu", "copy_max_wcu"),
     "tuning": ("writers", "queue_size", "get_records_limit", "idle_interval",
-               "checkpoint_interval", "coordinator_interval", "shard_sync_interval",
+               "checkpoint_interval", "detach_after", "coordinator_interval", "shard_sync_interval",
                "lease_duration", "lease_renew_interval", "call_timeout", "shutdown_timeout"),
     "metrics and CloudWatch": ("metrics_port", "metrics_host", "cloudwatch",
                                "cloudwatch_region", "cloudwatch_endpoint",

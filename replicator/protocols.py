@@ -7,6 +7,7 @@ unit tests wire in in-memory fakes. Every method raises only
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from replicator.lease import Lease
@@ -92,9 +93,11 @@ class LeaseStore(Protocol):
         ...
 
     async def update_lease(
-        self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None
+        self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None,
+        checkpoints: Mapping[str, str] | None = None,
     ) -> Lease:
-        """Set the owner (None releases), bump the counter, optionally move the checkpoint."""
+        """Set the owner (None releases), bump the counter, optionally move the checkpoint
+        (and replace the destinations' checkpoints)."""
         ...
 
     async def delete_lease(self, lease: Lease) -> None: ...

@@ -7,7 +7,7 @@ import enum
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 #: A DynamoDB item or key in the low-level wire format: {"pk": {"S": "a"}, ...}.
 Item = dict[str, dict[str, Any]]
@@ -47,10 +47,14 @@ class StreamRecord:
     size_bytes: int
     #: ApproximateCreationDateTime as epoch seconds (rounded down to the second by AWS).
     created_at: float
+    #: The record's eventID, unique to it (its sequence number when it has none).
+    event_id: str = ""
     key: KeyId = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = key_id(self.keys)
+        if not self.event_id:
+            self.event_id = self.sequence_number
 
     @classmethod
     def from_wire(cls, shard_id: str, raw: dict[str, Any]) -> StreamRecord:
@@ -72,6 +76,7 @@ class StreamRecord:
             new_image=new_image if event_name is not EventName.REMOVE else None,
             size_bytes=int(body.get("SizeBytes", 0)),
             created_at=created_at,
+            event_id=str(raw.get("eventID") or ""),
         )
 
     def write_request(self) -> dict[str, Any]:
@@ -85,6 +90,15 @@ class StreamRecord:
             f"<StreamRecord {self.event_name} shard={self.shard_id} "
             f"seq={self.sequence_number}>"
         )
+
+
+class LaneKey(NamedTuple):
+    """One destination of one shard: a source table's shard (shard ids repeat across
+    streams, so a shard is named with its source) and a destination's name."""
+
+    source: str
+    shard_id: str
+    destination: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from replicator.errors import ReplicatorError, ThrottledError
 
 if TYPE_CHECKING:
-    from replicator.records import StreamRecord
+    from replicator.records import LaneKey, StreamRecord
 
 
 class Unapplied(Protocol):
@@ -139,17 +139,24 @@ class Stats:
         #: Errors by kind (the exception's class): retried ones and the one that stopped.
         self.errors: Counter[str] = Counter()
         self.copy_items_written = 0
+        #: Times a shard's reader went on without a destination that fell behind.
+        self.lanes_detached = 0
+        #: Records applied, by (source table, destination name).
+        self.applied_by_destination: Counter[tuple[str, str]] = Counter()
         self.get_records_seconds = Histogram(GET_RECORDS_SECONDS)
         self.batch_sizes = Histogram(BATCH_SIZES)
         #: From the source write (the record's creation time) to the destination write.
         self.apply_seconds = Histogram(APPLY_SECONDS)
-        #: Open shards' trackers and readers, by shard id, for the lag figures.
-        self.trackers: dict[str, Unapplied] = {}
-        self.readings: dict[str, ShardReading] = {}
+        #: Open shards' lanes and readers, by (source, shard id, destination), for the
+        #: lag figures.
+        self.trackers: dict[LaneKey, Unapplied] = {}
+        self.readings: dict[LaneKey, ShardReading] = {}
 
-    def record_applied(self, record: StreamRecord) -> None:
+    def record_applied(self, record: StreamRecord, path: tuple[str, str] = ("", "")) -> None:
+        """One record applied to the destination ``path`` (source table, destination)."""
         self.records_applied[record.event_name.value] += 1
         self.bytes_applied += record.size_bytes
+        self.applied_by_destination[path] += 1
 
     def count_retry(self, error: ReplicatorError) -> None:
         operation = getattr(error, "operation", "") or "unknown"
@@ -165,14 +172,22 @@ class Stats:
     def applied_total(self) -> int:
         return sum(self.records_applied.values())
 
-    def shard_lags(self, now: float | None = None) -> dict[str, float]:
-        """``shard_lag`` of every open shard, by shard id."""
+    def shard_lags(self, now: float | None = None) -> dict[LaneKey, float]:
+        """``shard_lag`` of every open shard, for each of its destinations."""
         now = time.time() if now is None else now
         return {
-            shard_id: shard_lag(now, tracker.oldest_unapplied_created_at(),
-                                self.readings.get(shard_id) or ShardReading())
-            for shard_id, tracker in list(self.trackers.items())
+            key: shard_lag(now, tracker.oldest_unapplied_created_at(),
+                           self.readings.get(key) or ShardReading())
+            for key, tracker in list(self.trackers.items())
         }
+
+    def destination_lags(self, now: float | None = None) -> dict[tuple[str, str], float]:
+        """The replication lag of each (source table, destination): its shards' largest."""
+        lags: dict[tuple[str, str], float] = {}
+        for key, seconds in self.shard_lags(now).items():
+            path = (key.source, key.destination)
+            lags[path] = max(seconds, lags.get(path, 0.0))
+        return lags
 
     def lag_seconds(self, now: float | None = None) -> float:
         """The replication lag: the largest of the open shards' (zero with none)."""

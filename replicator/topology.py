@@ -128,22 +128,35 @@ class Topology(_Strict):
                      **tuning: Any) -> Settings:
         """The single-path settings of one source and destination of the topology, under
         its task, with its checkpoint table (``tuning``: the other settings)."""
+        return Settings(**self.path_values(source, destination), **tuning)
+
+    def path_values(self, source: Source, destination: Destination) -> dict[str, Any]:
+        """The path settings (source, destination, task, checkpoint table) of one source
+        and destination of the topology."""
         first = self.path[0].source
         checkpoint = self.checkpoint
-        return Settings(
-            source_table=source.table, source_region=source.region,
-            source_endpoint=source.endpoint, source_streams_endpoint=source.streams_endpoint,
-            source_profile=source.profile,
-            destination_table=destination.table, destination_region=destination.region,
-            destination_endpoint=destination.endpoint,
-            destination_profile=destination.profile, destination_create=destination.create,
-            task_name=self.task,
-            checkpoint_region=checkpoint.region or first.region,
-            checkpoint_endpoint=checkpoint.endpoint or (
+        return {
+            "source_table": source.table, "source_region": source.region,
+            "source_endpoint": source.endpoint,
+            "source_streams_endpoint": source.streams_endpoint or source.endpoint,
+            "source_profile": source.profile,
+            "destination_table": destination.table, "destination_region": destination.region,
+            "destination_endpoint": destination.endpoint,
+            "destination_profile": destination.profile,
+            "destination_create": destination.create,
+            "task_name": self.task,
+            "checkpoint_region": checkpoint.region or first.region,
+            "checkpoint_endpoint": checkpoint.endpoint or (
                 first.endpoint if checkpoint.region is None else None),
-            checkpoint_profile=checkpoint.profile or first.profile,
-            **tuning,
-        )
+            "checkpoint_profile": checkpoint.profile or first.profile,
+        }
+
+    def for_path(self, base: Settings, source: Source, destination: Destination) -> Settings:
+        """``base`` (the settings the service runs with, under this topology's task and
+        checkpoint table) for one source and destination of the topology."""
+        values = self.path_values(source, destination)
+        return base.model_copy(update={name: value for name, value in values.items()
+                                       if name.startswith(("source_", "destination_"))})
 
     def named(self, name: str) -> tuple[Source, Destination]:
         """The destination called ``name``, and its source; ConfigError if none is."""
@@ -153,6 +166,10 @@ class Topology(_Strict):
         known = [destination.name for _, destination in self.destinations()]
         raise ConfigError(f"--destination {name}: no destination of that name in the "
                           f"topology ({', '.join(known)})")
+
+
+#: The name of the one destination of the single-path settings.
+SINGLE_DESTINATION = "destination"
 
 
 def single_path(settings: Settings) -> Topology:
@@ -168,10 +185,11 @@ def single_path(settings: Settings) -> Topology:
                       endpoint=settings.source_endpoint,
                       streams_endpoint=settings.source_streams_endpoint,
                       profile=settings.source_profile),
-        destination=[Destination(name="destination", table=settings.destination_table,
+        destination=[Destination(name=SINGLE_DESTINATION, table=settings.destination_table,
                                  region=settings.destination_region,
                                  endpoint=settings.destination_endpoint,
-                                 profile=settings.destination_profile)],
+                                 profile=settings.destination_profile,
+                                 create=settings.destination_create)],
     )])
 
 

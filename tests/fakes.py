@@ -24,7 +24,7 @@ import random
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -715,7 +715,8 @@ class FakeLeaseStore:
         return True
 
     async def update_lease(self, lease: Lease, *, new_owner: str | None,
-                           checkpoint: str | None = None) -> Lease:
+                           checkpoint: str | None = None,
+                           checkpoints: Mapping[str, str] | None = None) -> Lease:
         await self._enter("UpdateItem", lease.shard_id)
         key = (lease.stream_arn, lease.shard_id)
         row = self.rows.get(key)
@@ -726,12 +727,15 @@ class FakeLeaseStore:
             owner=new_owner,
             counter=lease.counter + 1,
             checkpoint=checkpoint if checkpoint is not None else row.checkpoint,
+            checkpoints=(tuple(sorted(checkpoints.items())) if checkpoints is not None
+                         else row.checkpoints),
         )
         if new_owner != lease.owner:
             self.owner_switches[key] += 1
         await self._written("UpdateItem", self.rows[key])
         # What DynamoLeaseStore returns: built from the lease passed in, not the row.
-        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint)
+        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint,
+                                  checkpoints=checkpoints)
 
     async def delete_lease(self, lease: Lease) -> None:
         await self._enter("DeleteItem", lease.shard_id)

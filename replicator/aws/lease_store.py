@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -12,7 +13,6 @@ from replicator.aws.table import describe_table
 from replicator.lease import WORKERS_KEY, Lease, WorkerRow
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import (
@@ -121,6 +121,7 @@ class DynamoLeaseStore:
                     "owner": lease.owner,
                     "lease_counter": lease.counter,
                     "checkpoint": lease.checkpoint,
+                    "checkpoints": dict(lease.checkpoints),
                     "owner_switches": int(item.get("owner_switches", {}).get("N", 0)),
                     "updated_at": item.get("updated_at", {}).get("S"),
                 })
@@ -142,7 +143,8 @@ class DynamoLeaseStore:
         return True
 
     async def update_lease(
-        self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None
+        self, lease: Lease, *, new_owner: str | None, checkpoint: str | None = None,
+        checkpoints: Mapping[str, str] | None = None,
     ) -> Lease:
         names = {"#c": "lease_counter", "#o": "lease_owner", "#u": "updated_at"}
         values: dict[str, AttributeValueTypeDef] = {
@@ -166,6 +168,11 @@ class DynamoLeaseStore:
             names["#cp"] = "checkpoint"
             sets.append("#cp = :checkpoint")
             values[":checkpoint"] = {"S": checkpoint}
+        if checkpoints is not None:
+            names["#cps"] = "checkpoints"
+            sets.append("#cps = :checkpoints")
+            values[":checkpoints"] = {"M": {name: {"S": value}
+                                            for name, value in checkpoints.items()}}
         if new_owner != lease.owner:
             names["#sw"] = "owner_switches"
             sets.append("#sw = if_not_exists(#sw, :zero) + :one")
@@ -183,7 +190,8 @@ class DynamoLeaseStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint)
+        return lease.after_update(new_owner=new_owner, checkpoint=checkpoint,
+                                  checkpoints=checkpoints)
 
     async def delete_lease(self, lease: Lease) -> None:
         async with map_errors("DeleteItem", self._timeout):
@@ -262,6 +270,8 @@ def _lease_to_item(lease: Lease) -> dict[str, AttributeValueTypeDef]:
         item["parent_shard_id"] = {"S": lease.parent_shard_id}
     if lease.owner is not None:
         item["lease_owner"] = {"S": lease.owner}
+    if lease.checkpoints:
+        item["checkpoints"] = {"M": {name: {"S": value} for name, value in lease.checkpoints}}
     return item
 
 
@@ -273,4 +283,7 @@ def _lease_from_item(item: Row) -> Lease:
         owner=item.get("lease_owner", {}).get("S"),
         counter=int(item["lease_counter"]["N"]),
         checkpoint=item["checkpoint"]["S"],
+        checkpoints=tuple(sorted(
+            (name, value["S"]) for name, value in item.get("checkpoints", {}).get("M", {}).items()
+        )),
     )

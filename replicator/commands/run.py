@@ -13,14 +13,14 @@ import structlog
 from replicator.aws.clients import AwsClients
 from replicator.aws.cloudwatch import CloudWatchMetrics
 from replicator.aws.lease_store import DynamoLeaseStore
-from replicator.aws.streams import DynamoStreamReader
-from replicator.aws.table import DynamoTable, describe_table
+from replicator.aws.table import describe_table
 from replicator.clock import SYSTEM_CLOCK, Clock, within
 from replicator.commands import startup
 from replicator.commands.endpoints import endpoint_for
-from replicator.commands.tuning import coordinator_settings, copy_settings, write_window
+from replicator.commands.tuning import coordinator_settings
+from replicator.commands.wiring import WiredSource, copy_of, stream_of, wire
 from replicator.config import DEFAULT_METRICS_PORT, METRICS_PORTS, Settings
-from replicator.copy.claims import bootstrap_needed, copy_unfinished
+from replicator.copy.claims import bootstrap_needed
 from replicator.copy.table_copy import TableCopy
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.ops.cloudwatch import CloudWatchPublisher
@@ -35,7 +35,7 @@ from replicator.ops.metrics import (
 )
 from replicator.stats import Stats
 from replicator.stream.coordinator import ShardCoordinator
-from replicator.stream.writer import WriterPool
+from replicator.topology import Topology, load, single_path
 
 log = structlog.get_logger("replicator")
 
@@ -60,14 +60,20 @@ if TYPE_CHECKING:
 class Replicator:
     """One worker of a replication task. ``run`` returns the process exit code."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK,
+                 topology: Topology | None = None) -> None:
         self.settings = settings
         self.clock = clock
+        #: The paths replicated: the topology file's, or the settings' single path.
+        self.topology = topology or (load(settings.config, setting="REPLICATOR_CONFIG")
+                                     if settings.config else single_path(settings))
         self.stats = Stats()
         self.stop_requested = asyncio.Event()
         self.started = asyncio.Event()
         self.coordinator: ShardCoordinator | None = None
-        self.copy: TableCopy | None = None
+        #: The bootstrap copies of this start, by stream ARN.
+        self.copies: dict[str, TableCopy] = {}
+        self.sources: list[WiredSource] = []
         self.publisher: CloudWatchPublisher | None = None
         self.server: StatusServer | None = None
         #: The URL of this worker's metrics endpoint, once it listens.
@@ -103,9 +109,14 @@ class Replicator:
         if coordinator is None or not coordinator.consumers:
             return False
         return all(
-            consumer.tracker.drained and consumer.empty_read_started_at >= instant
+            consumer.drained and consumer.empty_read_started_at >= instant
             for consumer, _ in coordinator.consumers.values()
         )
+
+    @property
+    def copy(self) -> TableCopy | None:
+        """The bootstrap copy of this start (the first source's, with several)."""
+        return next(iter(self.copies.values()), None)
 
     async def run(self, *, copy_only: bool = False) -> int:
         """Replicate (after a bootstrap copy when one is needed) until stopped; with
@@ -180,26 +191,12 @@ class Replicator:
                    background: list[asyncio.Task[None]], copy_only: bool) -> int:
         settings = self.settings
         timeout = settings.call_timeout
-        source = await clients.dynamodb(endpoint_for(settings, "source"), call_timeout=timeout)
-        streams_client = await clients.streams(endpoint_for(settings, "streams"),
-                                               call_timeout=timeout)
-        destination = await clients.dynamodb(
-            endpoint_for(settings, "destination"), call_timeout=timeout,
-            max_connections=max(settings.writers, settings.copy_writers) + 2,
-        )
         checkpoints = await clients.dynamodb(endpoint_for(settings, "checkpoint"),
                                              call_timeout=timeout)
-        self._probes = {
-            "source": (source, settings.source_table),
-            "destination": (destination, settings.destination_table),
-            "checkpoint": (checkpoints, str(settings.task_name)),
-        }
-        streams = DynamoStreamReader(streams_client, call_timeout=timeout)
         store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
-        prepared = await startup.check(
-            settings, source=source, streams=streams, destination=destination, store=store,
-            clock=self.clock,
-        )
+        self.sources = await wire(self.topology, settings, clients, clock=self.clock)
+        self._probes = self._tables_to_probe(checkpoints)
+        await startup.check_checkpoint_table(settings, store, clock=self.clock)
         if settings.cloudwatch:
             cloudwatch = await clients.cloudwatch(endpoint_for(settings, "cloudwatch"),
                                                   call_timeout=timeout)
@@ -217,9 +214,7 @@ class Replicator:
         beating = group.create_task(heartbeat.run(), name="heartbeat")
         background.append(beating)
         try:
-            return await self._replicate(
-                source, destination, streams, store, prepared, group, background, copy_only
-            )
+            return await self._replicate(store, group, background, copy_only)
         finally:
             beating.cancel()
             # The last calls, bounded by what is left of the shutdown deadline: past it
@@ -244,55 +239,48 @@ class Replicator:
         return WorkerState(phase=phase, leases=self.live_gauges().leases_held,
                            metrics=self.metrics_address)
 
-    async def _replicate(
-        self, source: DynamoDBClient, destination: DynamoDBClient, streams: DynamoStreamReader,
-        store: DynamoLeaseStore, prepared: startup.Prepared, group: asyncio.TaskGroup,
-        background: list[asyncio.Task[None]], copy_only: bool,
-    ) -> int:
+    def _tables_to_probe(self, checkpoints: DynamoDBClient) -> dict[str, tuple[DynamoDBClient,
+                                                                               str]]:
+        """The tables /readyz describes: with one path, "source" and "destination"."""
+        probes: dict[str, tuple[DynamoDBClient, str]] = {}
+        single = len(self.sources) == 1 and len(self.sources[0].destinations) == 1
+        for wired in self.sources:
+            probes["source" if single else f"source {wired.table}"] = (wired.client,
+                                                                      wired.table)
+            for destination in wired.destinations:
+                probes["destination" if single else f"destination {destination.name}"] = (
+                    destination.client, destination.destination.table)
+        probes["checkpoint"] = (checkpoints, str(self.settings.task_name))
+        return probes
+
+    async def _replicate(self, store: DynamoLeaseStore, group: asyncio.TaskGroup,
+                         background: list[asyncio.Task[None]], copy_only: bool) -> int:
         settings = self.settings
-        timeout = settings.call_timeout
-        destination_table = DynamoTable(
-            destination, settings.destination_table, call_timeout=timeout
-        )
         mode = "always" if copy_only else settings.bootstrap
-        if await bootstrap_needed(store, prepared.stream_arn, mode, clock=self.clock):
+        for wired in self.sources:
+            if await bootstrap_needed(store, wired.stream_arn, mode, clock=self.clock):
+                self.copies[wired.stream_arn] = copy_of(
+                    wired, store, stats=self.stats, stop=self.stop_requested, clock=self.clock,
+                    hand_off=not copy_only)
+        if self.copies:
             self._set_phase("copying")
-            self.copy = TableCopy(
-                source=DynamoTable(source, settings.source_table, call_timeout=timeout),
-                destination=destination_table, streams=streams, store=store,
-                stream_arn=prepared.stream_arn,
-                settings=copy_settings(self.settings, hand_off=not copy_only),
-                stats=self.stats, stop=self.stop_requested, clock=self.clock,
-                table_items=int(prepared.source_table.get("ItemCount") or 0),
-                table_bytes=int(prepared.source_table.get("TableSizeBytes") or 0),
-                key_names=tuple(k["AttributeName"] for k in prepared.source_table["KeySchema"]),
-            )
             # ``always`` copies on every start: a finished copy is started over.
-            if not await self.copy.run(fresh=mode == "always") or copy_only:
+            if not await self._run_copies(fresh=mode == "always") or copy_only:
                 await self._release_handed_over()
                 return 0
-        # A copy that never finished left starts that hold only with it; a worker that
-        # does not copy starts those shards where it starts shards without checkpoints.
-        unfinished = mode == "never" and await copy_unfinished(
-            store, prepared.stream_arn, clock=self.clock)
-        if unfinished:
-            log.warning("a bootstrap copy of the source table never finished; with bootstrap "
-                        "never, its shards start at the initial position",
-                        initial_position=settings.initial_sentinel.value)
-        log.info("replication starting", stream_arn=prepared.stream_arn,
-                 view_type=prepared.view_type, **settings.describe())
-        pool = WriterPool(
-            destination_table,
-            writers=settings.writers, queue_size=settings.queue_size, stats=self.stats,
-            write_window=write_window(settings), clock=self.clock,
-        )
-        handoff = self.copy.handoff if self.copy is not None else {}
+        sources = []
+        for wired in self.sources:
+            copied = self.copies.get(wired.stream_arn)
+            sources.append(await stream_of(
+                wired, store, settings, mode=mode, stats=self.stats, clock=self.clock,
+                handoff=copied.handoff if copied is not None else {}))
+            log.info("replication starting", stream_arn=wired.stream_arn,
+                     view_type=wired.prepared.view_type,
+                     destinations=[d.name for d in wired.destinations],
+                     **wired.settings.describe())
         coordinator = ShardCoordinator(
-            stream_arn=prepared.stream_arn, streams=streams, store=store, pool=pool,
-            stats=self.stats, stop=self.stop_requested, clock=self.clock,
-            adopted={shard_id: (handed.lease, handed.iterator)
-                     for shard_id, handed in handoff.items()},
-            settings=coordinator_settings(settings, copy_unfinished=unfinished),
+            sources=sources, store=store, stats=self.stats, stop=self.stop_requested,
+            clock=self.clock, settings=coordinator_settings(settings),
         )
         self.coordinator = coordinator
         self._set_phase("replicating")
@@ -304,6 +292,16 @@ class Replicator:
             self.stats.errors[type(coordinator.fatal).__name__] += 1
             raise coordinator.fatal
         return 0
+
+    async def _run_copies(self, *, fresh: bool) -> bool:
+        """Run every source's copy at once; whether all of them finished."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                runs = [group.create_task(copy.run(fresh=fresh), name=f"copy-{arn}")
+                        for arn, copy in self.copies.items()]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return all(run.result() for run in runs)
 
     # -- what the endpoint and the reporters read ---------------------------------
 
@@ -385,14 +383,13 @@ class Replicator:
         return dict(zip(names, answers, strict=True))
 
     async def _release_handed_over(self) -> None:
-        """Leases the copy took for a stream that does not follow (stopped meanwhile):
+        """Leases the copies took for a stream that does not follow (stopped meanwhile):
         free them at once rather than let them expire."""
-        if self.copy is None:
-            return
-        for handed in self.copy.handoff.values():
-            with contextlib.suppress(ReplicatorError):
-                await handed.lease.release()
-        self.copy.handoff.clear()
+        for copied in self.copies.values():
+            for handed in copied.handoff.values():
+                with contextlib.suppress(ReplicatorError):
+                    await handed.lease.release()
+            copied.handoff.clear()
 
     async def _report_progress(self) -> None:
         stats = self.stats

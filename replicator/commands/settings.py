@@ -159,10 +159,61 @@ def load_settings(overrides: Mapping[str, Any], env_file: str | None = ".env", *
     problems = unknown_variables(os.environ, env_file)
     if problems:  # reported alone: a misspelt variable often explains the rest
         raise ConfigError("; ".join(problems))
+    file_values = _env_file_values(env_file)
+    config = overrides.get("config") or _given("config", os.environ, file_values)
+    if config:
+        overrides = {**overrides, **_topology_paths(str(config), overrides, file_values,
+                                                    flags or {})}
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except pydantic.ValidationError as exc:
         raise ConfigError(_one_line(exc, flags or {})) from None
+
+
+#: The settings a topology file gives instead: its first path's, its task's.
+PATH_SETTINGS = (
+    "source_table", "source_region", "source_endpoint", "source_streams_endpoint",
+    "source_profile", "destination_table", "destination_region", "destination_endpoint",
+    "destination_profile", "destination_create", "task_name", "checkpoint_region",
+    "checkpoint_endpoint", "checkpoint_profile",
+)
+
+
+def _env_file_values(env_file: str | None) -> dict[str, str | None]:
+    if env_file is None or not Path(env_file).is_file():
+        return {}
+    try:
+        return dict(dotenv_values(env_file, encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}  # reported by ``unknown_variables``
+
+
+def _given(name: str, *sources: Mapping[str, str | None]) -> str | None:
+    """A setting's value in the environment or a .env file (names without case)."""
+    wanted = env_name(name)
+    for source in sources:
+        for key, value in source.items():
+            if key.upper() == wanted and value:
+                return value
+    return None
+
+
+def _topology_paths(config: str, overrides: Mapping[str, Any],
+                    file_values: Mapping[str, str | None],
+                    flags: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of a topology's first path, task and checkpoint table; ConfigError
+    when a path setting is given beside the topology file."""
+    from replicator.topology import load
+
+    setting = flags.get("config", env_name("config"))
+    given = [flags.get(name, env_name(name)) for name in PATH_SETTINGS
+             if name in overrides or _given(name, os.environ, file_values) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: {setting} names the tables and the task; "
+                          f"unset {'these' if len(given) > 1 else 'it'}, or leave out "
+                          f"{setting}")
+    topology = load(config, setting=setting)
+    return topology.path_values(*topology.destinations()[0])
 
 
 def _one_line(exc: pydantic.ValidationError, flags: Mapping[str, str]) -> str:

@@ -95,26 +95,14 @@ def _describe_schema(schema: list[tuple[str, str, str]]) -> str:
     return ", ".join(f"{name} {key_type} {attr_type}" for name, key_type, attr_type in schema)
 
 
-async def check(
-    settings: Settings,
-    *,
-    source: DynamoDBClient,
-    streams: DynamoStreamReader,
-    destination: DynamoDBClient,
-    store: DynamoLeaseStore,
-    clock: Clock,
-) -> Prepared:
-    """Every check before anything is read; the checkpoint table (and, when so set, the
-    destination table) is created here if absent."""
-    prepared = await check_source(settings, source=source, streams=streams, clock=clock)
-    await check_destination(settings, source=source, destination=destination,
-                            source_table=prepared.source_table, create=True, clock=clock)
+async def check_checkpoint_table(settings: Settings, store: DynamoLeaseStore, *,
+                                 clock: Clock) -> None:
+    """The task's checkpoint table, created if absent."""
     await call_checked(
         store.ensure_table,
         what=f"checkpoint table {store.table}", setting="REPLICATOR_CHECKPOINT_ENDPOINT",
         endpoint=settings.checkpoint_endpoint, region=settings.checkpoint_region, clock=clock,
     )
-    return prepared
 
 
 async def check_source(

@@ -27,11 +27,11 @@ def copy_settings(settings: Settings, *, hand_off: bool) -> CopySettings:
     )
 
 
-def coordinator_settings(settings: Settings, *, copy_unfinished: bool) -> CoordinatorSettings:
+def coordinator_settings(settings: Settings) -> CoordinatorSettings:
     return CoordinatorSettings(
         worker_id=str(settings.worker_id),
         initial_position=settings.initial_sentinel,
-        copy_unfinished=copy_unfinished,
+        detach_after=settings.detach_after,
         get_records_limit=settings.get_records_limit,
         idle_interval=settings.idle_interval,
         checkpoint_interval=settings.checkpoint_interval,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from replicator.lease import Lease
+from replicator.lease import Lease, ShardKey
 
 
 class LeaseExpiry:
@@ -17,20 +17,20 @@ class LeaseExpiry:
 
     def __init__(self, lease_duration: float) -> None:
         self.lease_duration = lease_duration
-        self._seen: dict[str, tuple[str | None, int, float]] = {}
+        self._seen: dict[ShardKey, tuple[str | None, int, float]] = {}
 
     def observe(self, leases: Iterable[Lease], now: float) -> None:
         current = {}
         for lease in leases:
-            previous = self._seen.get(lease.shard_id)
+            previous = self._seen.get(lease.key)
             if previous is not None and previous[:2] == (lease.owner, lease.counter):
-                current[lease.shard_id] = previous
+                current[lease.key] = previous
             else:
-                current[lease.shard_id] = (lease.owner, lease.counter, now)
+                current[lease.key] = (lease.owner, lease.counter, now)
         self._seen = current
 
     def expired(self, lease: Lease, now: float) -> bool:
-        seen = self._seen.get(lease.shard_id)
+        seen = self._seen.get(lease.key)
         if seen is None or seen[:2] != (lease.owner, lease.counter):
             return False
         return now - seen[2] >= self.lease_duration

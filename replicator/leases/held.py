@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 
 from replicator.clock import Clock
 from replicator.errors import ConditionFailedError, LeaseLostError, ReplicatorError
@@ -51,7 +52,8 @@ class HeldLease:
     def shard_id(self) -> str:
         return self.lease.shard_id
 
-    async def _update(self, *, new_owner: str | None, checkpoint: str | None) -> None:
+    async def _update(self, *, new_owner: str | None, checkpoint: str | None,
+                      checkpoints: Mapping[str, str] | None = None) -> None:
         async with self._lock:
             if self.lost:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
@@ -62,7 +64,8 @@ class HeldLease:
                 # the next write, the final checkpoint and release, expects the right
                 # counter.
                 write = asyncio.ensure_future(self._store.update_lease(
-                    self.lease, new_owner=new_owner, checkpoint=checkpoint
+                    self.lease, new_owner=new_owner, checkpoint=checkpoint,
+                    checkpoints=checkpoints,
                 ))
                 try:
                     self.lease = await asyncio.shield(write)
@@ -118,12 +121,16 @@ class HeldLease:
                 return
             raise
 
-    async def checkpoint(self, checkpoint: str) -> None:
-        await self._update(new_owner=self.lease.owner, checkpoint=checkpoint)
+    async def checkpoint(self, checkpoint: str,
+                         checkpoints: Mapping[str, str] | None = None) -> None:
+        """Move the checkpoint (and, given them, the destinations' checkpoints)."""
+        await self._update(new_owner=self.lease.owner, checkpoint=checkpoint,
+                           checkpoints=checkpoints)
 
-    async def release(self, checkpoint: str | None = None) -> None:
+    async def release(self, checkpoint: str | None = None,
+                      checkpoints: Mapping[str, str] | None = None) -> None:
         """Give the lease up (owner cleared) so another worker may take it at once."""
-        await self._update(new_owner=None, checkpoint=checkpoint)
+        await self._update(new_owner=None, checkpoint=checkpoint, checkpoints=checkpoints)
         self.released = True
         self._lose()
 

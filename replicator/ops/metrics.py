@@ -113,20 +113,43 @@ class StatsCollector(Collector):
             "How far the destination runs behind the source: 0 when the shard is caught "
             "up and everything read is applied, else now minus the creation time of the "
             "oldest record not yet applied.",
-            labels=[*names, "shard"],
+            labels=[*names, "source", "destination", "shard"],
         )
         behind = GaugeMetricFamily(
             "replicator_milliseconds_behind_latest",
             "How far the shard's reader is behind the newest record of the shard.",
-            labels=[*names, "shard"],
+            labels=[*names, "source", "shard"],
         )
-        for shard_id, seconds in sorted(stats.shard_lags(now).items()):
-            lag.add_metric([*values, shard_id], seconds)
-            reading = stats.readings.get(shard_id)
-            if reading is not None:
-                behind.add_metric([*values, shard_id], 1000.0 * behind_latest(now, reading))
+        shown: set[tuple[str, str]] = set()
+        for key, seconds in sorted(stats.shard_lags(now).items()):
+            lag.add_metric([*values, key.source, key.destination, key.shard_id], seconds)
+            reading = stats.readings.get(key)
+            if reading is not None and (key.source, key.shard_id) not in shown:
+                shown.add((key.source, key.shard_id))
+                behind.add_metric([*values, key.source, key.shard_id],
+                                  1000.0 * behind_latest(now, reading))
         yield lag
         yield behind
+        path_lag = GaugeMetricFamily(
+            "replicator_destination_lag_seconds",
+            "The replication lag of each destination: the largest of its shards'.",
+            labels=[*names, "source", "destination"],
+        )
+        for (source, destination), seconds in sorted(stats.destination_lags(now).items()):
+            path_lag.add_metric([*values, source, destination], seconds)
+        yield path_lag
+        applied = CounterMetricFamily(
+            "replicator_destination_records_applied",
+            "Stream records applied, by source table and destination.",
+            labels=[*names, "source", "destination"],
+        )
+        for (source, destination), count in sorted(stats.applied_by_destination.items()):
+            applied.add_metric([*values, source, destination], count)
+        yield applied
+        yield counter("replicator_destinations_detached",
+                      "Times a shard's reader went on without a destination that fell "
+                      "behind (it then catches up from its own checkpoint).",
+                      stats.lanes_detached)
 
         yield histogram("replicator_getrecords_latency_seconds", "GetRecords call latency.",
                         stats.get_records_seconds)

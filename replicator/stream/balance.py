@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from replicator.lease import Lease
+from replicator.lease import Lease, ShardKey
 from replicator.leases.expiry import LeaseExpiry
 
 if TYPE_CHECKING:
@@ -41,19 +41,19 @@ class Share:
 
 
 def share_of(
-    leases: Iterable[Lease], worker_id: str, expiry: LeaseExpiry, now: float, *, held: set[str]
+    leases: Iterable[Lease], worker_id: str, expiry: LeaseExpiry, now: float, *, held: set[ShardKey]
 ) -> Share:
     active = [lease for lease in leases if not lease.finished]
     others: dict[str, list[Lease]] = {}
     available = []
     for lease in active:
-        if lease.shard_id in held:
+        if lease.key in held:
             continue
         if lease.owner is None or lease.owner == worker_id or expiry.expired(lease, now):
             available.append(lease)
         else:
             others.setdefault(lease.owner, []).append(lease)
-    mine = sum(1 for lease in active if lease.shard_id in held)
+    mine = sum(1 for lease in active if lease.key in held)
     target = math.ceil(len(active) / (len(others) + 1)) if active else 0
     # Own rows first (taken back at once), then an order of this worker's own, so
     # that workers starting together reach for different leases.
@@ -63,7 +63,7 @@ def share_of(
 
 def _spread(worker_id: str, lease: Lease) -> int:
     """An order of the leases of this worker's own, stable across cycles."""
-    return zlib.crc32(f"{worker_id}/{lease.shard_id}".encode())
+    return zlib.crc32(f"{worker_id}/{lease.stream_arn}/{lease.shard_id}".encode())
 
 
 def plan_takes(
@@ -72,7 +72,7 @@ def plan_takes(
     expiry: LeaseExpiry,
     now: float,
     *,
-    held: set[str],
+    held: set[ShardKey],
 ) -> list[Lease]:
     """Leases this worker should take: free or expired ones, up to its fair share.
 
@@ -90,7 +90,7 @@ def plan_steal(
     expiry: LeaseExpiry,
     now: float,
     *,
-    held: set[str],
+    held: set[ShardKey],
 ) -> Lease | None:
     """One lease to take from the most loaded worker, when this one is below its share.
 

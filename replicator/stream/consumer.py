@@ -1,4 +1,4 @@
-"""One coroutine per shard: read records in order and hand them to the writers.
+"""One coroutine per shard: read records in order and hand each to every destination.
 
 A shard moves through explicit states, as in the KCL's ConsumerStates::
 
@@ -6,50 +6,38 @@ A shard moves through explicit states, as in the KCL's ConsumerStates::
                               \\-> SHUTTING_DOWN   (service stops, or the lease is lost)
                               \\-> FAILED          (poison record, trimmed data)
 
-The coordinator starts a consumer only once the shard's parent is finished, so
-a consumer never waits on lineage itself.
+The shard is read once for all the destinations of its source: each destination is a
+lane (``replicator.stream.lanes``) with its own writers and its own checkpoint, and a
+lane that falls behind is detached and caught up by a reader of its own. The
+coordinator starts a consumer only once the shard's parent is finished, so a
+consumer never waits on lineage itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
 from replicator.backoff import Backoff, retry_forever
-from replicator.checkpoint import (
-    Sentinel,
-    at_sequence,
-    before_reading,
-    is_copy_start,
-    is_sentinel,
-    since_time,
-)
-from replicator.clock import Clock
-from replicator.errors import (
-    CallTimeoutError,
-    DataLossError,
-    ExpiredIteratorError,
-    LeaseLostError,
-    ReplicatorError,
-    TrimmedDataError,
-)
+from replicator.checkpoint import Sentinel, is_copy_start, least
+from replicator.clock import Clock, within
+from replicator.errors import LeaseLostError, ReplicatorError
 from replicator.leases.held import HeldLease
 from replicator.protocols import StreamReader
-from replicator.records import RecordsPage, StreamRecord
+from replicator.records import LaneKey, StreamRecord
 from replicator.stats import ShardReading, Stats
-from replicator.stream.tracker import CheckpointTracker
+from replicator.stream.lanes import Lane, LaneState, Verdict
+from replicator.stream.reader import ShardReader
 from replicator.stream.writer import WorkItem, WriterPool
 
 log = structlog.get_logger("replicator.shard")
 
-#: How many of the last records' event ids a consumer remembers, to pass over a record
-#: served again.
-RECENT_EVENTS = 4096
-#: Pages that must arrive in a row, after a timed-out GetRecords, before the
-#: limit is doubled again.
-GROW_AFTER = 8
+#: Seconds the shard's reader waits for room in a lane's queue before it goes on
+#: without that lane, when another lane of the shard keeps up.
+DETACH_AFTER = 1.0
 
 
 class ShardState(enum.StrEnum):
@@ -61,7 +49,7 @@ class ShardState(enum.StrEnum):
 
 
 class ShardConsumer:
-    """Reads one leased shard from its checkpoint to its end."""
+    """Reads one leased shard from its checkpoint to its end, for every destination."""
 
     def __init__(
         self,
@@ -69,55 +57,61 @@ class ShardConsumer:
         stream_arn: str,
         lease: HeldLease,
         streams: StreamReader,
-        pool: WriterPool,
+        pools: Mapping[str, WriterPool],
         stats: Stats,
         get_records_limit: int,
         idle_interval: float,
         checkpoint_interval: float,
         clock: Clock,
+        source: str = "",
+        detach_after: float = DETACH_AFTER,
         skip_trimmed: bool = False,
         backoff: Backoff | None = None,
         start_iterator: str | None = None,
         instead_of_copy_start: Sentinel | None = None,
     ) -> None:
         self.stream_arn = stream_arn
-        self._clock = clock
-        #: Where to start instead of a ``SINCE:``/``AT:`` start left by a copy that
-        #: never finished (see ``CoordinatorSettings.copy_unfinished``).
-        self._instead_of_copy_start = instead_of_copy_start
         self.shard_id = lease.shard_id
         self.lease = lease
-        self.tracker = CheckpointTracker(lease.lease.checkpoint, fence=lease.fence)
-        self.state = ShardState.INITIALIZING
-        #: Where the reader stands against the head of the shard (for the lag).
-        self.reading = ShardReading()
+        self._clock = clock
         self._streams = streams
-        self._pool = pool
         self._stats = stats
-        self._max_limit = get_records_limit
-        #: The GetRecords limit in use: halved after a call times out (a page too
-        #: slow to fetch in time), doubled back after ``GROW_AFTER`` pages in a row
-        #: arrive, so that a lasting slowness does not time out every other call.
-        self.limit = get_records_limit
-        self._pages_since_timeout = 0
+        self._limit = get_records_limit
         self._idle = idle_interval
         self._checkpoint_interval = checkpoint_interval
+        self._detach_after = detach_after
         self._skip_trimmed = skip_trimmed
         self._backoff = backoff or Backoff()
+        self.lanes = [
+            Lane(LaneKey(source, self.shard_id, name), pool,
+                 _start_of(lease, name, instead_of_copy_start), fence=lease.fence)
+            for name, pool in pools.items()
+        ]
+        self.state = ShardState.INITIALIZING
+        #: Where the shard's reader stands against the head of the shard (for the lag).
+        self.reading = ShardReading()
         self._last_checkpoint_at = clock.monotonic()
         #: When the latest GetRecords that found nothing began (monotonic), or -inf.
         self.empty_read_started_at = float("-inf")
         #: An iterator to start from instead of the checkpoint's: a bootstrap copy's
         #: watcher hands over the one it read the shard's head with.
         self._start_iterator = start_iterator
-        #: The event ids of the records handed over last, oldest first.
-        self._recent_events: dict[str, None] = {}
-        #: Records created before this epoch second are skipped, not applied, until
-        #: the first one created at it or later (set by a ``SINCE:`` start).
-        self._skip_before: float | None = None
+        #: The event id of the last record the shard's reader read: where a catch-up
+        #: reader meets it.
+        self._last_event: str | None = None
+        self._catch_ups: dict[str, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        #: The shard's reader (each catch-up has its own).
+        self.reader = self._reader(self._attached_applied)
 
     def __repr__(self) -> str:
-        return f"<ShardConsumer {self.shard_id} {self.state} {self.tracker!r}>"
+        return f"<ShardConsumer {self.shard_id} {self.state} {self.lanes!r}>"
+
+    @property
+    def drained(self) -> bool:
+        """Every lane is fed by the shard's reader and has applied all it was handed."""
+        return all(lane.state is LaneState.ATTACHED and lane.tracker.drained
+                   for lane in self.lanes)
 
     async def run(self) -> ShardState:
         """Read until the shard ends. Returns SHARD_END; raises on failure.
@@ -126,40 +120,24 @@ class ShardConsumer:
         had applied by then is checkpointed by the coordinator.
         """
         structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
-        reading = self.reading
         try:
-            iterator: str | None = self._start_iterator
-            if iterator is None:
-                iterator = await self._initial_iterator()
-            self.state = ShardState.PROCESSING
-            log.info("shard started", checkpoint=self.tracker.written,
-                     handed_over=self._start_iterator is not None)
-            while iterator is not None:
-                await self._hold_lease()
-                read_started = self._clock.monotonic()
-                page = await self._read(iterator)
-                if page is None:  # iterator expired: every read record is applied by now
-                    iterator = await self._iterator_after(self.tracker.checkpointable)
-                    continue
-                fresh = await self._hand_over(page, reading)
-                await self._maybe_checkpoint()
-                iterator = page.next_iterator
-                reading.caught_up = not fresh
-                if reading.caught_up:
-                    self._stats.changed.notify()
-                if iterator is not None and not fresh:
-                    self.empty_read_started_at = read_started
-                    await self._clock.sleep(self._idle)
-            await self.tracker.wait_drained()
+            try:
+                async with asyncio.TaskGroup() as group:  # the lanes' catch-up readers
+                    self._group = group
+                    await self._read_to_end()
+            except BaseExceptionGroup as failed:  # the catch-ups never raise: ours
+                raise failed.exceptions[0] from None
             # One conditional write marks the shard finished and frees its lease.
+            ended = {lane.destination: Sentinel.SHARD_END.value for lane in self.lanes}
             await retry_forever(
-                lambda: self.lease.release(Sentinel.SHARD_END),
+                lambda: self.lease.release(Sentinel.SHARD_END, ended),
                 what="UpdateItem",
                 backoff=self._backoff,
                 clock=self._clock,
                 on_retry=self._stats.count_retry,
             )
-            self.tracker.written = Sentinel.SHARD_END
+            for lane in self.lanes:
+                lane.tracker.written = Sentinel.SHARD_END
             self._stats.checkpoints_written += 1
             self._stats.changed.notify()
             self.state = ShardState.SHARD_END
@@ -170,8 +148,52 @@ class ShardConsumer:
             raise
         except BaseException:
             self.state = ShardState.FAILED
-            self.tracker.cancelled = True
+            for lane in self.lanes:
+                lane.tracker.cancelled = True
             raise
+
+    def _reader(self, settle: Callable[[], Awaitable[None]]) -> ShardReader:
+        return ShardReader(
+            stream_arn=self.stream_arn, shard_id=self.shard_id, streams=self._streams,
+            stats=self._stats, get_records_limit=self._limit, clock=self._clock,
+            hold_lease=self._hold_lease, settle=settle, skip_trimmed=self._skip_trimmed,
+            backoff=self._backoff,
+        )
+
+    async def _attached_applied(self) -> None:
+        """Until the lanes the shard's reader feeds have applied all they were handed."""
+        for lane in self.lanes:
+            if lane.state is LaneState.ATTACHED:
+                await lane.tracker.wait_drained()
+
+    async def _read_to_end(self) -> None:
+        reader = self.reader
+        start = least(lane.start for lane in self.lanes)
+        iterator: str | None = self._start_iterator
+        if iterator is None:
+            iterator = await reader.start(start)
+        self.state = ShardState.PROCESSING
+        log.info("shard started", checkpoint=start,
+                 handed_over=self._start_iterator is not None)
+        reading = self.reading
+        while iterator is not None:
+            await self._hold_lease()
+            read_started = self._clock.monotonic()
+            page = await reader.read(iterator)
+            await self._hand_over(page.records)
+            await self._maybe_checkpoint()
+            iterator = page.next_iterator
+            reading.caught_up = not page.records
+            if reading.caught_up:
+                self._stats.changed.notify()
+            if iterator is not None and not page.records:
+                self.empty_read_started_at = read_started
+                await self._clock.sleep(self._idle)
+        # The end of the shard: every lane applies all of it first.
+        while pending := [task for task in self._catch_ups.values() if not task.done()]:
+            await asyncio.wait(pending)
+        for lane in self.lanes:
+            await lane.tracker.wait_drained()
 
     async def _hold_lease(self) -> None:
         """Read only while this worker surely holds the lease (see ``LeaseFence``)."""
@@ -181,153 +203,102 @@ class ShardConsumer:
                 raise LeaseLostError(f"lease on shard {self.shard_id} was lost")
             await fence.wait_changed()
 
-    async def _initial_iterator(self) -> str:
-        checkpoint = self.tracker.written
-        if checkpoint == Sentinel.TRIM_HORIZON or checkpoint == Sentinel.LATEST:
-            return await self._get_iterator(checkpoint)
-        if is_sentinel(checkpoint):
-            raise ValueError(f"shard {self.shard_id} cannot start from {checkpoint}")
-        return await self._iterator_after(checkpoint)
+    async def _hand_over(self, records: list[StreamRecord]) -> None:
+        """Hand each record to the writers of every lane the reader feeds."""
+        for record in records:
+            self._last_event = record.event_id
+            self.reading.last_read_created_at = record.created_at
+            for lane in self.lanes:
+                # A lane whose catch-up reader met this reader at this very record has
+                # been handed it already.
+                if lane.state is LaneState.ATTACHED and lane.last_event != record.event_id:
+                    await self._hand_to(lane, record)
+            self._raise_failure()
+        self._stats.records_read += len(records)
 
-    async def _iterator_after(self, checkpoint: str) -> str:
-        if is_sentinel(checkpoint):  # nothing read yet
-            return await self._get_iterator(checkpoint)
-        if self._instead_of_copy_start is not None and is_copy_start(checkpoint):
-            log.warning("a start left by an unfinished copy is not used",
-                        checkpoint=checkpoint, start=self._instead_of_copy_start.value)
-            return await self._get_iterator(self._instead_of_copy_start)
-        skip_before = since_time(checkpoint)
-        if skip_before is not None:  # nothing read yet since a bootstrap copy
-            self._skip_before = skip_before
-            return await self._get_iterator(Sentinel.TRIM_HORIZON)
-        at = at_sequence(checkpoint)
-        if at is not None:  # nothing read yet since a bootstrap copy
-            try:
-                return await self._get_iterator("AT_SEQUENCE_NUMBER", at)
-            except TrimmedDataError as exc:
-                return await self._trimmed(checkpoint, exc)
-        try:
-            return await self._get_iterator("AFTER_SEQUENCE_NUMBER", checkpoint)
-        except TrimmedDataError as exc:
-            return await self._trimmed(checkpoint, exc)
+    async def _hand_to(self, lane: Lane, record: StreamRecord) -> None:
+        verdict = lane.verdict(record)
+        if verdict is Verdict.PASS:
+            return
+        pending = lane.tracker.add(record.sequence_number, record.created_at)
+        if verdict is Verdict.SKIP:
+            lane.tracker.mark_done(pending)
+            self._stats.records_skipped += 1
+            return
+        item = WorkItem(record, pending, lane.tracker)
+        if await self._offer(lane, item):
+            lane.last_event = record.event_id
+            return
+        lane.tracker.withdraw(pending)
+        lane.detach(record)
+        self._stats.lanes_detached += 1
+        log.warning("destination falls behind; the shard is read on without it, and for "
+                    "it from its checkpoint once it applies what it holds",
+                    destination=lane.destination, checkpoint=lane.tracker.checkpointable)
+        assert self._group is not None
+        self._catch_ups[lane.destination] = self._group.create_task(
+            self._catch_up(lane), name=f"catch-up-{self.shard_id}-{lane.destination}")
 
-    async def _get_iterator(self, iterator_type: str, sequence_number: str | None = None) -> str:
-        return await retry_forever(
-            lambda: self._streams.get_shard_iterator(
-                self.stream_arn, self.shard_id, iterator_type, sequence_number
-            ),
-            what="GetShardIterator",
-            backoff=self._backoff,
-            clock=self._clock,
-            on_retry=self._stats.count_retry,
-        )
-
-    async def _read(self, iterator: str) -> RecordsPage | None:
-        """One GetRecords, retried while retriable. None when the iterator expired."""
-
-        async def get_records() -> RecordsPage:
-            # Retries can outlast the lease (a partition fails renewals and reads alike):
-            # every attempt waits on the fence, not only the first.
-            await self._hold_lease()
-            started = self._clock.monotonic()
-            page = await self._streams.get_records(iterator, self.limit)
-            self._stats.get_records_seconds.observe(self._clock.monotonic() - started)
-            return page
-
-        try:
-            page = await retry_forever(
-                get_records,
-                what="GetRecords",
-                backoff=self._backoff,
-                clock=self._clock,
-                on_retry=self._read_failed,
-            )
-        except ExpiredIteratorError:
-            # Re-acquire after the last applied record: wait for the writers to
-            # apply what was handed over, so nothing is read or applied twice.
-            self._stats.expired_iterators += 1
-            log.info("shard iterator expired; re-acquiring", after=self.tracker.last_read)
-            await self.tracker.wait_drained()
-            return None
-        except TrimmedDataError as exc:
-            await self.tracker.wait_drained()
-            resumed = await self._trimmed(self.tracker.checkpointable, exc)
-            return RecordsPage(records=[], next_iterator=resumed)
-        self._stats.get_records_calls += 1
-        self._pages_since_timeout += 1
-        if self.limit < self._max_limit and self._pages_since_timeout >= GROW_AFTER:
-            self.limit = min(self._max_limit, self.limit * 2)
-            self._pages_since_timeout = 0
-        return page
-
-    def _read_failed(self, error: ReplicatorError) -> None:
-        self._stats.count_retry(error)
-        if isinstance(error, CallTimeoutError) and self.limit > 1:
-            self.limit = max(1, self.limit // 2)
-            self._pages_since_timeout = 0
-            log.warning("GetRecords timed out; asking for fewer records", limit=self.limit)
-
-    async def _trimmed(self, checkpoint: str, exc: TrimmedDataError) -> str:
-        """Records after ``checkpoint`` are gone from the stream: data loss, said loudly."""
-        self._stats.trimmed_events += 1
-        after = "its start" if before_reading(checkpoint) else f"sequence number {checkpoint}"
-        message = (
-            f"shard {self.shard_id}: records after {after} were trimmed from the stream "
-            "(24-hour retention) before they were applied, so the destination is missing "
-            "them; copy the table again (bootstrap) and restart, or set "
-            "REPLICATOR_ON_TRIMMED_DATA=skip to go on from the oldest record still in the stream"
-        )
-        log.error("trimmed data: records lost", shard_id=self.shard_id, checkpoint=checkpoint,
-                  skipping=self._skip_trimmed, error=str(exc))
-        if not self._skip_trimmed:
-            raise DataLossError(message) from exc
-        return await self._get_iterator(Sentinel.TRIM_HORIZON)
-
-    async def _hand_over(self, page: RecordsPage, reading: ShardReading) -> int:
-        """Hand the page's records to the writers; returns how many were new.
-
-        A record the shard has given already (its event id) is passed over: DynamoDB
-        never sends one twice, but moto can give two concurrent writes one sequence
-        number and then serve the second of them again after itself, for ever. (Its
-        sequence numbers are then out of order too: only the event id tells.)
-        """
-        tracker = self.tracker
-        fresh = 0
-        for raw in page.records:
-            record = StreamRecord.from_wire(self.shard_id, raw)
-            if self._seen_before(raw.get("eventID")):
-                continue
-            fresh += 1
-            pending = tracker.add(record.sequence_number, record.created_at)
-            reading.last_read_created_at = record.created_at
-            if self._skip_before is not None:
-                if record.created_at < self._skip_before:
-                    # Older than the bootstrap copy, which holds its effect already.
-                    tracker.mark_done(pending)
-                    self._stats.records_skipped += 1
-                    continue
-                self._skip_before = None  # every later record is later still
-            await self._pool.put(WorkItem(record, pending, tracker))
-            if tracker.failure is not None:
-                raise tracker.failure
-        self._stats.records_read += fresh
-        return fresh
-
-    def _seen_before(self, event_id: str | None) -> bool:
-        """Whether the record (by its event id, unique to a record) was handed over
-        already, among the last ``RECENT_EVENTS``."""
-        if event_id is None:
-            return False
-        if event_id in self._recent_events:
+    async def _offer(self, lane: Lane, item: WorkItem) -> bool:
+        """Put the record in the lane's queue; False when the lane cannot take it within
+        ``detach_after`` while another lane keeps up (the only lane fed always waits)."""
+        if lane.pool.offer(item):
             return True
-        self._recent_events[event_id] = None
-        if len(self._recent_events) > RECENT_EVENTS:
-            del self._recent_events[next(iter(self._recent_events))]
-        return False
+        if not any(other.state is LaneState.ATTACHED
+                   for other in self.lanes if other is not lane):
+            await lane.pool.put(item)
+            return True
+        try:
+            await within(self._clock, self._detach_after, lane.pool.put(item))
+        except TimeoutError:
+            return False
+        return True
+
+    async def _catch_up(self, lane: Lane) -> None:
+        """Once the lane's destination has applied what it holds, read the shard for the
+        lane alone from its checkpoint, until the record the shard's reader read last."""
+        try:
+            await lane.tracker.wait_drained()
+            lane.state = LaneState.CATCHING_UP
+            checkpoint = lane.tracker.checkpointable
+            log.info("destination answers again; catching up", destination=lane.destination,
+                     checkpoint=checkpoint)
+            reader = self._reader(lane.tracker.wait_drained)
+            iterator: str | None = await reader.start(checkpoint)
+            while iterator is not None:
+                await self._hold_lease()
+                page = await reader.read(iterator)
+                for record in page.records:
+                    verdict = lane.verdict(record)
+                    if verdict is not Verdict.PASS:
+                        pending = lane.tracker.add(record.sequence_number, record.created_at)
+                        if verdict is Verdict.SKIP:
+                            lane.tracker.mark_done(pending)
+                        else:
+                            await lane.pool.put(WorkItem(record, pending, lane.tracker))
+                            lane.last_event = record.event_id
+                            lane.behind_since = record.created_at
+                    if record.event_id == self._last_event:
+                        break
+                else:
+                    iterator = page.next_iterator
+                    if iterator is not None and not page.records:
+                        await self._clock.sleep(self._idle)
+                    continue
+                break
+            lane.attach()
+            log.info("destination caught up; read with the others again",
+                     destination=lane.destination)
+        except ReplicatorError as exc:
+            lane.tracker.fail(exc)  # the shard's reader raises it
+
+    def _raise_failure(self) -> None:
+        for lane in self.lanes:
+            if lane.tracker.failure is not None:
+                raise lane.tracker.failure
 
     async def _maybe_checkpoint(self) -> None:
-        if self.tracker.failure is not None:
-            raise self.tracker.failure
+        self._raise_failure()
         now = self._clock.monotonic()
         if now - self._last_checkpoint_at < self._checkpoint_interval:
             return
@@ -341,12 +312,37 @@ class ShardConsumer:
             self._stats.count_retry(exc)
             log.warning("checkpoint write failed; will try again", error=str(exc))
 
+    def pending_checkpoint(self) -> tuple[str, dict[str, str]] | None:
+        """The checkpoints to write (the shard's, the least, and each lane's), if any
+        lane's moved: each covers only records its destination has applied."""
+        values = {lane.destination: lane.tracker.checkpointable for lane in self.lanes}
+        if all(values[lane.destination] == lane.tracker.written for lane in self.lanes):
+            return None
+        return least(values.values()), values
+
+    def checkpointed(self, values: Mapping[str, str]) -> None:
+        for lane in self.lanes:
+            lane.tracker.written = values[lane.destination]
+
     async def write_checkpoint(self) -> None:
-        """Write the highest checkpoint that covers only applied records, if it moved."""
-        value = self.tracker.checkpointable
-        if value == self.tracker.written:
+        """Write the lanes' checkpoints, if one moved, in one conditional write."""
+        pending = self.pending_checkpoint()
+        if pending is None:
             return
-        await self.lease.checkpoint(value)
-        self.tracker.written = value
+        checkpoint, values = pending
+        await self.lease.checkpoint(checkpoint, values)
+        self.checkpointed(values)
         self._stats.checkpoints_written += 1
         self._stats.changed.notify()
+
+
+def _start_of(lease: HeldLease, destination: str, instead_of_copy_start: Sentinel | None) -> str:
+    """Where a lane starts: its checkpoint, or ``instead_of_copy_start`` in place of a
+    start left by a bootstrap copy that never finished."""
+    checkpoint = lease.lease.checkpoint_of(destination)
+    if instead_of_copy_start is not None and is_copy_start(checkpoint):
+        log.warning("a start left by an unfinished copy is not used",
+                    shard_id=lease.shard_id, checkpoint=checkpoint,
+                    start=instead_of_copy_start.value)
+        return instead_of_copy_start.value
+    return checkpoint

@@ -60,6 +60,14 @@ class CheckpointTracker:
         self.last_read = sequence_number
         return pending
 
+    def withdraw(self, pending: Pending) -> None:
+        """Take back the record added last: its writers never got it."""
+        if not self._in_flight or self._in_flight[-1] is not pending:
+            raise ValueError("only the record added last can be withdrawn")
+        self._in_flight.pop()
+        if not self._in_flight:
+            self._changed.set()
+
     def mark_done(self, pending: Pending) -> None:
         pending.done = True
         in_flight = self._in_flight

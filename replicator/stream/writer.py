@@ -54,7 +54,10 @@ class WriterPool:
         clock: Clock,
         backoff: Backoff | None = None,
         write_window: float = 0.0,
+        path: tuple[str, str] = ("", ""),
     ) -> None:
+        #: (source table, destination name): whose records these writers apply.
+        self.path = path
         self._stats = stats
         self._applier = Applier(destination, stats=stats, clock=clock, backoff=backoff,
                                 write_window=write_window, on_batch=self._observe_batch)
@@ -68,6 +71,14 @@ class WriterPool:
     async def put(self, item: WorkItem) -> None:
         """Hand a record to the writer that owns its key; waits while that queue is full."""
         await self._queues[hash(item.record.key) % len(self._queues)].put(item)
+
+    def offer(self, item: WorkItem) -> bool:
+        """Hand a record over if its writer's queue has room; False when it is full."""
+        try:
+            self._queues[hash(item.record.key) % len(self._queues)].put_nowait(item)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     def queue_depth(self) -> int:
         return sum(queue.qsize() for queue in self._queues)
@@ -149,6 +160,7 @@ class WriterPool:
         )
         log.error(
             "poison record",
+            destination=self.path[1],
             shard_id=record.shard_id,
             sequence_number=record.sequence_number,
             error=str(exc),
@@ -160,7 +172,7 @@ class WriterPool:
         now = time.time()
         for item in items:
             item.tracker.mark_done(item.pending)
-            stats.record_applied(item.record)
+            stats.record_applied(item.record, self.path)
             stats.apply_seconds.observe(max(0.0, now - item.record.created_at))
         stats.changed.notify()
 

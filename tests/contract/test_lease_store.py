@@ -4,6 +4,7 @@ needs to recover from a write whose answer it never got (``HeldLease``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -207,9 +208,10 @@ class AnswerLost:
         return await self.store.create_lease(lease)
 
     async def update_lease(self, lease: Lease, *, new_owner: str | None,
-                           checkpoint: str | None = None) -> Lease:
+                           checkpoint: str | None = None,
+                           checkpoints: Mapping[str, str] | None = None) -> Lease:
         updated = await self.store.update_lease(lease, new_owner=new_owner,
-                                                checkpoint=checkpoint)
+                                                checkpoint=checkpoint, checkpoints=checkpoints)
         if self.lose_next:
             self.lose_next = False
             raise errors.CallTimeoutError("UpdateItem: no answer within the call timeout "

@@ -291,7 +291,7 @@ async def test_a_stop_during_a_checkpoint_write_still_checkpoints_and_releases(
             coordinator = running.replicator.coordinator
             assert coordinator is not None
             await running.until(
-                lambda: [c.tracker.written for c, _ in coordinator.consumers.values()]
+                lambda: [c.lanes[0].tracker.written for c, _ in coordinator.consumers.values()]
                 == [first],
                 what="the first five checkpointed")
             (row,) = await lease_rows(source)

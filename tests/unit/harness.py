@@ -16,12 +16,12 @@ from typing import Any
 
 from replicator.backoff import Backoff
 from replicator.checkpoint import Sentinel, is_sentinel
-from replicator.lease import Lease
+from replicator.lease import Lease, ShardKey
 from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, StreamReader
 from replicator.records import Item, KeyId, key_id, sequence_key
 from replicator.stats import Stats
-from replicator.stream.coordinator import CoordinatorSettings, ShardCoordinator
+from replicator.stream.coordinator import CoordinatorSettings, ShardCoordinator, SourceStream
 from replicator.stream.lineage import progressed
 from replicator.stream.writer import WriterPool
 from tests.clock import VirtualClock
@@ -71,7 +71,7 @@ class Replication:
                  writes_through: DestinationWriter | None = None,
                  leases_through: LeaseStore | None = None,
                  adopted: dict[str, tuple[HeldLease, str]] | None = None,
-                 **overrides: Any) -> None:
+                 copy_unfinished: bool = False, **overrides: Any) -> None:
         self.stream = stream
         self.destination = destination
         self.store = store
@@ -80,14 +80,21 @@ class Replication:
         self.settings = settings(**overrides)
         self.pool = WriterPool(writes_through or destination, writers=writers,
                                queue_size=queue_size, stats=self.stats, backoff=backoff,
-                               write_window=self.settings.write_window, clock=CLOCK)
+                               write_window=self.settings.write_window, clock=CLOCK,
+                               path=("source", "destination"))
         self.coordinator = ShardCoordinator(
-            stream_arn=stream.stream_arn, streams=reads_through or stream,
-            store=leases_through or store, pool=self.pool, stats=self.stats,
+            sources=[SourceStream(source="source", stream_arn=stream.stream_arn,
+                                  streams=reads_through or stream,
+                                  pools={"destination": self.pool}, adopted=adopted or {},
+                                  copy_unfinished=copy_unfinished)],
+            store=leases_through or store, stats=self.stats,
             settings=self.settings, stop=self.stop, backoff=backoff, clock=CLOCK,
-            adopted=adopted,
         )
         self.task: asyncio.Task[None] | None = None
+
+    def key(self, shard_id: str) -> ShardKey:
+        """A shard of this replication's stream, as the coordinator keys it."""
+        return ShardKey(self.stream.stream_arn, shard_id)
 
     async def __aenter__(self) -> Replication:
         self.task = asyncio.create_task(self.coordinator.run(), name="coordinator")

@@ -41,9 +41,10 @@ async def test_a_stolen_lease_stops_the_shard_and_is_left_alone() -> None:
         stolen = replace(row, owner="worker-thief", counter=row.counter + 10)
         await store.plant(stolen)
         # The next renewal or checkpoint meets the failed condition.
-        await store.wait_until(lambda rows: shard not in replication.coordinator.held)
+        key = replication.key(shard)
+        await store.wait_until(lambda rows: key not in replication.coordinator.held)
         await store.wait_for_calls("Query", store.counts["Query"] + 2)
-        assert shard not in replication.coordinator.consumers
+        assert replication.key(shard) not in replication.coordinator.consumers
         reads = len(stream.calls_on(shard))
         late = write(stream, shard, range(5, 8))
         await store.wait_for_calls("Query", store.counts["Query"] + 5)
@@ -271,9 +272,10 @@ async def test_lag_counts_the_queued_records_while_a_shutdown_waits_on_a_dead_de
                               write_window=0.5)
 
     async with replication:
-        await store.wait_until(lambda _: shard in replication.coordinator.consumers
-                               and replication.coordinator.consumers[shard][0].tracker
-                               .in_flight == 10)
+        consumers = replication.coordinator.consumers
+        key = replication.key(shard)
+        await store.wait_until(lambda _: key in consumers
+                               and consumers[key][0].lanes[0].tracker.in_flight == 10)
         assert replication.stats.lag_seconds(now=5060.0) == 60.0
         stopped_at = clock.monotonic()
         replication.stop.set()

@@ -19,7 +19,8 @@ import pytest
 
 from replicator.leases.fence import LeaseFence
 from replicator.leases.held import HeldLease
-from replicator.stream.consumer import GROW_AFTER, ShardConsumer, ShardState
+from replicator.stream.consumer import ShardConsumer, ShardState
+from replicator.stream.reader import GROW_AFTER
 from tests.fakes import (
     Call,
     ErrorFactory,
@@ -156,7 +157,7 @@ async def hold_records_behind_a_closed_fence(
 ) -> tuple[HeldLease, list[str]]:
     """Fail the renewals until the writers' fence closes, then have the reader (whose
     fence closes ``WRITE_WINDOW`` later) read records the writers must hold back."""
-    held = replication.coordinator.held[shard]
+    held = replication.coordinator.held[replication.key(shard)]
     renewals.failing = True
     # The idle reader calls GetRecords every few milliseconds, re-checking the condition.
     await stream.wait_until(closed_for_writes(held), within=2.0)
@@ -189,8 +190,8 @@ async def test_a_closed_fence_holds_the_shards_reads_and_writes_until_a_renewal_
         await store.wait_for_calls("Query", store.counts["Query"] + 10)  # a while, closed
         assert not set(held_back + unread) & set(applied_sequence_numbers(stream, dest))
         assert stream.delivered[shard] == held_back[-1]  # nothing read since
-        consumer, _ = replication.coordinator.consumers[shard]
-        assert consumer.tracker.in_flight == len(held_back)
+        consumer, _ = replication.coordinator.consumers[replication.key(shard)]
+        assert consumer.lanes[0].tracker.in_flight == len(held_back)
 
         reopening = CLOCK.stamp()
         renewals.failing = False
@@ -232,7 +233,7 @@ async def test_a_reader_retrying_failed_reads_stops_calling_once_its_fence_close
 
     async with Replication(stream, dest, store, **FENCED) as replication:
         await dest.wait_until(lambda table: table == stream.source)
-        held = replication.coordinator.held[shard]
+        held = replication.coordinator.held[replication.key(shard)]
         renewals.failing = partitioned = True
         await store.wait_until(closed_for_reads(held), within=2.0)
         await store.wait_for_calls("Query", store.counts["Query"] + 10)
@@ -263,8 +264,8 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
         await dest.wait_until(lambda table: table == stream.source)
         held, held_back = await hold_records_behind_a_closed_fence(
             replication, stream, shard, renewals)
-        consumer, task = replication.coordinator.consumers[shard]
-        tracker = consumer.tracker
+        consumer, task = replication.coordinator.consumers[replication.key(shard)]
+        tracker = consumer.lanes[0].tracker
         # Another worker takes the lease meanwhile (its lease duration went by).
         row = store.row(shard)
         assert row is not None
@@ -284,8 +285,8 @@ async def test_a_lease_taken_while_the_fence_was_closed_drops_the_held_back_reco
         async with asyncio.timeout(2):
             await asyncio.wait([task])
         dropped_at = CLOCK.stamp()
-        assert shard not in replication.coordinator.held
-        assert shard not in replication.coordinator.consumers
+        assert replication.key(shard) not in replication.coordinator.held
+        assert replication.key(shard) not in replication.coordinator.consumers
         assert held.lost
         assert tracker.cancelled
         later = put_many(stream, shard, 3000, 3)
@@ -380,10 +381,10 @@ async def test_reads_that_time_out_shrink_the_limit_which_grows_back_when_pages_
     async with Replication(stream, dest, store, get_records_limit=200,
                            writers=2, queue_size=400) as replication:
         await dest.wait_until(lambda table: table == stream.source)
-        consumer: ShardConsumer = replication.coordinator.consumers[shard][0]
+        consumer: ShardConsumer = replication.coordinator.consumers[replication.key(shard)][0]
         await store.wait_until(caught_up(stream))
         slow_calls = len(stream.calls)
-        limit_when_slow = consumer.limit
+        limit_when_slow = consumer.reader.limit
 
         slow = False
         put_many(stream, shard, 400, 300)
@@ -394,7 +395,7 @@ async def test_reads_that_time_out_shrink_the_limit_which_grows_back_when_pages_
             lambda calls: [c.limit for c in calls if c.operation == "GetRecords"][-3:]
             == [200, 200, 200]
         )
-        limit_after = consumer.limit
+        limit_after = consumer.reader.limit
 
     during = [c.limit for c in stream.calls[:slow_calls] if c.operation == "GetRecords"]
     after = [c.limit for c in stream.calls[slow_calls:] if c.operation == "GetRecords"]

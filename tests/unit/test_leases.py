@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
@@ -243,7 +244,7 @@ def test_own_rows_not_held_are_taken_back_first() -> None:
 
 def test_at_or_over_the_fair_share_nothing_is_taken_or_stolen() -> None:
     rows = rows_owned({ME: 3, OTHER: 3, None: 0})
-    held = {row.shard_id for row in rows if row.owner == ME}
+    held = {row.key for row in rows if row.owner == ME}
     clock = observed(rows)
     assert plan_takes(rows, ME, clock, now=0.0, held=held) == []
     assert plan_steal(rows, ME, clock, now=0.0, held=held) is None
@@ -262,7 +263,7 @@ def test_under_the_share_steals_one_lease_from_the_most_loaded_worker() -> None:
 
 def test_no_steal_from_a_worker_exactly_at_the_share_when_within_one() -> None:
     rows = rows_owned({ME: 1, OTHER: 2})  # share 2: ME is one below, OTHER at it
-    held = {row.shard_id for row in rows if row.owner == ME}
+    held = {row.key for row in rows if row.owner == ME}
     assert plan_steal(rows, ME, observed(rows), now=0.0, held=held) is None
     rows = rows_owned({ME: 0, "worker-a": 3, "worker-b": 3, "worker-c": 3, "worker-d": 3})
     # Share 3: ME is more than one below, so it steals even from workers at the share.
@@ -303,7 +304,7 @@ def test_leases_balance_to_within_one_of_the_fair_share(
 
     def cycle(worker: str) -> bool:
         rows = table()
-        held = {row.shard_id for row in rows if row.owner == worker}
+        held = {row.key for row in rows if row.owner == worker}
         clock = LeaseExpiry(lease_duration=10.0)
         clock.observe(rows, now=0.0)
         moves = plan_takes(rows, worker, clock, now=0.0, held=held)
@@ -414,8 +415,10 @@ class AnswersLost(FakeLeaseStore):
     lose = 0
 
     async def update_lease(self, lease: Lease, *, new_owner: str | None,
-                           checkpoint: str | None = None) -> Lease:
-        updated = await super().update_lease(lease, new_owner=new_owner, checkpoint=checkpoint)
+                           checkpoint: str | None = None,
+                           checkpoints: Mapping[str, str] | None = None) -> Lease:
+        updated = await super().update_lease(lease, new_owner=new_owner, checkpoint=checkpoint,
+                                         checkpoints=checkpoints)
         if self.lose:
             self.lose -= 1
             raise TransientError("UpdateItem: ConnectionClosedError: answer lost",

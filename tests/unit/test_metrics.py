@@ -15,6 +15,7 @@ from replicator.errors import StartupCheckError, ThrottledError
 from replicator.ops.cloudwatch import CloudWatchPublisher, Snapshot, metric_data
 from replicator.ops.endpoint import LOOP_LAG_LIMIT, LoopMonitor, Readiness, StatusServer
 from replicator.ops.metrics import LiveGauges, StatsCollector, registry_for, render
+from replicator.records import LaneKey
 from replicator.stats import Histogram, ShardReading, Stats, behind_latest, shard_lag
 from replicator.stream.tracker import CheckpointTracker
 from tests.clock import VirtualClock
@@ -39,9 +40,12 @@ def test_the_lag_is_the_largest_of_the_open_shards() -> None:
     for shard, created in (("a", 900.0), ("b", 980.0)):
         tracker = CheckpointTracker("TRIM_HORIZON")
         tracker.add("1" + shard.encode().hex(), created)
-        stats.trackers[shard] = tracker
-        stats.readings[shard] = ShardReading(created, caught_up=False)
-    assert stats.shard_lags(1000.0) == {"a": 100.0, "b": 20.0}
+        stats.trackers[LaneKey("source", shard, "destination")] = tracker
+        stats.readings[LaneKey("source", shard, "destination")] = ShardReading(
+            created, caught_up=False)
+    assert stats.shard_lags(1000.0) == {LaneKey("source", "a", "destination"): 100.0,
+                                        LaneKey("source", "b", "destination"): 20.0}
+    assert stats.destination_lags(1000.0) == {("source", "destination"): 100.0}
     assert stats.lag_seconds(1000.0) == 100.0
     assert Stats().lag_seconds(1000.0) == 0.0
 
@@ -63,8 +67,8 @@ def test_the_collector_reports_stats_with_task_and_worker_labels() -> None:
     stats.count_retry(ThrottledError("BatchWriteItem: slow down", operation="BatchWriteItem"))
     stats.apply_seconds.observe(0.3, times=6)
     tracker = CheckpointTracker("TRIM_HORIZON")
-    stats.trackers["shard-1"] = tracker
-    stats.readings["shard-1"] = ShardReading(caught_up=True)
+    stats.trackers[LaneKey("source", "shard-1", "destination")] = tracker
+    stats.readings[LaneKey("source", "shard-1", "destination")] = ShardReading(caught_up=True)
     collector = StatsCollector(stats, task="t", worker="w",
                                gauges=lambda: LiveGauges(leases_held=3, queue_depth=9))
     text = render(registry_for(collector)).decode()
@@ -79,7 +83,10 @@ def test_the_collector_reports_stats_with_task_and_worker_labels() -> None:
     assert samples[("replicator_errors_total", (("kind", "ThrottledError"), *base))] == 1
     assert samples[("replicator_leases_held", base)] == 3
     assert samples[("replicator_queue_depth", base)] == 9
-    assert samples[("replicator_replication_lag_seconds", (("shard", "shard-1"), *base))] == 0
+    lane = (("destination", "destination"), ("shard", "shard-1"), ("source", "source"))
+    assert samples[("replicator_replication_lag_seconds", (*lane, *base))] == 0
+    path = (("destination", "destination"), ("source", "source"))
+    assert samples[("replicator_destination_lag_seconds", (*path, *base))] == 0
     assert samples[("replicator_apply_latency_seconds_count", base)] == 6
     assert samples[("replicator_apply_latency_seconds_bucket", (("le", "0.5"), *base))] == 6
     assert samples[("replicator_apply_latency_seconds_bucket", (("le", "0.25"), *base))] == 0

@@ -311,7 +311,7 @@ async def test_a_record_served_again_is_not_applied_again_and_the_reader_goes_id
         gets = stream.counts["GetRecords"]
         # Idle from here: a read every idle interval finds nothing new.
         await stream.wait_until(lambda _: stream.counts["GetRecords"] >= gets + 5)
-        consumer = replication.coordinator.consumers[shard][0]
+        consumer = replication.coordinator.consumers[replication.key(shard)][0]
         assert consumer.reading.caught_up
 
     assert replication.stats.records_read == 8  # the twin served again was passed over

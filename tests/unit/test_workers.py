@@ -30,7 +30,7 @@ import itertools
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -191,14 +191,16 @@ class WorkerStore:
         return await self._store.create_lease(lease)
 
     async def update_lease(self, lease: Lease, *, new_owner: str | None,
-                           checkpoint: str | None = None) -> Lease:
+                           checkpoint: str | None = None,
+                           checkpoints: Mapping[str, str] | None = None) -> Lease:
         self._link.check("UpdateItem")
         sent = CLOCK.stamp()
         take = new_owner is not None and new_owner != lease.owner
         token = CALLER.set(self._link.worker)
         try:
             updated = await self._store.update_lease(lease, new_owner=new_owner,
-                                                     checkpoint=checkpoint)
+                                                     checkpoint=checkpoint,
+                                                     checkpoints=checkpoints)
         except ReplicatorError as exc:
             self.updates.append(LeaseCall(sent, CLOCK.stamp(), lease.shard_id, new_owner,
                                           type(exc).__name__, take))
@@ -324,8 +326,8 @@ class Cluster:
 
     def running(self) -> set[str]:
         """The shards whose consumer runs, in any live worker."""
-        return {shard_id for worker in self.workers.values() if worker.live
-                for shard_id in worker.coordinator.consumers}
+        return {key.shard_id for worker in self.workers.values() if worker.live
+                for key in worker.coordinator.consumers}
 
     def lost_races(self) -> int:
         """Takes and steals that failed because another worker changed the row first."""
@@ -740,9 +742,9 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
             and cluster.running() == set(shards))
         await cluster.caught_up()
         consumers = {
-            shard_id: (name, consumer, task)
+            key.shard_id: (name, consumer, task)
             for name in ("worker-1", "worker-2")
-            for shard_id, (consumer, task) in cluster.workers[name].coordinator.consumers.items()
+            for key, (consumer, task) in cluster.workers[name].coordinator.consumers.items()
         }
         stopped: dict[str, float] = {}
 
@@ -758,7 +760,8 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
                 cluster.stream.put(shard_id, item(f"{shard_id}-{version % 40}", v=version))
         # Every shard has records read and queued behind the slow writers.
         await cluster.store.wait_until(
-            lambda _: all(consumer.tracker.in_flight > 0 for _, consumer, _ in consumers.values()))
+            lambda _: all(consumer.lanes[0].tracker.in_flight > 0
+                          for _, consumer, _ in consumers.values()))
         since = cluster.cycles()
         races_before = cluster.lost_races()
         with capture_logs() as logs:
@@ -811,11 +814,11 @@ async def test_a_stolen_lease_is_read_a_lease_duration_later_and_dropped_by_its_
         assert all(b.ended < started for b in victim_batches)
         # The records it had queued were dropped (never marked applied); the thief read
         # them again from the victim's checkpoint and applied them.
-        assert consumer.tracker.cancelled
-        assert consumer.tracker.in_flight > 0
+        assert consumer.lanes[0].tracker.cancelled
+        assert consumer.lanes[0].tracker.in_flight > 0
         print(f"\n{shard_id}: stolen from {victim}; thief read it {started - theft.at:.3f}s "
               f"after the take; victim stopped {lost_at - theft.at:.3f}s after it with "
-              f"{consumer.tracker.in_flight} records dropped")
+              f"{consumer.lanes[0].tracker.in_flight} records dropped")
     # The other shards' consumers ran on until shutdown.
     kept = set(shards) - {theft.lease.shard_id for theft in thefts}
     assert all(stopped[shard_id] > ended for shard_id in kept)

@@ -1,0 +1,231 @@
+"""A topology in one process: two source tables, the first fanned out to three
+destinations on three moto servers (three regions), the second to one; a mixed workload
+on both; the worker killed with SIGKILL and restarted; every destination ends equal to
+its source. And one read of each shard serving three destinations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from replicator.aws.clients import Endpoint, open_client
+from replicator.dev.local import MotoServer
+from replicator.dev.workload import KEY_NAMES, run_workload
+
+from .conftest import (
+    DEADLINE,
+    FAST,
+    SOURCE_REGION,
+    Proxy,
+    ReplicatorProcess,
+    Servers,
+    compare,
+    create_table,
+    lease_rows,
+    wait_equal,
+    wait_until,
+    workload_until,
+)
+
+ORDERS, USERS = "orders", "users"
+TASK = "topology-task"
+#: (name, table, region, server index) of the destinations: orders into three regions,
+#: users into one.
+ORDERS_DESTINATIONS = [("eu", "orders-eu", "eu-west-1", 0), ("us", "orders-us", "us-west-2", 1),
+                       ("ap", "orders-ap", "ap-southeast-2", 2)]
+USERS_DESTINATIONS = [("users-eu", "users-replica", "eu-west-1", 0)]
+
+
+@pytest.fixture(scope="module")
+def more_servers() -> Iterator[list[MotoServer]]:
+    """Two moto servers besides the session's two: three destination regions."""
+    with MotoServer() as second, MotoServer() as third:
+        yield [second, third]
+
+
+@pytest.fixture
+def destination_servers(servers: Servers, more_servers: list[MotoServer]) -> list[MotoServer]:
+    for server in more_servers:
+        server.reset()
+    return [servers.destination, *more_servers]
+
+
+def topology_file(directory: Path, servers: Servers, destinations: list[MotoServer], *,
+                  streams_endpoint: str | None = None, task: str = TASK,
+                  orders: list[tuple[str, str, str, int]] | None = None,
+                  users: bool = True) -> Path:
+    """The topology's TOML file: orders and users in the source server."""
+    def path(table: str, routes: list[tuple[str, str, str, int]]) -> str:
+        text = (f'[[path]]\nsource = {{ table = "{table}", region = "{SOURCE_REGION}", '
+                f'endpoint = "{servers.source.url}"'
+                + (f', streams_endpoint = "{streams_endpoint}"' if streams_endpoint else "")
+                + " }\n")
+        for name, dest_table, region, index in routes:
+            text += (f'[[path.destination]]\nname = "{name}"\ntable = "{dest_table}"\n'
+                     f'region = "{region}"\nendpoint = "{destinations[index].url}"\n')
+        return text
+
+    text = f'task = "{task}"\n\n' + path(ORDERS, ORDERS_DESTINATIONS if orders is None
+                                          else orders)
+    if users:
+        text += "\n" + path(USERS, USERS_DESTINATIONS)
+    file = directory / f"{task}.toml"
+    file.write_text(text)
+    return file
+
+
+@contextlib.asynccontextmanager
+async def clients(servers: Servers, destinations: list[MotoServer]
+                  ) -> AsyncIterator[tuple[Any, list[Any]]]:
+    async with contextlib.AsyncExitStack() as stack:
+        source = await stack.enter_async_context(open_client(
+            Endpoint("dynamodb", SOURCE_REGION, servers.source.url), call_timeout=30))
+        regions = {index: region for _, _, region, index in
+                   ORDERS_DESTINATIONS + USERS_DESTINATIONS}
+        written = [await stack.enter_async_context(open_client(
+            Endpoint("dynamodb", regions[index], server.url), call_timeout=30))
+            for index, server in enumerate(destinations)]
+        yield source, written
+
+
+def environment(config: Path, **overrides: Any) -> dict[str, str]:
+    values = {**FAST, "log_level": "info", "log_format": "json", "config": str(config),
+              **overrides}
+    return {f"REPLICATOR_{name.upper()}": str(value) for name, value in values.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_two_sources_into_four_destinations_survive_a_sigkill(
+    servers: Servers, destination_servers: list[MotoServer], tmp_path: Path,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    config = topology_file(tmp_path, servers, destination_servers)
+    async with clients(servers, destination_servers) as (source, written):
+        for table in (ORDERS, USERS):
+            await create_table(source, table, stream="NEW_AND_OLD_IMAGES")
+        for _, table, _, index in ORDERS_DESTINATIONS + USERS_DESTINATIONS:
+            await create_table(written[index], table)
+        pairs = [(ORDERS, table, written[index]) for _, table, _, index in ORDERS_DESTINATIONS]
+        pairs += [(USERS, table, written[index]) for _, table, _, index in USERS_DESTINATIONS]
+
+        env = environment(config, worker_id="worker-one", get_records_limit=250)
+        first = spawn("first", env)
+        await first.wait_for_event("shard started")
+        stop_writes = asyncio.Event()
+        workloads = [asyncio.create_task(workload_until(
+            stop_writes, source, table, rate=60, keys=80, seed=seed, rich=0.2))
+            for seed, table in ((3, ORDERS), (5, USERS))]
+        try:
+            async def every_destination_checkpointed() -> bool:
+                rows = await lease_rows(source, TASK)
+                names = {name for name, *_ in ORDERS_DESTINATIONS + USERS_DESTINATIONS}
+                seen = {name for row in rows
+                        for name, value in row.get("checkpoints", {}).get("M", {}).items()
+                        if value["S"].isdigit()}
+                return seen == names
+
+            await wait_until(every_destination_checkpointed, within=DEADLINE,
+                             processes=[first], what="every destination to checkpoint")
+            first.send(signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+            second = spawn("second", {**env, "REPLICATOR_WORKER_ID": "worker-two"})
+            await second.wait_for_event("shard started")
+        finally:
+            stop_writes.set()
+            results = await asyncio.wait_for(asyncio.gather(*workloads), DEADLINE)
+        assert all(result.operations > 0 for result in results)
+        for source_table, table, client in pairs:
+            diff = await wait_equal(source, client, KEY_NAMES, source_table=source_table,
+                                    destination_table=table, processes=[second])
+            assert diff.source_items > 20
+        second.send(signal.SIGTERM)
+        assert await second.wait() == 0, second.report()
+        assert second.stderr() == ""
+        for source_table, table, client in pairs:
+            assert (await compare(source, client, KEY_NAMES, source_table=source_table,
+                                  destination_table=table)).equal
+        # Both streams' leases are in the one checkpoint table of the task, each with a
+        # checkpoint per destination of its source.
+        rows = await lease_rows(source, TASK)
+        by_stream = Counter(row["stream_arn"]["S"].split("/")[1] for row in rows)
+        assert set(by_stream) == {ORDERS, USERS}
+        for row in rows:
+            names = set(row["checkpoints"]["M"])
+            table = row["stream_arn"]["S"].split("/")[1]
+            routes = ORDERS_DESTINATIONS if table == ORDERS else USERS_DESTINATIONS
+            assert names == {name for name, *_ in routes}
+
+
+class CountingProxy(Proxy):
+    """Counts the DynamoDB Streams calls it passes on: by operation, the GetShardIterator
+    calls by shard, and the GetRecords calls that returned records."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.calls: Counter[str] = Counter()
+        self.iterators: Counter[str] = Counter()
+        self.pages = 0
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
+        self.calls[operation] += 1
+        if operation == "GetShardIterator":
+            self.iterators[json.loads(body)["ShardId"]] += 1
+        answer = await self.pass_on(request, body)
+        if operation == "GetRecords" and answer.status == 200 and answer.body:
+            assert isinstance(answer.body, bytes)
+            self.pages += bool(json.loads(answer.body).get("Records"))
+        return answer
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_one_read_of_each_shard_serves_three_destinations(
+    servers: Servers, destination_servers: list[MotoServer], tmp_path: Path,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    # Side by side, over one backlog of the stream: a task applying it to three
+    # destinations, and a task applying it to one, each reading through its own
+    # counting proxy, from the stream's start, 20 records a page.
+    async with (clients(servers, destination_servers) as (source, written),
+                CountingProxy(servers.source.url).running() as three_proxy,
+                CountingProxy(servers.source.url).running() as one_proxy):
+        await create_table(source, ORDERS, stream="NEW_AND_OLD_IMAGES")
+        for _, table, _, index in ORDERS_DESTINATIONS:
+            await create_table(written[index], table)
+        await create_table(written[0], "orders-alone")
+        await run_workload(source, ORDERS, operations=400, seed=9, keys=150, rich=0.2)
+        three = topology_file(tmp_path, servers, destination_servers, task="three",
+                              streams_endpoint=three_proxy.url, users=False)
+        one = topology_file(tmp_path, servers, destination_servers, task="one",
+                            streams_endpoint=one_proxy.url, users=False,
+                            orders=[("alone", "orders-alone", "eu-west-1", 0)])
+        settings = {"bootstrap": "never", "initial_position": "TRIM_HORIZON",
+                    "get_records_limit": 20}
+        processes = [spawn(name, environment(config, worker_id=name, **settings))
+                     for name, config in (("three", three), ("one", one))]
+        tables = [(table, written[index]) for _, table, _, index in ORDERS_DESTINATIONS]
+        for table, client in [*tables, ("orders-alone", written[0])]:
+            await wait_equal(source, client, KEY_NAMES, source_table=ORDERS,
+                             destination_table=table, processes=processes)
+        for process in processes:
+            process.send(signal.SIGTERM)
+            assert await process.wait() == 0, process.report()
+    print(f"\nGetRecords pages read: three destinations {three_proxy.pages}, one "
+          f"destination {one_proxy.pages}; GetRecords calls {three_proxy.calls['GetRecords']} "
+          f"and {one_proxy.calls['GetRecords']}")
+    assert one_proxy.pages >= 20  # at least 400 records, 20 a page
+    assert abs(three_proxy.pages - one_proxy.pages) <= 0.1 * one_proxy.pages
+    # One reader per shard: one iterator per shard, never a catch-up reader's.
+    assert set(three_proxy.iterators.values()) == {1}
