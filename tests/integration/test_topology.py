@@ -32,6 +32,7 @@ from .conftest import (
     create_table,
     lease_rows,
     wait_equal,
+    wait_for_event,
     wait_until,
     workload_until,
 )
@@ -229,3 +230,62 @@ async def test_one_read_of_each_shard_serves_three_destinations(
     assert abs(three_proxy.pages - one_proxy.pages) <= 0.1 * one_proxy.pages
     # One reader per shard: one iterator per shard, never a catch-up reader's.
     assert set(three_proxy.iterators.values()) == {1}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_two_workers_share_both_streams_and_a_kill_9_loses_nothing(
+    servers: Servers, destination_servers: list[MotoServer], tmp_path: Path,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    config = topology_file(tmp_path, servers, destination_servers)
+    async with clients(servers, destination_servers) as (source, written):
+        for table in (ORDERS, USERS):
+            await create_table(source, table, stream="NEW_AND_OLD_IMAGES")
+        for _, table, _, index in ORDERS_DESTINATIONS + USERS_DESTINATIONS:
+            await create_table(written[index], table)
+        pairs = [(ORDERS, table, written[index]) for _, table, _, index in ORDERS_DESTINATIONS]
+        pairs += [(USERS, table, written[index]) for _, table, _, index in USERS_DESTINATIONS]
+        workers = [spawn(name, environment(config, worker_id=name, get_records_limit=250))
+                   for name in ("worker-one", "worker-two")]
+        await wait_for_event(workers, "lease taken")
+        stop_writes = asyncio.Event()
+        workloads = [asyncio.create_task(workload_until(
+            stop_writes, source, table, rate=50, keys=60, seed=seed, rich=0.2))
+            for seed, table in ((13, ORDERS), (17, USERS))]
+        try:
+            owners: list[Counter[str]] = []
+
+            async def shared() -> bool:
+                rows = await lease_rows(source, TASK)
+                held = Counter(row["lease_owner"]["S"] for row in rows if "lease_owner" in row)
+                owners[:] = [held]
+                # Every shard of both streams is held, and each worker holds its fair share.
+                return (len(rows) >= 2 and sum(held.values()) == len(rows)
+                        and set(held) == {"worker-one", "worker-two"}
+                        and max(held.values()) - min(held.values()) <= 1)
+
+            await wait_until(shared, within=DEADLINE, processes=workers,
+                             what=lambda: f"the leases to be shared ({owners})")
+            rows = await lease_rows(source, TASK)
+            assert {row["stream_arn"]["S"].split("/")[1] for row in rows} == {ORDERS, USERS}
+            workers[0].send(signal.SIGKILL)
+            assert await workers[0].wait() == -signal.SIGKILL
+
+            async def taken_over() -> bool:
+                rows = await lease_rows(source, TASK)
+                return all(row.get("lease_owner", {}).get("S") == "worker-two"
+                           for row in rows)
+
+            await wait_until(taken_over, within=DEADLINE, processes=workers[1:],
+                             what="worker-two to take over every lease")
+        finally:
+            stop_writes.set()
+            results = await asyncio.wait_for(asyncio.gather(*workloads), DEADLINE)
+        assert all(result.operations > 0 for result in results)
+        for source_table, table, client in pairs:
+            diff = await wait_equal(source, client, KEY_NAMES, source_table=source_table,
+                                    destination_table=table, processes=workers[1:])
+            assert diff.source_items > 20
+        workers[1].send(signal.SIGTERM)
+        assert await workers[1].wait() == 0, workers[1].report()
