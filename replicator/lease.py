@@ -79,3 +79,5 @@ class WorkerRow:
     #: Wall-clock epoch seconds, by the worker's clock.
     started_at: float
     heartbeat_at: float
+    #: The destinations it serves, as ``<source table>/<destination name>``.
+    destinations: tuple[str, ...] = ()

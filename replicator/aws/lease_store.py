@@ -218,6 +218,8 @@ class DynamoLeaseStore:
         }
         if row.metrics is not None:
             item["metrics"] = {"S": row.metrics}
+        if row.destinations:
+            item["destinations"] = {"SS": list(row.destinations)}
         async with map_errors("PutItem", self._timeout):
             await self._client.put_item(TableName=self.table, Item=item)
 
@@ -238,6 +240,7 @@ class DynamoLeaseStore:
                 metrics=item.get("metrics", {}).get("S"),
                 started_at=float(item.get("started_at", {}).get("N", 0)),
                 heartbeat_at=float(item.get("heartbeat_at", {}).get("N", 0)),
+                destinations=tuple(sorted(item.get("destinations", {}).get("SS", []))),
             )
             for item in await self._query(request)
         ]

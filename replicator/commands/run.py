@@ -17,6 +17,7 @@ from replicator.aws.table import describe_table
 from replicator.clock import SYSTEM_CLOCK, Clock, within
 from replicator.commands import startup
 from replicator.commands.endpoints import endpoint_for
+from replicator.commands.joining import Join, settle
 from replicator.commands.tuning import coordinator_settings
 from replicator.commands.wiring import WiredSource, copy_of, stream_of, wire
 from replicator.config import DEFAULT_METRICS_PORT, METRICS_PORTS, Settings
@@ -237,7 +238,9 @@ class Replicator:
     def _worker_state(self) -> WorkerState:
         phase = "stopping" if self.stop_requested.is_set() else self.phase
         return WorkerState(phase=phase, leases=self.live_gauges().leases_held,
-                           metrics=self.metrics_address)
+                           metrics=self.metrics_address, destinations=tuple(
+                               f"{wired.table}/{destination.name}"
+                               for wired in self.sources for destination in wired.destinations))
 
     def _tables_to_probe(self, checkpoints: DynamoDBClient) -> dict[str, tuple[DynamoDBClient,
                                                                                str]]:
@@ -268,12 +271,14 @@ class Replicator:
             if not await self._run_copies(fresh=mode == "always") or copy_only:
                 await self._release_handed_over()
                 return 0
-        sources = []
+        sources, joining = [], []
         for wired in self.sources:
             copied = self.copies.get(wired.stream_arn)
+            served = await settle(store, wired, copied=copied is not None, clock=self.clock)
+            joining += [(wired, destination) for destination in served.joining]
             sources.append(await stream_of(
                 wired, store, settings, mode=mode, stats=self.stats, clock=self.clock,
-                handoff=copied.handoff if copied is not None else {}))
+                handoff=copied.handoff if copied is not None else {}, starts=served.starts))
             log.info("replication starting", stream_arn=wired.stream_arn,
                      view_type=wired.prepared.view_type,
                      destinations=[d.name for d in wired.destinations],
@@ -286,6 +291,10 @@ class Replicator:
         self._set_phase("replicating")
         self.started.set()
         background.append(group.create_task(self._report_progress(), name="progress"))
+        for wired, destination in joining:
+            join = Join(wired, destination, store, settings, self.stats, self.stop_requested,
+                        self.clock, coordinator)
+            background.append(group.create_task(join.run(), name=f"join-{destination.name}"))
         await coordinator.run()
         self._log_totals()
         if coordinator.fatal is not None:

@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 from dotenv import dotenv_values
@@ -19,6 +19,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from replicator.config import ENV_PREFIX, JAVA_FLAGS, OTHER_VARIABLES, Settings, env_name, flag_name
 from replicator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from replicator.topology import Topology
 
 #: Where to find every setting's name, for a variable or flag that resembles none.
 SETTINGS_LIST = "replicator run --help lists the settings"
@@ -203,8 +206,6 @@ def _topology_paths(config: str, overrides: Mapping[str, Any],
                     flags: Mapping[str, str]) -> dict[str, Any]:
     """The settings of a topology's first path, task and checkpoint table; ConfigError
     when a path setting is given beside the topology file."""
-    from replicator.topology import load
-
     setting = flags.get("config", env_name("config"))
     given = [flags.get(name, env_name(name)) for name in PATH_SETTINGS
              if name in overrides or _given(name, os.environ, file_values) is not None]
@@ -212,8 +213,28 @@ def _topology_paths(config: str, overrides: Mapping[str, Any],
         raise ConfigError(f"{', '.join(given)}: {setting} names the tables and the task; "
                           f"unset {'these' if len(given) > 1 else 'it'}, or leave out "
                           f"{setting}")
-    topology = load(config, setting=setting)
+    topology = load_topology(config, setting=setting)
     return topology.path_values(*topology.destinations()[0])
+
+
+def load_topology(config: str, *, setting: str) -> Topology:
+    """The topology in the file ``config`` (named ``setting`` in errors), with every AWS
+    profile it names found in the AWS config files; ``ConfigError`` otherwise."""
+    from replicator.aws.clients import known_profiles
+    from replicator.topology import load
+
+    topology = load(config, setting=setting)
+    known = known_profiles()
+    problems = []
+    for index, path in enumerate(topology.path):
+        named = [(f"path[{index}].source", path.source.profile)] + [
+            (f"path[{index}] destination {d.name!r}", d.profile) for d in path.destination]
+        problems += [f"{where}: AWS profile {profile!r} is not in the AWS config files "
+                     "(~/.aws/config, or AWS_CONFIG_FILE): add it, or name another"
+                     for where, profile in named if profile is not None and profile not in known]
+    if problems:
+        raise ConfigError(f"{setting} {config}: " + "; ".join(problems))
+    return topology
 
 
 def _one_line(exc: pydantic.ValidationError, flags: Mapping[str, str]) -> str:

@@ -117,7 +117,8 @@ def copy_of(wired: WiredSource, store: DynamoLeaseStore, *, stats: Stats, stop: 
 
 async def stream_of(wired: WiredSource, store: DynamoLeaseStore, settings: Settings, *,
                     mode: str, stats: Stats, clock: Clock,
-                    handoff: Mapping[str, HandedOver]) -> SourceStream:
+                    handoff: Mapping[str, HandedOver],
+                    starts: dict[str, str | None]) -> SourceStream:
     """A source's stream for the coordinator, with a writer pool per destination."""
     # A copy that never finished left starts that hold only with it; a worker that
     # does not copy starts those shards where it starts shards without checkpoints.
@@ -137,7 +138,7 @@ async def stream_of(wired: WiredSource, store: DynamoLeaseStore, settings: Setti
     }
     return SourceStream(
         source=wired.table, stream_arn=wired.stream_arn, streams=wired.streams,
-        pools=pools, copy_unfinished=unfinished,
+        pools=pools, copy_unfinished=unfinished, starts=starts,
         adopted={shard_id: (handed.lease, handed.iterator)
                  for shard_id, handed in handoff.items()},
     )

@@ -33,8 +33,10 @@ DONE = "DONE"
 START = "START"
 
 
-def copy_key(stream_arn: str) -> str:
-    return COPY_PREFIX + stream_arn
+def copy_key(stream_arn: str, destination: str | None = None) -> str:
+    """The copy's rows: of the whole source, or of one destination joining the topology."""
+    key = COPY_PREFIX + stream_arn
+    return key if destination is None else f"{key}|{destination}"
 
 
 def segment_id(index: int) -> str:

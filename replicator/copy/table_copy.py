@@ -91,13 +91,21 @@ class TableCopy:
         table_bytes: int = 0,
         key_names: tuple[str, ...],
         backoff: Backoff | None = None,
+        joining: str | None = None,
+        on_joined: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._source = source
         self._destination = destination
         self._streams = streams
         self._store = store
         self.stream_arn = stream_arn
-        self._key = copy_key(stream_arn)
+        #: The name of a destination joining a running topology: the copy is into it
+        #: alone, while the stream is read for the others; it records no stream
+        #: positions (the destination's lanes start from the second the copy began,
+        #: which ``on_joined`` is given before the copy is marked done).
+        self.joining = joining
+        self._on_joined = on_joined
+        self._key = copy_key(stream_arn, joining)
         self._settings = settings
         self._stats = stats
         self._stop = stop
@@ -207,7 +215,7 @@ class TableCopy:
         return None
 
     async def _create(self) -> HeldLease | None:
-        if not await nobody_streams(
+        if self.joining is None and not await nobody_streams(
                 self._store, self.stream_arn, worker=self._settings.worker_id,
                 lease_duration=self._settings.lease_duration,
                 interval=self._settings.coordinator_interval, retried=self._retried,
@@ -229,7 +237,8 @@ class TableCopy:
             return None  # another worker created the copy first
         held = self._hold(header, sent_at)
         # Positions first: every write from now on is in the stream after them.
-        await self.positions.record(watch=True, since_second=began)
+        if self.joining is None:
+            await self.positions.record(watch=True, since_second=began)
         for index in range(segments):
             row = Lease(self._key, segment_id(index), None, worker, 0, START)
             await self._retried(functools.partial(self._store.create_lease, row), "PutItem")
@@ -272,8 +281,9 @@ class TableCopy:
                     self._segments[row.shard_id] = self._hold(row, sent_at)
         # Shards the interrupted copy did not get to: from when it began (or, for a
         # header that does not say, from TRIM_HORIZON).
-        await self.positions.record(watch=False,
-                                     since_second=CopyHeader.of(header).since)
+        if self.joining is None:
+            await self.positions.record(watch=False,
+                                         since_second=CopyHeader.of(header).since)
         self.progress.resumed = True
         log.info("copy resumed", previous_owner=header.owner,
                  segments_left=len(self._segments))
@@ -321,7 +331,7 @@ class TableCopy:
         if self.progress.segments_skipped:
             log.info("segments already copied are skipped",
                      skipped=self.progress.segments_skipped, total=total)
-        iterators = await self.positions.latest_iterators()
+        iterators = {} if self.joining is not None else await self.positions.latest_iterators()
         scanners = asyncio.Semaphore(self._settings.concurrency)
         async with asyncio.TaskGroup() as group:
             helpers = [
@@ -361,6 +371,10 @@ class TableCopy:
             log.info("copy stopped; it resumes where it stopped on the next start",
                      items_written=self.progress.items_written)
             return False
+        if self._on_joined is not None:
+            if read.since is None:
+                raise LeaseLostError("the joining copy's header does not say when it began")
+            await self._on_joined(read.since)
         await header.release(CopyHeader(done=True).value())
         log.info("copy finished", items_written=self.progress.items_written,
                  segments=total, segments_skipped=self.progress.segments_skipped,

@@ -40,6 +40,8 @@ class WorkerState:
     phase: str
     leases: int
     metrics: str | None
+    #: The destinations the worker serves (``<source table>/<destination name>``).
+    destinations: tuple[str, ...] = ()
 
 
 class Heartbeat:
@@ -68,7 +70,8 @@ class Heartbeat:
     def row(self) -> WorkerRow:
         state = self._state()
         return WorkerRow(self._worker_id, self._host, self._pid, state.phase, state.leases,
-                         state.metrics, self._started_at, self._wall())
+                         state.metrics, self._started_at, self._wall(),
+                         destinations=state.destinations)
 
     async def beat(self) -> None:
         try:

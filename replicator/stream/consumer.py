@@ -64,6 +64,7 @@ class ShardConsumer:
         checkpoint_interval: float,
         clock: Clock,
         source: str = "",
+        starts: Mapping[str, str | None] | None = None,
         detach_after: float = DETACH_AFTER,
         skip_trimmed: bool = False,
         backoff: Backoff | None = None,
@@ -82,11 +83,16 @@ class ShardConsumer:
         self._detach_after = detach_after
         self._skip_trimmed = skip_trimmed
         self._backoff = backoff or Backoff()
-        self.lanes = [
-            Lane(LaneKey(source, self.shard_id, name), pool,
-                 _start_of(lease, name, instead_of_copy_start), fence=lease.fence)
-            for name, pool in pools.items()
-        ]
+        self._source = source
+        starts = starts or {}
+        self.lanes = []
+        for name, pool in pools.items():
+            start = _start_of(lease, name, starts, instead_of_copy_start)
+            self.lanes.append(Lane(
+                LaneKey(source, self.shard_id, name), pool,
+                Sentinel.TRIM_HORIZON if start is None else start, fence=lease.fence,
+                state=LaneState.PARKED if start is None else LaneState.ATTACHED))
+        self._unparked = asyncio.Event()
         self.state = ShardState.INITIALIZING
         #: Where the shard's reader stands against the head of the shard (for the lag).
         self.reading = ShardReading()
@@ -166,9 +172,34 @@ class ShardConsumer:
             if lane.state is LaneState.ATTACHED:
                 await lane.tracker.wait_drained()
 
+    def unpark(self, destination: str, start: str) -> None:
+        """A destination joining the topology has been copied: its lane starts at
+        ``start`` (a ``SINCE:`` start) with a catch-up reader of its own."""
+        for index, lane in enumerate(self.lanes):
+            if lane.destination == destination and lane.state is LaneState.PARKED:
+                joined = Lane(lane.key, lane.pool, start, fence=self.lease.fence,
+                              state=LaneState.DETACHED)
+                self.lanes[index] = joined
+                self._stats.trackers[joined.key] = joined
+                if self._group is not None:
+                    self._spawn_catch_up(joined)
+        self._unparked.set()
+
+    def _spawn_catch_up(self, lane: Lane) -> None:
+        assert self._group is not None
+        self._catch_ups[lane.destination] = self._group.create_task(
+            self._catch_up(lane), name=f"catch-up-{self.shard_id}-{lane.destination}")
+
+    def _fed(self) -> list[Lane]:
+        return [lane for lane in self.lanes if lane.state is not LaneState.PARKED]
+
     async def _read_to_end(self) -> None:
         reader = self.reader
-        start = least(lane.start for lane in self.lanes)
+        for lane in self.lanes:
+            if lane.state is LaneState.DETACHED:  # unparked before the shard started
+                self._spawn_catch_up(lane)
+        fed = self._fed()
+        start = least(lane.start for lane in fed) if fed else self.lease.lease.checkpoint
         iterator: str | None = self._start_iterator
         if iterator is None:
             iterator = await reader.start(start)
@@ -189,7 +220,15 @@ class ShardConsumer:
             if iterator is not None and not page.records:
                 self.empty_read_started_at = read_started
                 await self._clock.sleep(self._idle)
-        # The end of the shard: every lane applies all of it first.
+        # The end of the shard: every lane applies all of it first, a joining one too,
+        # while the others' checkpoints are kept.
+        if any(lane.state is LaneState.PARKED for lane in self.lanes):
+            await self._attached_applied()
+            self._last_checkpoint_at = float("-inf")
+            await self._maybe_checkpoint()
+        while any(lane.state is LaneState.PARKED for lane in self.lanes):
+            self._unparked.clear()
+            await self._unparked.wait()
         while pending := [task for task in self._catch_ups.values() if not task.done()]:
             await asyncio.wait(pending)
         for lane in self.lanes:
@@ -235,9 +274,7 @@ class ShardConsumer:
         log.warning("destination falls behind; the shard is read on without it, and for "
                     "it from its checkpoint once it applies what it holds",
                     destination=lane.destination, checkpoint=lane.tracker.checkpointable)
-        assert self._group is not None
-        self._catch_ups[lane.destination] = self._group.create_task(
-            self._catch_up(lane), name=f"catch-up-{self.shard_id}-{lane.destination}")
+        self._spawn_catch_up(lane)
 
     async def _offer(self, lane: Lane, item: WorkItem) -> bool:
         """Put the record in the lane's queue; False when the lane cannot take it within
@@ -315,14 +352,16 @@ class ShardConsumer:
     def pending_checkpoint(self) -> tuple[str, dict[str, str]] | None:
         """The checkpoints to write (the shard's, the least, and each lane's), if any
         lane's moved: each covers only records its destination has applied."""
-        values = {lane.destination: lane.tracker.checkpointable for lane in self.lanes}
-        if all(values[lane.destination] == lane.tracker.written for lane in self.lanes):
+        fed = self._fed()
+        values = {lane.destination: lane.tracker.checkpointable for lane in fed}
+        if all(values[lane.destination] == lane.tracker.written for lane in fed):
             return None
         return least(values.values()), values
 
     def checkpointed(self, values: Mapping[str, str]) -> None:
         for lane in self.lanes:
-            lane.tracker.written = values[lane.destination]
+            if lane.destination in values:
+                lane.tracker.written = values[lane.destination]
 
     async def write_checkpoint(self) -> None:
         """Write the lanes' checkpoints, if one moved, in one conditional write."""
@@ -336,10 +375,22 @@ class ShardConsumer:
         self._stats.changed.notify()
 
 
-def _start_of(lease: HeldLease, destination: str, instead_of_copy_start: Sentinel | None) -> str:
-    """Where a lane starts: its checkpoint, or ``instead_of_copy_start`` in place of a
-    start left by a bootstrap copy that never finished."""
-    checkpoint = lease.lease.checkpoint_of(destination)
+def _start_of(lease: HeldLease, destination: str, starts: Mapping[str, str | None],
+              instead_of_copy_start: Sentinel | None) -> str | None:
+    """Where a lane starts: its checkpoint; for a row that does not name it, its start
+    in ``starts`` (None: a destination joining the topology, not copied yet) or the
+    row's checkpoint; ``instead_of_copy_start`` in place of a start left by a bootstrap
+    copy that never finished."""
+    named = dict(lease.lease.checkpoints)
+    if destination in named:
+        checkpoint = named[destination]
+    elif destination in starts:
+        start = starts[destination]
+        if start is None:
+            return None
+        checkpoint = start
+    else:
+        checkpoint = lease.lease.checkpoint
     if instead_of_copy_start is not None and is_copy_start(checkpoint):
         log.warning("a start left by an unfinished copy is not used",
                     shard_id=lease.shard_id, checkpoint=checkpoint,

@@ -72,6 +72,10 @@ class SourceStream:
     #: Leases a bootstrap copy took and handed over, by shard id, with the iterators it
     #: read the shards' heads with.
     adopted: Mapping[str, tuple[HeldLease, str]] = field(default_factory=dict)
+    #: Where a destination starts on a shard whose row does not name it, when not at
+    #: the row's checkpoint: a ``SINCE:`` start for a destination that joined the
+    #: topology, None for one joining it now (being copied; see ``destination_ready``).
+    starts: dict[str, str | None] = field(default_factory=dict)
 
 
 class ShardCoordinator:
@@ -135,6 +139,17 @@ class ShardCoordinator:
             if shard == shard_id and stream_arn in (None, arn):
                 return consumer
         raise KeyError(shard_id)
+
+    def destination_ready(self, stream_arn: str, destination: str, start: str) -> None:
+        """A destination joining the topology has been copied: it starts at ``start`` on
+        every shard of the stream, those running now (by a catch-up reader each) and
+        those started later."""
+        self.sources[stream_arn].starts[destination] = start
+        for key, (consumer, _) in self.consumers.items():
+            if key.stream_arn == stream_arn:
+                consumer.unpark(destination, start)
+        log.info("destination copied; streaming to it", destination=destination,
+                 source=self.sources[stream_arn].source, start=start)
 
     async def run(self) -> None:
         """Replicate until ``stop`` is set, then shut down in order."""
@@ -265,6 +280,7 @@ class ShardCoordinator:
             lease=held,
             streams=source.streams,
             pools=source.pools,
+            starts=source.starts,
             stats=self._stats,
             get_records_limit=settings.get_records_limit,
             idle_interval=settings.idle_interval,
@@ -311,6 +327,10 @@ class ShardCoordinator:
             for lane in consumer.lanes:
                 self._stats.trackers.pop(lane.key, None)
                 self._stats.readings.pop(lane.key, None)
+
+    def fail(self, exc: ReplicatorError) -> None:
+        """Stop the service with ``exc`` (the first such error is the one reported)."""
+        self._fail(exc)
 
     def _fail(self, exc: ReplicatorError) -> None:
         if self.fatal is None:

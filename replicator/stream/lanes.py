@@ -27,6 +27,9 @@ class LaneState(enum.StrEnum):
     DETACHED = "DETACHED"
     #: Fed by its own catch-up reader, from its checkpoint.
     CATCHING_UP = "CATCHING_UP"
+    #: A destination joining the topology, being copied: not fed yet, and the shard
+    #: does not end without it.
+    PARKED = "PARKED"
 
 
 class Verdict(enum.Enum):
@@ -54,13 +57,13 @@ class Lane:
     )
 
     def __init__(self, key: LaneKey, pool: WriterPool, checkpoint: str, *,
-                 fence: LeaseFence | None) -> None:
+                 fence: LeaseFence | None, state: LaneState = LaneState.ATTACHED) -> None:
         self.key = key
         self.pool = pool
         #: Where the lane resumes: its checkpoint in the lease row.
         self.start = checkpoint
         self.tracker = CheckpointTracker(checkpoint, fence=fence)
-        self.state = LaneState.ATTACHED
+        self.state = state
         #: The event id of the last record handed to the lane's writers.
         self.last_event: str | None = None
         #: Not attached: the creation time of the oldest record it has not been handed.

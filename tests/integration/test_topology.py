@@ -289,3 +289,119 @@ async def test_two_workers_share_both_streams_and_a_kill_9_loses_nothing(
             assert diff.source_items > 20
         workers[1].send(signal.SIGTERM)
         assert await workers[1].wait() == 0, workers[1].report()
+
+
+INDEXED_ORDERS = {
+    "TableName": ORDERS,
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                  {"AttributeName": "sk", "KeyType": "RANGE"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                             {"AttributeName": "sk", "AttributeType": "N"},
+                             {"AttributeName": "gk", "AttributeType": "S"},
+                             {"AttributeName": "lk", "AttributeType": "N"}],
+    "GlobalSecondaryIndexes": [{
+        "IndexName": "by-gk", "KeySchema": [{"AttributeName": "gk", "KeyType": "HASH"}],
+        "Projection": {"ProjectionType": "ALL"}}],
+    "LocalSecondaryIndexes": [{
+        "IndexName": "by-lk", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                                            {"AttributeName": "lk", "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "KEYS_ONLY"}}],
+    "BillingMode": "PAY_PER_REQUEST",
+    "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_a_destination_added_to_a_running_topology_is_created_copied_and_streamed(
+    servers: Servers, destination_servers: list[MotoServer], tmp_path: Path,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    two = ORDERS_DESTINATIONS[:2]
+    added = ("ap", "orders-ap-new", "ap-southeast-2", 2)
+    async with clients(servers, destination_servers) as (source, written):
+        await source.create_table(**INDEXED_ORDERS)
+        await source.update_time_to_live(
+            TableName=ORDERS,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
+        for _, table, _, index in two:
+            await create_table(written[index], table)
+        config = topology_file(tmp_path, servers, destination_servers, orders=two, users=False)
+        # The copy of the added destination is paced, so that it lasts while the stream
+        # is applied to the others.
+        env = environment(config, get_records_limit=250, copy_max_wcu=40)
+        first = spawn("first", {**env, "REPLICATOR_WORKER_ID": "worker-one"})
+        await first.wait_for_event("shard started")
+        stop_writes = asyncio.Event()
+        workload = asyncio.create_task(workload_until(
+            stop_writes, source, ORDERS, rate=60, keys=300, seed=23, rich=0.2))
+        try:
+            for _, table, _, index in two:
+                await wait_until(lambda client=written[index], name=table: counted(
+                    client, name, at_least=150), within=DEADLINE, processes=[first],
+                    what=f"{table} to fill")
+            # The rolling restart with a third destination, to be created.
+            text = config.read_text() + (
+                f'[[path.destination]]\nname = "{added[0]}"\ntable = "{added[1]}"\n'
+                f'region = "{added[2]}"\nendpoint = "{destination_servers[2].url}"\n'
+                "create = true\n")
+            config.write_text(text)
+            first.send(signal.SIGTERM)
+            assert await first.wait() == 0, first.report()
+            second = spawn("second", {**env, "REPLICATOR_WORKER_ID": "worker-two"})
+            await second.wait_for_event("destination joins the topology; copying it")
+            rows = await lease_rows(source, TASK)
+            before = {dict(row["checkpoints"]["M"])["eu"]["S"] for row in rows}
+
+            async def others_streamed() -> bool:
+                rows = await lease_rows(source, TASK)
+                return {dict(row["checkpoints"]["M"])["eu"]["S"] for row in rows} != before
+
+            await wait_until(others_streamed, within=DEADLINE, processes=[second],
+                             what="the others to be checkpointed during the copy")
+            copying = not second.events("destination copied; streaming to it")
+            await second.wait_for_event("destination copied; streaming to it")
+        finally:
+            stop_writes.set()
+            await asyncio.wait_for(workload, DEADLINE)
+        assert copying  # the others' checkpoints moved while the new one was copied
+        for _, table, _, index in [*two, added]:
+            diff = await wait_equal(source, written[index], KEY_NAMES, source_table=ORDERS,
+                                    destination_table=table, processes=[second])
+            assert diff.source_items > 100
+        created = (await written[2].describe_table(TableName=added[1]))["Table"]
+        assert [index["IndexName"] for index in created["GlobalSecondaryIndexes"]] == ["by-gk"]
+        assert [index["IndexName"] for index in created["LocalSecondaryIndexes"]] == ["by-lk"]
+        ttl = (await written[2].describe_time_to_live(TableName=added[1]))
+        assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires"
+        rows = await lease_rows(source, TASK)
+        assert all(set(row["checkpoints"]["M"]) == {"eu", "us", "ap"} for row in rows)
+        second.send(signal.SIGTERM)
+        assert await second.wait() == 0, second.report()
+
+        # Removed from the file, a destination is written no more, and its checkpoints go.
+        config.write_text(topology_file(tmp_path, servers, destination_servers,
+                                        orders=[two[0], added], users=False).read_text())
+        third = spawn("third", {**env, "REPLICATOR_WORKER_ID": "worker-three"})
+        await third.wait_for_event("shard started")
+        await workload_until_written(source)
+
+        async def forgotten() -> bool:
+            rows = await lease_rows(source, TASK)
+            return all(set(row["checkpoints"]["M"]) == {"eu", "ap"} for row in rows)
+
+        await wait_until(forgotten, within=DEADLINE, processes=[third],
+                         what="the removed destination's checkpoints to go")
+        third.send(signal.SIGTERM)
+        assert await third.wait() == 0, third.report()
+        assert third.stderr() == ""
+
+
+async def counted(client: Any, table: str, *, at_least: int) -> bool:
+    answer = await client.scan(TableName=table, Select="COUNT")
+    return bool(answer["Count"] >= at_least)
+
+
+async def workload_until_written(source: Any) -> None:
+    """A few more writes, for every shard to checkpoint again."""
+    await run_workload(source, ORDERS, operations=40, seed=31, keys=300, rich=0.0)

@@ -39,7 +39,8 @@ class FanOut:
     """One worker replicating each stream into its destinations (by name)."""
 
     def __init__(self, paths: dict[FakeStream, dict[str, FakeDestination]],
-                 store: FakeLeaseStore, *, queue_size: int = 40, **overrides: Any) -> None:
+                 store: FakeLeaseStore, *, queue_size: int = 40,
+                 starts: dict[str, str | None] | None = None, **overrides: Any) -> None:
         self.stats = Stats()
         self.stop = asyncio.Event()
         self.paths = paths
@@ -51,7 +52,8 @@ class FanOut:
                     pools={name: WriterPool(destination, writers=2, queue_size=queue_size,
                                             stats=self.stats, backoff=FAST, clock=CLOCK,
                                             path=(table_of(stream), name))
-                           for name, destination in destinations.items()})
+                           for name, destination in destinations.items()},
+                    starts=dict(starts or {}))
                 for stream, destinations in paths.items()
             ],
             store=store, stats=self.stats, settings=settings(**overrides), stop=self.stop,
@@ -250,3 +252,40 @@ async def test_streams_whose_shard_ids_repeat_are_kept_apart() -> None:
         lags = fanout.stats.destination_lags()
         assert set(lags) == {("source", "a"), ("other", "b")}
     assert fanout.stats.applied_by_destination == {("source", "a"): 80, ("other", "b"): 80}
+
+
+async def test_a_joining_destination_holds_its_shards_open_until_it_is_copied() -> None:
+    stream, store = FakeStream(), FakeLeaseStore()
+    shards = [stream.add_shard() for _ in range(2)]
+    destinations = {"old": FakeDestination(), "new": FakeDestination()}
+    violations = record_checkpoints(stream, destinations, store)
+    for shard in shards:
+        fill(stream, shard, range(30))
+    ended = shards[0]
+
+    async with FanOut({stream: destinations}, store, starts={"new": None}) as fanout:
+        await destinations["old"].wait_until(equal_to(stream))
+        stream.close(ended)
+        fill(stream, shards[1], range(30, 40))
+        await destinations["old"].wait_until(equal_to(stream))
+        await store.wait_until(lambda rows: all(
+            dict(rows[shard].checkpoints).get("old") == last_of(stream, shard)
+            for shard in shards))
+        # Not copied yet: nothing is written to it, its checkpoints are not written, and
+        # the ended shard is not finished without it.
+        assert destinations["new"].log == []
+        for shard in shards:
+            row = store.row(shard)
+            assert row is not None
+            assert set(dict(row.checkpoints)) == {"old"}
+        row = store.row(ended)
+        assert row is not None
+        assert not row.finished
+        # Copied (here: from the start of the stream): caught up by readers of its own.
+        fanout.coordinator.destination_ready(stream.stream_arn, "new", Sentinel.TRIM_HORIZON)
+        await destinations["new"].wait_until(equal_to(stream))
+        await store.wait_until(lambda rows: ended not in rows or rows[ended].finished)
+        fill(stream, shards[1], range(40, 50))
+        for destination in destinations.values():
+            await destination.wait_until(equal_to(stream))
+    assert violations == []

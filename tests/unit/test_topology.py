@@ -228,9 +228,12 @@ def test_check_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_readmes_topology_file_is_valid(tmp_path: Path) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("### Topology files", 1)[1]
-    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    topology = load(written(tmp_path, block))
-    assert [destination.name for _, destination in topology.destinations()] == ["eu", "ap"]
+    section = section.split("\n### ", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in section.split("```toml\n")[1:]]
+    loaded = [load(written(tmp_path, block)) for block in blocks]
+    assert [[destination.name for _, destination in topology.destinations()]
+            for topology in loaded] == [["eu", "ap"], ["eu", "us-west", "ap"],
+                                        ["orders-eu", "users-eu"]]
 
 
 def test_check_refuses_a_profile_the_aws_config_files_do_not_hold(
@@ -257,3 +260,72 @@ def test_each_path_has_single_path_settings_under_the_topologys_task(tmp_path: P
         'task = "two-tables"\ncheckpoint = { region = "eu-west-1" }\n')))
     assert placed.settings_for(orders, to_eu).checkpoint_region == "eu-west-1"
     assert placed.settings_for(orders, to_eu).checkpoint_endpoint is None
+
+
+TWO_WAY = """
+task = "two-way"
+[[path]]
+source = { table = "orders", region = "us-east-1" }
+destination = [{ name = "to-eu", table = "orders", region = "eu-west-1" }]
+[[path]]
+source = { table = "orders", region = "eu-west-1" }
+destination = [{ name = "to-us", table = "orders", region = "us-east-1" }]
+"""
+
+#: Every bad topology input, and the message ``run``, ``copy`` and ``check`` give for it.
+BAD_INPUTS = {
+    "unknown key": (ONE_INTO_THREE.replace('name = "eu"\ntable', 'name = "eu"\ntabel', 1),
+                    "path[0].destination[0].tabel: unknown key (did you mean table?)"),
+    "no destination": ('task = "t-1"\n[[path]]\nsource = { table = "orders", '
+                       'region = "us-east-1" }\ndestination = []\n',
+                       "path[0].destination: a path needs at least one [[path.destination]]"),
+    "one table written twice": (
+        TWO_INTO_ONE.replace('table = "customers", region = "eu-west-1"',
+                             'table = "orders", region = "eu-west-1"'),
+        "table orders is written by destination 'orders-eu' too; a table has one source"),
+    "its own source": (
+        TWO_INTO_ONE.replace('{ name = "orders-eu", table = "orders", region = "eu-west-1" }',
+                             '{ name = "orders-eu", table = "orders", region = "us-east-1" }'),
+        "path[0] destination 'orders-eu': table orders is the path's own source"),
+    "two-way": (TWO_WAY, "replicate into each other; two-way replication is not supported"),
+    "undefined profile": (ONE_INTO_THREE.replace('profile = "west"', 'profile = "east"'),
+                          "AWS profile 'east' is not in the AWS config files"),
+    "name used twice": (TWO_INTO_ONE.replace('name = "customers-eu"', 'name = "orders-eu"'),
+                        "path[1] destination 'orders-eu': the name is used twice"),
+}
+
+
+@pytest.mark.parametrize("how", ["run --config", "copy --config", "check --config",
+                                 "REPLICATOR_CONFIG"])
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_every_bad_topology_input_exits_2_with_one_line_naming_it(
+    case: str, how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text, message = BAD_INPUTS[case]
+    path = written(tmp_path, text)
+    if how == "REPLICATOR_CONFIG":
+        monkeypatch.setenv("REPLICATOR_CONFIG", str(path))
+        args = ["run"]
+        named = "REPLICATOR_CONFIG"
+    else:
+        command, flag = how.split()
+        args = [command, flag, str(path)]
+        named = "--config"
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"replicator: error: {named} {path}: ")
+    assert message in line
+    assert "Traceback" not in captured.err
+
+
+def test_the_path_settings_beside_a_topology_file_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = written(tmp_path, TWO_INTO_ONE)
+    assert main(["run", "--config", str(path), "--source-table", "orders"]) == 2
+    assert capsys.readouterr().err == (
+        "replicator: error: --source-table: --config names the tables and the task; "
+        "unset it, or leave out --config\n")
