@@ -45,14 +45,19 @@ async def settle(store: DynamoLeaseStore, wired: WiredSource, *, copied: bool,
     arn = wired.stream_arn
     names = [destination.name for destination in wired.destinations]
     known = await served(store, arn, clock=clock)
-    if not known:
-        if not copied and await store.list_leases(arn) and len(names) > 1:
+    if not known and not copied and len(names) > 1 and await store.list_leases(arn):
+        # A worker starting the task marks its destinations before its copy writes a
+        # checkpoint, so rows read before this second look are marked by now, unless
+        # they are a task of one path's.
+        known = await served(store, arn, clock=clock)
+        if not known:
             raise StartupCheckError(
                 f"the checkpoint table {store.table} holds checkpoints of source table "
                 f"{wired.table} that name no destination (a task of one path): start it "
                 "first with the one destination it replicated into, then add the others "
                 "to the topology file, which copies them")
-        # The task's first start (its copy wrote every destination), or a task of one
+    if not known:
+        # The task's first start (its copy writes every destination), or a task of one
         # path, whose checkpoints are its one destination's.
         for name in names:
             await mark(store, arn, name, READY, clock=clock)

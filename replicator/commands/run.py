@@ -265,6 +265,11 @@ class Replicator:
                 self.copies[wired.stream_arn] = copy_of(
                     wired, store, stats=self.stats, stop=self.stop_requested, clock=self.clock,
                     hand_off=not copy_only)
+        # Before any copy writes a checkpoint: see ``settle``.
+        settled = {wired.stream_arn: await settle(store, wired,
+                                                  copied=wired.stream_arn in self.copies,
+                                                  clock=self.clock)
+                   for wired in self.sources}
         if self.copies:
             self._set_phase("copying")
             # ``always`` copies on every start: a finished copy is started over.
@@ -274,7 +279,7 @@ class Replicator:
         sources, joining = [], []
         for wired in self.sources:
             copied = self.copies.get(wired.stream_arn)
-            served = await settle(store, wired, copied=copied is not None, clock=self.clock)
+            served = settled[wired.stream_arn]
             joining += [(wired, destination) for destination in served.joining]
             sources.append(await stream_of(
                 wired, store, settings, mode=mode, stats=self.stats, clock=self.clock,

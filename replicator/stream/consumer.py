@@ -203,6 +203,10 @@ class ShardConsumer:
         iterator: str | None = self._start_iterator
         if iterator is None:
             iterator = await reader.start(start)
+        else:  # handed over by the copy: it reads only what was written after the copy
+            for lane in fed:
+                if lane.start == self.lease.lease.checkpoint:
+                    lane.apply_all()
         self.state = ShardState.PROCESSING
         log.info("shard started", checkpoint=start,
                  handed_over=self._start_iterator is not None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from replicator.checkpoint import Sentinel, at_sequence, since_time
+from replicator.checkpoint import Sentinel, at_sequence, skip_before
 from replicator.leases.fence import LeaseFence
 from replicator.records import LaneKey, StreamRecord, sequence_key
 from replicator.stream.tracker import CheckpointTracker
@@ -70,7 +70,7 @@ class Lane:
         self.behind_since: float | None = None
         # Every record after the first one the lane applies is the lane's too.
         self._joined = checkpoint in (Sentinel.TRIM_HORIZON, Sentinel.LATEST)
-        self._skip_before = since_time(checkpoint)
+        self._skip_before = skip_before(checkpoint)
 
     @property
     def destination(self) -> str:
@@ -99,6 +99,11 @@ class Lane:
                 return Verdict.PASS
         self._joined = True
         return Verdict.APPLY
+
+    def apply_all(self) -> None:
+        """The lane applies every record it is handed: the reader starts where the
+        bootstrap copy's watcher stood, after everything the copy holds."""
+        self._joined = True
 
     def detach(self, missed: StreamRecord) -> None:
         """The reader goes on without the lane from ``missed`` on."""
