@@ -158,6 +158,10 @@ class Topology(_Strict):
         return base.model_copy(update={name: value for name, value in values.items()
                                        if name.startswith(("source_", "destination_"))})
 
+    def chosen(self, name: str | None) -> list[tuple[Source, Destination]]:
+        """Every destination with its source, or only the one called ``name``."""
+        return self.destinations() if name is None else [self.named(name)]
+
     def named(self, name: str) -> tuple[Source, Destination]:
         """The destination called ``name``, and its source; ConfigError if none is."""
         for source, destination in self.destinations():

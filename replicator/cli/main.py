@@ -91,11 +91,13 @@ def _run(command: str, args: Sequence[str]) -> int:
         configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
         from replicator.commands.verify import run_verify
 
-        return run_async(run_verify(settings, repair=namespace.repair))
+        return run_async(run_verify(settings, repair=namespace.repair,
+                                    destination=namespace.destination))
     if command == "status":
         from replicator.commands.status import run_status
 
-        return run_async(run_status(settings, as_json=namespace.json))
+        return run_async(run_status(settings, as_json=namespace.json,
+                                    destination=namespace.destination))
     from replicator.commands.process import run_service
 
     return run_async(run_service(settings, copy_only=command == "copy"))

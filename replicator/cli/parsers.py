@@ -57,14 +57,18 @@ COMMANDS: dict[str, Command] = {
     "verify": Command(
         "compare the two tables (exit 5 if they differ); --repair fixes them",
         "Compare the source and destination tables (parallel scans); exit 0 when they are "
-        "equal, 5 when they differ. --repair rewrites what differs from the source.",
-        f"{PROG} verify [--repair] [SETTINGS]",
+        "equal, 5 when they differ. --repair rewrites what differs from the source. With "
+        "a topology (--config), every destination is compared with its source, or only "
+        "the one --destination names.",
+        f"{PROG} verify [--repair] [--destination NAME] [SETTINGS]",
     ),
     "status": Command(
         "the task's shards, owners and checkpoints, and each worker's share",
         "Show the task's shards, their owners and checkpoints, and each worker's share, "
-        "from the checkpoint table.",
-        f"{PROG} status [--json] [SETTINGS]",
+        "from the checkpoint table. With a topology (--config): each source's shards, "
+        "with the checkpoint of each destination (or of the one --destination names) "
+        "and whether it streams or is still to be copied.",
+        f"{PROG} status [--json] [--destination NAME] [SETTINGS]",
     ),
     "check": Command(
         "check a topology file (--config FILE) and every table it names",
@@ -113,7 +117,7 @@ SETTINGS_NOTE = (
 #: they tell a flag's value from the command word (a test checks the parsers agree).
 OWN_FLAGS = {"-h": False, "--help": False, "--version": False, "--json": False,
              "--repair": False, "--seconds": True, "--rate": True, "--keys": True,
-             "--config": True}
+             "--config": True, "--destination": True}
 
 
 #: Metavars of the settings that are neither choices nor named by their suffix.
@@ -299,6 +303,10 @@ def _command_parser(command: str) -> _Parser:
     if command == "status":
         parser.add_argument("--json", action="store_true",
                             help="print JSON instead of a table")
+    if command in ("verify", "status"):
+        parser.add_argument("--destination", metavar="NAME",
+                            help="only this destination of the topology (--config), by "
+                            "its name; every destination by default")
     return parser
 
 

@@ -217,6 +217,15 @@ def _topology_paths(config: str, overrides: Mapping[str, Any],
     return topology.path_values(*topology.destinations()[0])
 
 
+def topology_of(settings: Settings) -> Topology:
+    """The paths the settings name: the topology file's, or their single path's."""
+    from replicator.topology import single_path
+
+    if settings.config:
+        return load_topology(settings.config, setting=env_name("config"))
+    return single_path(settings)
+
+
 def load_topology(config: str, *, setting: str) -> Topology:
     """The topology in the file ``config`` (named ``setting`` in errors), with every AWS
     profile it names found in the AWS config files; ``ConfigError`` otherwise."""

@@ -7,11 +7,15 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from replicator.checkpoint import Sentinel
+from replicator.checkpoint import Sentinel, since_time
+from replicator.copy.joins import JOINS_PREFIX, READY, REMOVED
 from replicator.lease import WorkerRow
 from replicator.ops.heartbeat import live_workers
+from replicator.topology import SINGLE_DESTINATION
 
 
 def shard_state(row: dict[str, Any]) -> str:
@@ -20,21 +24,62 @@ def shard_state(row: dict[str, Any]) -> str:
     return "free" if row["owner"] is None else "leased"
 
 
-def build_report(task: str, stream_arn: str | None, rows: list[dict[str, Any]],
+@dataclass(frozen=True, slots=True)
+class SourceView:
+    """One source table as ``status`` shows it: its current stream (None when the
+    source cannot be read), and the destinations shown with where each stands in the
+    topology (``replicator.copy.joins``: READY, ``SINCE:<second>``, REMOVED, or None for
+    one not copied yet)."""
+
+    source: str
+    stream_arn: str | None
+    destinations: dict[str, str | None]
+
+
+def destination_checkpoint(row: dict[str, Any], name: str, joined: str | None) -> str | None:
+    """Where a destination resumes in a shard: its own checkpoint in the row, else the
+    start its join gave it (the row's one checkpoint for one served from the start);
+    None for a destination still to be copied."""
+    own: dict[str, str] = row.get("checkpoints") or {}
+    if name in own:
+        return own[name]
+    if joined is None or joined == REMOVED:
+        return None
+    return row["checkpoint"] if joined == READY else joined
+
+
+def joined_state(joined: str | None) -> str:
+    if joined == READY:
+        return "streaming"
+    if joined is None or joined == REMOVED:
+        return "joining: to be copied"
+    second = since_time(joined)
+    at = "?" if second is None else datetime.fromtimestamp(second, UTC).isoformat()
+    return f"streaming, joined by a copy begun at {at}"
+
+
+def build_report(task: str, sources: Sequence[SourceView], rows: list[dict[str, Any]],
                  workers: Sequence[WorkerRow] = (), *,
                  now: float = 0.0, live_within: float = 30.0) -> dict[str, Any]:
-    """The status of a task from its checkpoint rows and workers' rows; only the current
-    stream's shards when it is known.
+    """The status of a task from its checkpoint rows and workers' rows: each source's
+    current stream's shards, with each destination's checkpoint in them.
 
-    Every worker whose heartbeat is at most ``live_within`` seconds old is listed, a
-    standby with no lease too; so is an owner of a lease without a recent heartbeat.
+    A source whose stream is not known (it could not be read) gets every row of no
+    other source's stream. Every worker whose heartbeat is at most ``live_within``
+    seconds old is listed, a standby with no lease too; so is an owner of a lease
+    without a recent heartbeat.
     """
-    if stream_arn is not None:
-        rows = [row for row in rows if row["stream_arn"] == stream_arn]
-    shards = sorted(
-        ({**row, "state": shard_state(row)} for row in rows),
-        key=lambda row: (row["stream_arn"], row["shard_id"]),
-    )
+    rows = [row for row in rows if not row["stream_arn"].startswith(JOINS_PREFIX)]
+    known = {view.stream_arn for view in sources if view.stream_arn is not None}
+    shards = []
+    for view in sources:
+        mine = [row for row in rows if row["stream_arn"] == view.stream_arn
+                or (view.stream_arn is None and row["stream_arn"] not in known)]
+        shards += [{
+            **row, "source": view.source, "state": shard_state(row),
+            "checkpoints": {name: destination_checkpoint(row, name, joined)
+                            for name, joined in view.destinations.items()},
+        } for row in sorted(mine, key=lambda row: (row["stream_arn"], row["shard_id"]))]
     active = [row for row in shards if row["state"] != "finished"]
     owners = Counter(row["owner"] for row in active if row["owner"] is not None)
     live = {row.worker_id: row for row in live_workers(list(workers), now, within=live_within)}
@@ -52,7 +97,12 @@ def build_report(task: str, stream_arn: str | None, rows: list[dict[str, Any]],
         })
     return {
         "task": task,
-        "stream_arn": stream_arn,
+        "stream_arn": sources[0].stream_arn if len(sources) == 1 else None,
+        "sources": [{
+            "source": view.source, "stream_arn": view.stream_arn,
+            "destinations": [{"name": name, "state": joined_state(joined)}
+                             for name, joined in view.destinations.items()],
+        } for view in sources],
         "shards": shards,
         "workers": listed,
         "active_shards": len(active),
@@ -61,16 +111,27 @@ def build_report(task: str, stream_arn: str | None, rows: list[dict[str, Any]],
 
 
 def render_table(report: dict[str, Any]) -> str:
-    columns = ["shard_id", "state", "owner", "checkpoint", "parent_shard_id", "updated_at"]
-    rows = [[str(row.get(c) or "-") for c in columns] for row in report["shards"]]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    lines = [
-        f"task {report['task']}",
-        f"stream {report['stream_arn'] or '(source table unreachable: every stream shown)'}",
-        "",
-        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)),
-    ]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines = [f"task {report['task']}"]
+    for source in report["sources"]:
+        names = [destination["name"] for destination in source["destinations"]]
+        # One path's one destination: its checkpoint is the shard's.
+        titles = (["checkpoint"] if names == [SINGLE_DESTINATION]
+                  else [f"checkpoint {name}" for name in names])
+        columns = ["shard_id", "state", "owner", *titles, "parent_shard_id", "updated_at"]
+        rows = [[str(row.get(c) or "-") for c in columns[:3]]
+                + [str(row["checkpoints"][name] or "joining") for name in names]
+                + [str(row.get(c) or "-") for c in columns[-2:]]
+                for row in report["shards"] if row["source"] == source["source"]]
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+        stream = source["stream_arn"] or "(source table unreachable: every stream shown)"
+        lines += ["", f"source {source['source']}: stream {stream}"]
+        if names != [SINGLE_DESTINATION]:
+            lines += [f"  -> {destination['name']}: {destination['state']}"
+                      for destination in source["destinations"]]
+        lines.append("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+                     .rstrip())
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                  for r in rows]
     lines.append("")
     if report["workers"]:
         share = report["fair_share"]

@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from replicator.aws.clients import Endpoint, open_client
-from replicator.dev.local import MotoServer
+from replicator.dev.local import LOCAL_CREDENTIALS, MotoServer
 from replicator.dev.workload import KEY_NAMES, run_workload
 
 from .conftest import (
@@ -165,6 +168,72 @@ async def test_two_sources_into_four_destinations_survive_a_sigkill(
             table = row["stream_arn"]["S"].split("/")[1]
             routes = ORDERS_DESTINATIONS if table == ORDERS else USERS_DESTINATIONS
             assert names == {name for name, *_ in routes}
+
+        # ``verify`` and ``status`` cover every destination of every path, or one.
+        await commands_cover_each_destination(config, env, written)
+
+
+def command(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m replicator ARGS --config FILE``, as a user runs it."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
+    settings = {k: v for k, v in env.items() if k != "REPLICATOR_CONFIG"}
+    return subprocess.run([sys.executable, "-m", "replicator", *args, "--config", str(config)],
+                          env={**base, **LOCAL_CREDENTIALS, **settings}, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+async def commands_cover_each_destination(config: Path, env: dict[str, str],
+                                          written: list[Any]) -> None:
+    def run(*args: str) -> Any:
+        return asyncio.to_thread(command, config, env, *args)
+
+    done = await run("verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name, table, *_ in ORDERS_DESTINATIONS:
+        assert f"orders -> {name} ({table} in " in done.stdout
+    assert "users -> users-eu (users-replica in " in done.stdout
+    assert done.stdout.splitlines()[-1] == "all 4 destinations equal to their source"
+
+    # One destination differs: verify says which; --destination compares one.
+    _, us_table, _, us_index = ORDERS_DESTINATIONS[1]
+    first = (await written[us_index].scan(TableName=us_table, Limit=1))["Items"][0]
+    await written[us_index].delete_item(TableName=us_table,
+                                        Key={name: first[name] for name in KEY_NAMES})
+    done = await run("verify")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "3 of 4 destinations equal to their source"
+    done = await run("verify", "--destination", "eu")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "orders -> eu (" in done.stdout
+    assert "orders -> us (" not in done.stdout
+    done = await run("verify", "--destination", "us")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "1 missing" in done.stdout, done.stdout
+    done = await run("verify", "--destination", "mars")
+    assert (done.returncode, done.stderr) == (
+        2, "replicator: error: --destination mars: no destination of that name in the "
+        "topology (eu, us, ap, users-eu)\n")
+
+    done = await run("status", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [source["source"] for source in report["sources"]] == [ORDERS, USERS]
+    assert all(destination["state"] == "streaming" for source in report["sources"]
+               for destination in source["destinations"])
+    for shard in report["shards"]:
+        routes = ORDERS_DESTINATIONS if shard["source"] == ORDERS else USERS_DESTINATIONS
+        assert list(shard["checkpoints"]) == [name for name, *_ in routes]
+        assert all(value.isdigit() for value in shard["checkpoints"].values()), shard
+    done = await run("status", "--json", "--destination", "ap")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {shard["source"] for shard in report["shards"]} == {ORDERS}
+    assert all(list(shard["checkpoints"]) == ["ap"] for shard in report["shards"])
+    done = await run("status")
+    assert done.returncode == 0, done.stderr
+    assert "CHECKPOINT EU" in done.stdout
+    assert "CHECKPOINT USERS-EU" in done.stdout
+    assert "  -> ap: streaming" in done.stdout
 
 
 class CountingProxy(Proxy):

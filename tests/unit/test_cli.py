@@ -356,10 +356,12 @@ def test_a_commands_help_shows_its_own_options_then_the_settings_grouped(
 ) -> None:
     text = help_of(capsys, command, "--help")
     assert text == help_of(capsys, "help", command)
-    assert text.startswith(f"usage: replicator {command} [{own}] [SETTINGS]\n")
+    assert text.startswith(f"usage: replicator {command} [{own}] [--destination NAME] "
+                           "[SETTINGS]\n")
     headings = [f"\n{title}:\n" for title in GROUPS]
     positions = [text.index(heading) for heading in headings]
     assert text.index(own) < positions[0]
+    assert text.index("--destination NAME ") < positions[0]
     assert positions == sorted(positions)
     for title, names in GROUPS.items():
         start = text.index(f"\n{title}:\n")
@@ -490,13 +492,16 @@ def test_the_command_split_knows_which_flags_take_a_value() -> None:
         ([], "service", {"copy_only": False}, "orders"),
         (["run"], "service", {"copy_only": False}, "orders"),
         (["--sourceTable", "flagged", "copy"], "service", {"copy_only": True}, "flagged"),
-        (["--sourceTable", "flagged", "status"], "status", {"as_json": False}, "flagged"),
-        (["--json", "--sourceTable", "flagged", "status"], "status", {"as_json": True},
-         "flagged"),
-        (["status", "--sourceTable", "flagged", "--json"], "status", {"as_json": True},
-         "flagged"),
-        (["--repair", "verify", "--source-table", "flagged"], "verify", {"repair": True},
-         "flagged"),
+        (["--sourceTable", "flagged", "status"], "status",
+         {"as_json": False, "destination": None}, "flagged"),
+        (["--json", "--sourceTable", "flagged", "status"], "status",
+         {"as_json": True, "destination": None}, "flagged"),
+        (["status", "--sourceTable", "flagged", "--json"], "status",
+         {"as_json": True, "destination": None}, "flagged"),
+        (["--repair", "verify", "--source-table", "flagged"], "verify",
+         {"repair": True, "destination": None}, "flagged"),
+        (["--destination", "eu", "verify", "--source-table", "flagged"], "verify",
+         {"repair": False, "destination": "eu"}, "flagged"),
         # A flag's value is no command: a table named status, replicated.
         (["--source-table", "status"], "service", {"copy_only": False}, "status"),
     ],
@@ -544,7 +549,8 @@ def test_help_version_and_a_mistake_of_a_real_process(tmp_path: Path) -> None:
     status_help = replicator_process("--sourceTable", "T", "status", "--help",
                                      tmp_path=tmp_path)
     assert (status_help.returncode, status_help.stderr) == (0, "")
-    assert status_help.stdout.startswith("usage: replicator status [--json] [SETTINGS]")
+    assert status_help.stdout.startswith(
+        "usage: replicator status [--json] [--destination NAME] [SETTINGS]")
 
     version = replicator_process("--version", tmp_path=tmp_path)
     assert (version.returncode, version.stdout) == (0, f"replicator {replicator.__version__}\n")

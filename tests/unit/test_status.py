@@ -10,15 +10,18 @@ import pytest
 from replicator.errors import ThrottledError
 from replicator.lease import WorkerRow
 from replicator.ops.heartbeat import Heartbeat, WorkerState
-from replicator.ops.status import build_report, render_table
+from replicator.ops.status import SourceView, build_report, render_table
 
 ARN, OLD_ARN = "arn:stream/new", "arn:stream/old"
+ONE_PATH = [SourceView("orders", ARN, {"destination": "READY"})]
 
 
 def row(shard_id: str, owner: str | None, checkpoint: str = "100", *,
-        arn: str = ARN, parent: str | None = None) -> dict[str, Any]:
+        arn: str = ARN, parent: str | None = None,
+        checkpoints: dict[str, str] | None = None) -> dict[str, Any]:
     return {"stream_arn": arn, "shard_id": shard_id, "parent_shard_id": parent,
             "owner": owner, "lease_counter": 3, "checkpoint": checkpoint,
+            "checkpoints": checkpoints or {},
             "owner_switches": 1, "updated_at": "2026-01-01T00:00:00.000+00:00"}
 
 
@@ -28,7 +31,7 @@ def test_report_counts_each_workers_share_of_the_active_shards() -> None:
         row("s0", None, "SHARD_END"), row("s5", "w2", "SHARD_END", parent="s0"),
         row("x1", "w9", arn=OLD_ARN),
     ]
-    report = build_report("task", ARN, rows)
+    report = build_report("task", ONE_PATH, rows)
     assert [shard["shard_id"] for shard in report["shards"]] == ["s0", "s1", "s2", "s3", "s4",
                                                                   "s5"]
     states = {shard["shard_id"]: shard["state"] for shard in report["shards"]}
@@ -41,13 +44,49 @@ def test_report_counts_each_workers_share_of_the_active_shards() -> None:
 
 
 def test_without_the_source_every_stream_is_shown_and_no_worker_means_no_share() -> None:
-    report = build_report("task", None, [row("s1", None), row("x1", None, arn=OLD_ARN)])
+    report = build_report("task", [SourceView("orders", None, {"destination": "READY"})],
+                          [row("s1", None), row("x1", None, arn=OLD_ARN),
+                           row("eu", None, "READY", arn=f"destinations|{ARN}")])
     assert len(report["shards"]) == 2
     assert report["workers"] == []
     assert report["fair_share"] is None
     text = render_table(report)
     assert "no worker is running (2 active shards)" in text
     assert "source table unreachable" in text
+
+
+def test_each_destination_shows_its_own_checkpoint_or_where_its_join_starts_it() -> None:
+    """A row names the destinations that checkpointed in it; one served from the start
+    that it does not name is at the row's checkpoint, one that joined at its copy's
+    ``SINCE:``, and one still to be copied is joining."""
+    users = "arn:stream/users"
+    views = [SourceView("orders", ARN, {"eu": "READY", "us": "SINCE:1800000000",
+                                        "ap": None}),
+             SourceView("users", users, {"users-eu": "READY"})]
+    rows = [row("s1", "w1", "90", checkpoints={"eu": "120", "us": "90"}),
+            row("s2", None, "50"),
+            row("s1", "w2", "7", arn=users, checkpoints={"users-eu": "7"}),
+            row("s0", None, "SHARD_END", arn=users)]
+    report = build_report("task", views, rows)
+    by_shard = {(shard["source"], shard["shard_id"]): shard["checkpoints"]
+                for shard in report["shards"]}
+    assert by_shard == {
+        ("orders", "s1"): {"eu": "120", "us": "90", "ap": None},
+        ("orders", "s2"): {"eu": "50", "us": "SINCE:1800000000", "ap": None},
+        ("users", "s0"): {"users-eu": "SHARD_END"},
+        ("users", "s1"): {"users-eu": "7"},
+    }
+    assert report["stream_arn"] is None  # two streams: see "sources"
+    assert [[d["state"] for d in source["destinations"]] for source in report["sources"]] \
+        == [["streaming", "streaming, joined by a copy begun at 2027-01-15T08:00:00+00:00",
+             "joining: to be copied"], ["streaming"]]
+    assert report["active_shards"] == 3
+    text = render_table(report)
+    assert "CHECKPOINT EU  CHECKPOINT US     CHECKPOINT AP" in text
+    assert "  -> ap: joining: to be copied" in text
+    assert "source users: stream arn:stream/users" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("s2 ")]
+    assert line.split()[3:6] == ["50", "SINCE:1800000000", "joining"]
 
 
 def beat(worker_id: str, seconds_ago: float, *, now: float = 1000.0, phase: str = "replicating",
@@ -59,7 +98,7 @@ def beat(worker_id: str, seconds_ago: float, *, now: float = 1000.0, phase: str 
 def test_standby_workers_are_listed_with_no_lease_and_dead_ones_are_not() -> None:
     rows = [row("s1", "w1"), row("s2", "w1"), row("s3", "gone")]
     workers = [beat("w1", 1.0, leases=2), beat("standby", 2.5), beat("dead", 120.0)]
-    report = build_report("task", ARN, rows, workers, now=1000.0, live_within=30.0)
+    report = build_report("task", ONE_PATH, rows, workers, now=1000.0, live_within=30.0)
     listed = {w["worker_id"]: w for w in report["workers"]}
     assert set(listed) == {"w1", "standby", "gone"}  # "gone" still owns a lease row
     assert listed["standby"]["leases"] == 0
