@@ -27,16 +27,9 @@ AT_PREFIX = "AT:"
 
 
 #: A checkpoint ``SINCE:<epoch seconds>`` starts a shard at its TRIM_HORIZON and skips,
-#: without applying them, the records created well before that second: a bootstrap
-#: copy holds them already. Records of the minute before it and later are applied.
+#: without applying them, the records created before that second: a bootstrap copy
+#: holds them already. Records of that second and later are applied.
 SINCE_PREFIX = "SINCE:"
-
-#: How coarse a record's ``ApproximateCreationDateTime`` may be: DynamoDB rounds it
-#: down to the second, DynamoDB Local to the minute. A ``SINCE:`` start applies the
-#: records stamped this much before its second too, so that no record created after
-#: it is passed over for its rounded stamp. Applying them again is harmless: the
-#: stream is applied in order from there, so each item ends at its last image.
-STAMP_PRECISION = 60.0
 
 
 def is_sentinel(checkpoint: str) -> bool:
@@ -53,13 +46,6 @@ def since_time(checkpoint: str) -> float | None:
     if not checkpoint.startswith(SINCE_PREFIX):
         return None
     return float(checkpoint.removeprefix(SINCE_PREFIX))
-
-
-def skip_before(checkpoint: str) -> float | None:
-    """For a ``SINCE:`` checkpoint, the creation time before which a record is surely
-    in the copy already (see ``STAMP_PRECISION``); None for any other checkpoint."""
-    second = since_time(checkpoint)
-    return None if second is None else second - STAMP_PRECISION
 
 
 def since(epoch_second: float) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from replicator.checkpoint import Sentinel, at_sequence, skip_before
+from replicator.checkpoint import Sentinel, at_sequence, since_time
 from replicator.leases.fence import LeaseFence
 from replicator.records import LaneKey, StreamRecord, sequence_key
 from replicator.stream.tracker import CheckpointTracker
@@ -70,7 +70,7 @@ class Lane:
         self.behind_since: float | None = None
         # Every record after the first one the lane applies is the lane's too.
         self._joined = checkpoint in (Sentinel.TRIM_HORIZON, Sentinel.LATEST)
-        self._skip_before = skip_before(checkpoint)
+        self._skip_before = since_time(checkpoint)
 
     @property
     def destination(self) -> str:

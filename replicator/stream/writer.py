@@ -85,6 +85,9 @@ class WriterPool:
 
     async def run(self) -> None:
         """Run every writer until ``close`` has been called and the queues are drained."""
+        if self.path[1]:  # its own task: each line it logs names its source and destination
+            structlog.contextvars.bind_contextvars(source=self.path[0],
+                                                   destination=self.path[1])
         async with asyncio.TaskGroup() as group:
             for index, queue in enumerate(self._queues):
                 group.create_task(self._writer(queue), name=f"writer-{index}")
