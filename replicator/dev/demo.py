@@ -121,15 +121,19 @@ async def run_demo(
 
 
 async def _cloudwatch_datapoints(url: str, task: str) -> int:
+    """The task's RecordsProcessed data points: with the one dimension TaskName, as
+    CloudWatch tells metrics apart (moto's GetMetricStatistics would add those of
+    each destination, which have more dimensions)."""
     async with open_cloudwatch(Endpoint("cloudwatch", "us-east-1", url), call_timeout=30) as client:
         now = datetime.now(UTC)
-        answer = await client.get_metric_statistics(
-            Namespace=task, MetricName="RecordsProcessed",
-            Dimensions=[{"Name": "TaskName", "Value": task}],
+        answer = await client.get_metric_data(
+            MetricDataQueries=[{"Id": "published", "MetricStat": {
+                "Metric": {"Namespace": task, "MetricName": "RecordsProcessed",
+                           "Dimensions": [{"Name": "TaskName", "Value": task}]},
+                "Period": 60, "Stat": "SampleCount"}}],
             StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5),
-            Period=60, Statistics=["SampleCount"],
         )
-    return int(sum(point["SampleCount"] for point in answer["Datapoints"]))
+    return int(sum(sum(result.get("Values", [])) for result in answer["MetricDataResults"]))
 
 
 async def _seed(client: DynamoDBClient, items: int) -> None:

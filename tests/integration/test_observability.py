@@ -19,6 +19,7 @@ from replicator.aws.clients import open_client
 from replicator.dev.local import free_port
 from replicator.dev.workload import KEY_NAMES
 from replicator.ops.endpoint import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
+from replicator.topology import SINGLE_DESTINATION
 from tests.integration.conftest import (
     DEADLINE,
     SOURCE_TABLE,
@@ -247,14 +248,19 @@ async def test_cloudwatch_metrics_arrive_under_the_task_name(
     dimensions = [{"Name": "TaskName", "Value": TASK_NAME}]
 
     async with open_client(source_endpoint(servers, "cloudwatch"), call_timeout=30) as cloudwatch:
-        async def total(metric: str) -> float:
+        async def total(metric: str, on: list[dict[str, str]] = dimensions) -> float:
+            """The sum of the data of ``metric`` with exactly the dimensions ``on``, as
+            CloudWatch tells metrics apart (moto's GetMetricStatistics would add the data
+            that have more dimensions besides: the destinations' own)."""
             now = datetime.now(UTC)
-            answer = await cloudwatch.get_metric_statistics(
-                Namespace=TASK_NAME, MetricName=metric, Dimensions=dimensions,
+            answer = await cloudwatch.get_metric_data(
+                MetricDataQueries=[{"Id": "total", "MetricStat": {
+                    "Metric": {"Namespace": TASK_NAME, "MetricName": metric, "Dimensions": on},
+                    "Period": 60, "Stat": "Sum"}}],
                 StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=10),
-                Period=60, Statistics=["Sum"],
             )
-            return float(sum(point["Sum"] for point in answer["Datapoints"]))
+            (result,) = answer["MetricDataResults"]
+            return float(sum(result["Values"]))
 
         async def all_published() -> bool:
             return await total("RecordsProcessed") == sum(written.values())
@@ -263,10 +269,19 @@ async def test_cloudwatch_metrics_arrive_under_the_task_name(
                          what="RecordsProcessed to add up")
         assert await total("RecordsRead") == sum(written.values())
         assert await total("BytesProcessed") > 0
+        # The one destination's own figures: the source table and the destination's name.
+        path = [*dimensions, {"Name": "SourceTable", "Value": SOURCE_TABLE},
+                {"Name": "Destination", "Value": SINGLE_DESTINATION}]
+        assert await total("RecordsProcessed", path) == sum(written.values())
         listed = await cloudwatch.list_metrics(Namespace=TASK_NAME)
-        names = {metric["MetricName"] for metric in listed["Metrics"]}
-        assert {"RecordsProcessed", "BytesProcessed", "ReplicationLag"} <= names
-        assert all(metric["Dimensions"] == dimensions for metric in listed["Metrics"])
+        by_dimensions: dict[str, set[str]] = {}
+        for metric in listed["Metrics"]:
+            by_dimensions.setdefault(json.dumps(metric["Dimensions"]), set()).add(
+                metric["MetricName"])
+        assert set(by_dimensions) == {json.dumps(dimensions), json.dumps(path)}
+        assert {"RecordsProcessed", "BytesProcessed", "ReplicationLag"} <= by_dimensions[
+            json.dumps(dimensions)]
+        assert by_dimensions[json.dumps(path)] == {"RecordsProcessed", "ReplicationLag"}
 
     worker.send(signal.SIGTERM)
     assert await worker.wait() == 0, worker.report()

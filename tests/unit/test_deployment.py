@@ -32,12 +32,18 @@ from botocore.validate import ParamValidator
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.commands.settings import load_settings
 from replicator.config import DEFAULT_METRICS_PORT, ENV_PREFIX, Settings, env_name
 from replicator.dev import workload
+from replicator.errors import ThrottledError
 from replicator.ops import healthcheck
 from replicator.ops.endpoint import HEALTHZ_PATH, METRICS_PATH
+from replicator.ops.metrics import LiveGauges, StatsCollector, registry_for, render
+from replicator.records import LaneKey
+from replicator.stats import ShardReading, Stats
+from replicator.stream.tracker import CheckpointTracker
 
 ROOT = Path(__file__).parents[2]
 DOCKER = ROOT / "docker"
@@ -63,14 +69,19 @@ METRICS: dict[str, set[str]] = {
     "replicator_copy_items_written_total": {"task"},
     "replicator_queue_depth": {"task"},
     "replicator_leases_held": {"task"},
-    "replicator_replication_lag_seconds": {"task", "shard"},
-    "replicator_milliseconds_behind_latest": {"task", "shard"},
+    "replicator_replication_lag_seconds": {"task", "source", "destination", "shard"},
+    "replicator_milliseconds_behind_latest": {"task", "source", "shard"},
+    "replicator_destination_lag_seconds": {"task", "source", "destination"},
+    "replicator_destination_records_applied_total": {"task", "source", "destination"},
+    "replicator_destinations_detached_total": {"task"},
     "replicator_getrecords_latency_seconds": {"task"},
     "replicator_batch_size": {"task"},
     "replicator_apply_latency_seconds": {"task"},
 }
 HISTOGRAMS = {"replicator_getrecords_latency_seconds", "replicator_batch_size",
               "replicator_apply_latency_seconds"}
+#: The labels of a replication path, each with the dashboard's variable that selects it.
+PATH_LABELS = ("source", "destination")
 
 
 # -- readers of the files -----------------------------------------------------------
@@ -500,6 +511,88 @@ def test_dashboard_metrics_are_the_ones_the_code_defines() -> None:
     for metric in METRICS:
         base = metric.removesuffix("_total")
         assert metric in defined or base in defined, f"{metric} is not defined in replicator/"
+
+
+def test_dashboard_metric_labels_are_the_ones_the_collector_exposes() -> None:
+    stats = Stats()
+    lane = LaneKey("orders", "shard-1", "eu")
+    stats.trackers[lane] = CheckpointTracker("TRIM_HORIZON")
+    stats.readings[lane] = ShardReading(caught_up=True)
+    stats.applied_by_destination[("orders", "eu")] += 1
+    stats.records_applied["INSERT"] += 1
+    stats.count_retry(ThrottledError("BatchWriteItem: slow down", operation="BatchWriteItem"))
+    collector = StatsCollector(stats, task="t", worker="w", gauges=LiveGauges)
+    exposed: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(render(registry_for(collector)).decode()):
+        for sample in family.samples:
+            name = metric_of(sample.name)
+            if name in METRICS:
+                exposed.setdefault(name, set()).update(set(sample.labels) - {"worker", "le"})
+    assert exposed == METRICS
+
+
+def test_dashboard_selects_source_tables_and_destinations() -> None:
+    variables = {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
+    assert list(variables) == ["task", "source", "destination"]
+    queries = {
+        "source": r'label_values\(replicator_destination_lag_seconds(\{task="\$task"\})?, '
+                  r"source\)",
+        "destination": r'label_values\(replicator_destination_lag_seconds\{(task="\$task", )?'
+                       r'source=~"\$source"\}, destination\)',
+    }
+    for name, query in queries.items():
+        variable = variables[name]
+        assert variable["type"] == "query", name
+        assert variable["datasource"] == {"type": "prometheus", "uid": "prometheus"}, name
+        assert re.fullmatch(query, variable["query"]["query"]), variable["query"]
+        assert variable["definition"] == variable["query"]["query"], name
+        assert variable["multi"] is True, name
+        assert variable["includeAll"] is True, name
+        # "All" matches any value, so a selector never drops a series of the task.
+        assert variable.get("allValue", ".*") == ".*", name
+
+
+def test_every_dashboard_query_of_a_replication_path_follows_the_selectors() -> None:
+    filtered: set[str] = set()
+    for panel in dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            expression = target["expr"]
+            for name, selector in re.findall(r"\b(replicator_[a-z_]+)(?:\{([^}]*)\})?",
+                                             expression):
+                metric = metric_of(name)
+                labels = [label for label in PATH_LABELS if label in METRICS[metric]]
+                for label in labels:
+                    assert f'{label}=~"${label}"' in selector, (
+                        f"{panel['title']}: {metric} is not filtered by ${label}")
+                if labels:
+                    filtered.add(metric)
+                    assert 'task="$task"' in selector, panel["title"]
+    assert {"replicator_destination_lag_seconds", "replicator_destination_records_applied_total",
+            "replicator_replication_lag_seconds"} <= filtered
+    titles = {panel["title"]: panel for panel in dashboard()["panels"]}
+    per_destination = {
+        "Replication lag per destination": "replicator_destination_lag_seconds",
+        "Records applied per second per destination":
+            "replicator_destination_records_applied_total",
+        "Detached lanes": "replicator_destinations_detached_total",
+    }
+    for title, metric in per_destination.items():
+        (target,) = titles[title]["targets"]
+        assert metric in target["expr"], title
+    assert "rate(" in titles["Records applied per second per destination"]["targets"][0]["expr"]
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+    ids = [panel["id"] for panel in dashboard()["panels"]]
+    assert len(ids) == len(set(ids))
 
 
 def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import botocore.session
 import pytest
+from botocore.validate import ParamValidator
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.errors import StartupCheckError, ThrottledError
@@ -108,6 +111,105 @@ def test_cloudwatch_data_are_increases_with_the_task_dimension() -> None:
     assert by_name["LeasesHeld"]["Value"] == 2
 
 
+#: Two sources and three destinations: orders to eu and ap, customers to backup.
+PATHS = (("orders", "eu"), ("orders", "ap"), ("customers", "backup"))
+
+
+def path_dimensions(task: str, source: str, destination: str) -> list[dict[str, str]]:
+    return [{"Name": "TaskName", "Value": task}, {"Name": "SourceTable", "Value": source},
+            {"Name": "Destination", "Value": destination}]
+
+
+def topology_stats(now: float) -> Stats:
+    """Stats of two sources and three destinations: two shards of orders, one of
+    customers; ap is 100 s behind on one of them, backup 30 s, eu caught up."""
+    stats = Stats()
+    behind = {("orders", "ap", "o-1"): 100.0, ("customers", "backup", "c-1"): 30.0}
+    for source, destination in PATHS:
+        for shard in (("o-1", "o-2") if source == "orders" else ("c-1",)):
+            key = LaneKey(source, shard, destination)
+            tracker = CheckpointTracker("TRIM_HORIZON")
+            seconds = behind.get((source, destination, shard))
+            if seconds is not None:
+                tracker.add("1" + shard.encode().hex(), now - seconds)
+            stats.trackers[key] = tracker
+            stats.readings[key] = ShardReading(caught_up=seconds is None)
+    return stats
+
+
+def by_metric_and_dimensions(
+    data: list[dict[str, Any]],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]]:
+    keyed = {(datum["MetricName"], tuple((d["Name"], d["Value"]) for d in datum["Dimensions"])):
+             datum for datum in data}
+    assert len(keyed) == len(data), "one datum per metric and dimensions"
+    return keyed
+
+
+def test_cloudwatch_data_of_each_destination_have_its_source_and_name() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    stats = topology_stats(1000.0)
+    before = Snapshot(records_applied=10, applied_by_destination={
+        ("orders", "eu"): 4, ("orders", "ap"): 6})
+    stats.records_applied["INSERT"] += 25
+    stats.applied_by_destination.update(
+        {("orders", "eu"): 12, ("orders", "ap"): 6, ("customers", "backup"): 7})
+    data = metric_data("task-1", before, Snapshot.of(stats), lag_seconds=stats.lag_seconds(1000.0),
+                       leases_held=3, at=at, destination_lags=stats.destination_lags(1000.0))
+    keyed = by_metric_and_dimensions(data)
+    task = (("TaskName", "task-1"),)
+    # The task's data are as before: one dimension, every destination's records.
+    assert [name for name, dimensions in keyed if dimensions == task] == [
+        "RecordsProcessed", "BytesProcessed", "RecordsRead", "Errors", "CopyItemsWritten",
+        "ReplicationLag", "LeasesHeld"]
+    assert keyed[("RecordsProcessed", task)]["Value"] == 15
+    assert keyed[("ReplicationLag", task)]["Value"] == 100
+    expected = {
+        ("orders", "eu"): (0.0, 8.0), ("orders", "ap"): (100.0, 0.0),
+        ("customers", "backup"): (30.0, 7.0),
+    }
+    for (source, destination), (lag, applied) in expected.items():
+        dimensions = path_dimensions("task-1", source, destination)
+        on = tuple((d["Name"], d["Value"]) for d in dimensions)
+        assert keyed[("ReplicationLag", on)] == {
+            "MetricName": "ReplicationLag", "Dimensions": dimensions, "Timestamp": at,
+            "Value": lag, "Unit": "Seconds"}
+        assert keyed[("RecordsProcessed", on)] == {
+            "MetricName": "RecordsProcessed", "Dimensions": dimensions, "Timestamp": at,
+            "Value": applied, "Unit": "Count"}
+    assert len(data) == 7 + 2 * len(PATHS)
+    assert all(len(datum["Dimensions"]) <= 30 for datum in data)  # CloudWatch's limit
+
+
+def test_cloudwatch_data_of_a_destination_without_open_shards_are_its_records() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = Snapshot(applied_by_destination={("orders", "eu"): 5, ("", ""): 2})
+    data = metric_data("task-1", Snapshot(), now, lag_seconds=0.0, leases_held=0, at=at,
+                       destination_lags={})
+    per_path = [datum for datum in data if len(datum["Dimensions"]) > 1]
+    # No lag without open shards; the path without names (Stats' default) is left out:
+    # CloudWatch refuses an empty dimension value.
+    assert [(d["MetricName"], d["Value"]) for d in per_path] == [("RecordsProcessed", 5.0)]
+    assert per_path[0]["Dimensions"] == path_dimensions("task-1", "orders", "eu")
+    # Without destination lags, as before: the task's data alone.
+    assert len(metric_data("task-1", Snapshot(), Snapshot(), lag_seconds=0.0, leases_held=0,
+                           at=at)) == 7
+
+
+def test_cloudwatch_data_of_every_destination_are_a_valid_put_metric_data() -> None:
+    stats = topology_stats(1000.0)
+    stats.applied_by_destination.update({path: 1 for path in PATHS})
+    stats.applied_by_destination[("", "")] += 1  # left out, not sent empty
+    data = metric_data("task-1", Snapshot(), Snapshot.of(stats), lag_seconds=1.0,
+                       leases_held=1, at=datetime(2026, 1, 1, tzinfo=UTC),
+                       destination_lags=stats.destination_lags(1000.0))
+    shape = botocore.session.get_session().get_service_model("cloudwatch").operation_model(
+        "PutMetricData").input_shape
+    assert shape is not None
+    report = ParamValidator().validate({"Namespace": "task-1", "MetricData": data}, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
 class FlakySink:
     def __init__(self) -> None:
         self.fail = True
@@ -137,6 +239,40 @@ async def test_a_failed_cloudwatch_batch_is_carried_by_the_next() -> None:
     assert processed == [7, 1]
     assert {namespace for namespace, _ in sink.sent} == {"task-1"}
 
+
+async def test_each_cloudwatch_batch_has_every_destinations_increase_and_lag() -> None:
+    stats, sink = topology_stats(time.time()), FlakySink()
+    publisher = CloudWatchPublisher(sink, stats, task="task-1", interval=60,
+                                    leases_held=lambda: 3, clock=VirtualClock())
+    sink.fail = False
+    applied = [{("orders", "eu"): 5, ("orders", "ap"): 1, ("customers", "backup"): 2},
+               {("orders", "eu"): 3, ("customers", "backup"): 4}]
+    for increase in applied:
+        stats.applied_by_destination.update(increase)
+        stats.records_applied["INSERT"] += sum(increase.values())
+        await publisher.publish()
+    sink.fail = True
+    stats.applied_by_destination[("orders", "ap")] += 9
+    await publisher.publish()  # fails: carried by the next
+    sink.fail = False
+    await publisher.publish()
+    applied.append({("orders", "ap"): 9})
+    for (namespace, data), increase in zip(sink.sent, applied, strict=True):
+        assert namespace == "task-1"
+        keyed = by_metric_and_dimensions(data)
+        for source, destination in PATHS:
+            on = tuple((d["Name"], d["Value"])
+                       for d in path_dimensions("task-1", source, destination))
+            assert keyed[("RecordsProcessed", on)]["Value"] == increase.get(
+                (source, destination), 0)
+            lag = keyed[("ReplicationLag", on)]["Value"]
+            if (source, destination) == ("orders", "eu"):
+                assert lag == 0
+            else:
+                expected = 100 if destination == "ap" else 30
+                assert expected <= lag < expected + 60
+        task_lag = keyed[("ReplicationLag", (("TaskName", "task-1"),))]["Value"]
+        assert 100 <= task_lag < 160
 
 def test_a_stalled_loop_is_unhealthy() -> None:
     monitor = LoopMonitor(interval=0.5)
