@@ -101,6 +101,17 @@ async def clients(servers: Servers, destinations: list[MotoServer]
         yield source, written
 
 
+async def create_tables(source: Any, written: list[Any]) -> list[tuple[str, str, Any]]:
+    """Both source tables and the four destinations; (source table, destination table,
+    its client) of each destination."""
+    for table in (ORDERS, USERS):
+        await create_table(source, table, stream="NEW_AND_OLD_IMAGES")
+    for _, table, _, index in ORDERS_DESTINATIONS + USERS_DESTINATIONS:
+        await create_table(written[index], table)
+    return [(ORDERS, table, written[index]) for _, table, _, index in ORDERS_DESTINATIONS] + [
+        (USERS, table, written[index]) for _, table, _, index in USERS_DESTINATIONS]
+
+
 def environment(config: Path, **overrides: Any) -> dict[str, str]:
     values = {**FAST, "log_level": "info", "log_format": "json", "config": str(config),
               **overrides}
@@ -115,12 +126,7 @@ async def test_two_sources_into_four_destinations_survive_a_sigkill(
 ) -> None:
     config = topology_file(tmp_path, servers, destination_servers)
     async with clients(servers, destination_servers) as (source, written):
-        for table in (ORDERS, USERS):
-            await create_table(source, table, stream="NEW_AND_OLD_IMAGES")
-        for _, table, _, index in ORDERS_DESTINATIONS + USERS_DESTINATIONS:
-            await create_table(written[index], table)
-        pairs = [(ORDERS, table, written[index]) for _, table, _, index in ORDERS_DESTINATIONS]
-        pairs += [(USERS, table, written[index]) for _, table, _, index in USERS_DESTINATIONS]
+        pairs = await create_tables(source, written)
 
         env = environment(config, worker_id="worker-one", get_records_limit=250)
         first = spawn("first", env)
@@ -309,12 +315,7 @@ async def test_two_workers_share_both_streams_and_a_kill_9_loses_nothing(
 ) -> None:
     config = topology_file(tmp_path, servers, destination_servers)
     async with clients(servers, destination_servers) as (source, written):
-        for table in (ORDERS, USERS):
-            await create_table(source, table, stream="NEW_AND_OLD_IMAGES")
-        for _, table, _, index in ORDERS_DESTINATIONS + USERS_DESTINATIONS:
-            await create_table(written[index], table)
-        pairs = [(ORDERS, table, written[index]) for _, table, _, index in ORDERS_DESTINATIONS]
-        pairs += [(USERS, table, written[index]) for _, table, _, index in USERS_DESTINATIONS]
+        pairs = await create_tables(source, written)
         workers = [spawn(name, environment(config, worker_id=name, get_records_limit=250))
                    for name in ("worker-one", "worker-two")]
         await wait_for_event(workers, "lease taken")
