@@ -58,6 +58,8 @@ BENCHMARKS: dict[str, tuple[str, tuple[Flag, ...]]] = {
                                       "takeover.py's trials of each kind"),)),
     "copy": ("copy_throughput.py", (Flag("--copy-items", "--items", "20000",
                                          "copy_throughput.py's items"),)),
+    "fanout": ("fanout.py", (Flag("--fanout-records", "--records", "20000",
+                                  "fanout.py's backlog"),)),
 }
 
 

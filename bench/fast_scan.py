@@ -47,7 +47,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -228,27 +228,22 @@ class ScanSnapshot:
 # -- the server ------------------------------------------------------------------------
 
 
-class FastScanSource:
-    """The snapshot's Scan on 127.0.0.1, everything else forwarded to ``upstream``.
+class Forwarder:
+    """An HTTP server on 127.0.0.1 that forwards every request unchanged to ``upstream``
+    (``handle``, which a subclass overrides to answer some requests itself).
 
-    ``async with FastScanSource(...) as source:`` then ``source.url``.
+    ``async with Forwarder(...) as forwarder:`` then ``forwarder.url``.
     """
 
-    def __init__(self, upstream: str, snapshot: ScanSnapshot, port: int) -> None:
+    def __init__(self, upstream: str, port: int) -> None:
         self.upstream = upstream.rstrip("/")
-        self.snapshot = snapshot
         self.url = f"http://127.0.0.1:{port}"
         self._port = port
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.scans_served = 0
         self.forwarded = 0
 
-    def __repr__(self) -> str:
-        return (f"<FastScanSource {self.url} -> {self.upstream} items={len(self.snapshot)} "
-                f"scans={self.scans_served} forwarded={self.forwarded}>")
-
-    async def __aenter__(self) -> FastScanSource:
+    async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=600), auto_decompress=False,
         )
@@ -266,7 +261,40 @@ class FastScanSource:
             await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        return await self.handle(request, await request.read())
+
+    async def handle(self, request: web.Request, body: bytes) -> web.Response:
+        return await self.forward(request, body)
+
+    async def forward(self, request: web.Request, body: bytes) -> web.Response:
+        """``upstream``'s answer to the request."""
+        assert self._session is not None
+        self.forwarded += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
+        async with self._session.request(request.method, self.upstream + request.path_qs,
+                                         headers=headers, data=body) as response:
+            payload = await response.read()
+            answer = {k: v for k, v in response.headers.items()
+                      if k.lower() not in NOT_FORWARDED}
+            return web.Response(body=payload, status=response.status, headers=answer)
+
+
+class FastScanSource(Forwarder):
+    """The snapshot's Scan on 127.0.0.1, everything else forwarded to ``upstream``.
+
+    ``async with FastScanSource(...) as source:`` then ``source.url``.
+    """
+
+    def __init__(self, upstream: str, snapshot: ScanSnapshot, port: int) -> None:
+        super().__init__(upstream, port)
+        self.snapshot = snapshot
+        self.scans_served = 0
+
+    def __repr__(self) -> str:
+        return (f"<FastScanSource {self.url} -> {self.upstream} items={len(self.snapshot)} "
+                f"scans={self.scans_served} forwarded={self.forwarded}>")
+
+    async def handle(self, request: web.Request, body: bytes) -> web.Response:
         if request.headers.get("X-Amz-Target") == SCAN_TARGET:
             page = self._scan(body)
             if page is not None:
@@ -276,7 +304,7 @@ class FastScanSource:
                     "x-amz-crc32": page.crc32,
                     "x-amzn-RequestId": f"fast-scan-{self.scans_served}",
                 })
-        return await self._forward(request, body)
+        return await self.forward(request, body)
 
     def _scan(self, body: bytes) -> Page | None:
         """The snapshot's page for this Scan, or None when moto should answer it."""
@@ -301,14 +329,3 @@ class FastScanSource:
             limit=limit, capacity=params.get("ReturnConsumedCapacity", "NONE"),
             consistent=bool(params.get("ConsistentRead", False)),
         )
-
-    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
-        assert self._session is not None
-        self.forwarded += 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
-        async with self._session.request(request.method, self.upstream + request.path_qs,
-                                         headers=headers, data=body) as response:
-            payload = await response.read()
-            answer = {k: v for k, v in response.headers.items()
-                      if k.lower() not in NOT_FORWARDED}
-            return web.Response(body=payload, status=response.status, headers=answer)

@@ -178,16 +178,16 @@ def failed(json_path: str | None, measurement: str, target: str = "",
 
 def measured(name: str, args: argparse.Namespace,
              measure: Callable[[argparse.Namespace, list[MotoServer], Path], Awaitable[Any]],
-             report: Callable[[Any], list[Row]], *, target: str = "") -> int:
-    """A benchmark on two moto servers: ``measure(args, servers, work_dir)`` on the event
-    loop, then ``report(result)``'s summary rows written to ``args.json``; the exit code
+             report: Callable[[Any], list[Row]], *, target: str = "", servers: int = 2) -> int:
+    """A benchmark on ``servers`` moto servers: ``measure(args, servers, work_dir)`` on
+    the event loop, then ``report(result)``'s summary rows written to ``args.json``; the exit code
     (``finish``, ``guarded``). Logs go to a work directory named after the benchmark,
     and are kept."""
     work_dir = work_directory(name)
 
     def body() -> int:
-        with moto_servers() as servers:
-            result = run_loop(measure(args, servers, work_dir))
+        with moto_servers(servers) as started:
+            result = run_loop(measure(args, started, work_dir))
         return finish(report(result), args.json, work_dir)
 
     return guarded(body, failed(args.json, name, target))
