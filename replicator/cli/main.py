@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -131,7 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    # Everything is written and every connection closed: the interpreter's own
+    # teardown (freeing every module's objects, a fraction of a second of CPU) is
+    # skipped, so that on a loaded host it cannot push a stopping worker's exit past
+    # the shutdown deadline its platform enforces.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def settings_from(namespace: argparse.Namespace, env_file: str | None = ".env") -> Settings:
