@@ -139,6 +139,38 @@ class Settings(BaseSettings):
         "its keys, secondary indexes, billing mode and time to live (no stream).",
     )
 
+    # -- selective replication -------------------------------------------------
+    filter: str | None = Field(
+        None,
+        description="Copy only the records this event filter selects: a pattern in the "
+        "syntax of Lambda's FilterCriteria, as JSON (needs a NEW_AND_OLD_IMAGES stream).",
+    )
+    include: str | None = Field(
+        None, description="Write only these attributes (comma-separated; the key "
+        "attributes are always written).",
+    )
+    exclude: str | None = Field(
+        None, description="Do not write these attributes (comma-separated; never a key "
+        "attribute).",
+    )
+    rename: str | None = Field(
+        None, description="Write attributes under other names: old=new pairs, "
+        "comma-separated (never a key attribute).",
+    )
+    transform: str | None = Field(
+        None, description="A function package.module:function called with each item (plain "
+        "Python values) and the event name; returns the item to write, or None to skip it.",
+    )
+    skip_ttl_deletes: bool = Field(
+        False, description="Do not apply the deletes DynamoDB's time to live makes: the "
+        "destination keeps those items.",
+    )
+    on_poison: Literal["stop", "dead-letter"] = Field(
+        "stop", description="A record the destination or the transform refuses for good: "
+        "stop (its shard stops, exit 3) or dead-letter (store it in the dead-letter table "
+        "TASK-dead-letters and go on).",
+    )
+
     # -- checkpoint table ------------------------------------------------------
     task_name: str | None = Field(
         None,
@@ -357,6 +389,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
                "source_profile", "initial_position", "on_trimmed_data"),
     "destination": ("destination_table", "destination_region", "destination_endpoint",
                     "destination_profile", "destination_create"),
+    "selective replication": ("filter", "include", "exclude", "rename", "transform",
+                              "skip_ttl_deletes", "on_poison"),
     "checkpoint table": ("task_name", "worker_id", "checkpoint_region", "checkpoint_endpoint",
                          "checkpoint_profile"),
     "bootstrap copy": ("bootstrap", "copy_segments", "copy_concurrency", "copy_writers",

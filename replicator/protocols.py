@@ -103,6 +103,15 @@ class LeaseStore(Protocol):
     async def delete_lease(self, lease: Lease) -> None: ...
 
 
+class ValueCodec(Protocol):
+    """Converts items between DynamoDB's wire values and plain Python values (a
+    transform's view of an item)."""
+
+    def to_python(self, item: Item) -> dict[str, Any]: ...
+
+    def to_wire(self, item: Mapping[str, Any]) -> Item: ...
+
+
 class MetricsSink(Protocol):
     """Where metrics are published (CloudWatch's PutMetricData)."""
 

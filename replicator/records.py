@@ -49,6 +49,10 @@ class StreamRecord:
     created_at: float
     #: The record's eventID, unique to it (its sequence number when it has none).
     event_id: str = ""
+    #: The item's image before the change (streams of NEW_AND_OLD_IMAGES only).
+    old_image: Item | None = None
+    #: A REMOVE made by DynamoDB's time to live (its userIdentity is the service's).
+    by_ttl: bool = False
     key: KeyId = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +81,8 @@ class StreamRecord:
             size_bytes=int(body.get("SizeBytes", 0)),
             created_at=created_at,
             event_id=str(raw.get("eventID") or ""),
+            old_image=body.get("OldImage"),
+            by_ttl=_by_ttl(raw.get("userIdentity")),
         )
 
     def write_request(self) -> dict[str, Any]:
@@ -90,6 +96,16 @@ class StreamRecord:
             f"<StreamRecord {self.event_name} shard={self.shard_id} "
             f"seq={self.sequence_number}>"
         )
+
+
+#: The principal of the deletes DynamoDB's time to live makes, in their userIdentity.
+TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+
+
+def _by_ttl(identity: Any) -> bool:
+    """Whether a record's userIdentity is DynamoDB's own (a time-to-live delete)."""
+    return (isinstance(identity, dict) and identity.get("Type") == "Service"
+            and identity.get("PrincipalId") == TTL_PRINCIPAL)
 
 
 class LaneKey(NamedTuple):

@@ -143,6 +143,14 @@ class Stats:
         self.lanes_detached = 0
         #: Records applied, by (source table, destination name).
         self.applied_by_destination: Counter[tuple[str, str]] = Counter()
+        #: What a destination's rules did, by (source table, destination name, outcome):
+        #: filtered, ttl_delete (skipped), transformed_away (the transform returned
+        #: None), transformed (written as the transform returned it).
+        self.rule_outcomes: Counter[tuple[str, str, str]] = Counter()
+        #: Records stored in the dead-letter table, by (source table, destination name).
+        self.dead_lettered: Counter[tuple[str, str]] = Counter()
+        #: The dead-letter table's size: counted at start-up, then added to.
+        self.dead_letters_stored = 0
         self.get_records_seconds = Histogram(GET_RECORDS_SECONDS)
         self.batch_sizes = Histogram(BATCH_SIZES)
         #: From the source write (the record's creation time) to the destination write.
@@ -157,6 +165,14 @@ class Stats:
         self.records_applied[record.event_name.value] += 1
         self.bytes_applied += record.size_bytes
         self.applied_by_destination[path] += 1
+
+    def count_skipped(self, outcome: str, path: tuple[str, str] = ("", "")) -> None:
+        """One record of ``path`` that the destination's rules did not write as it is."""
+        self.rule_outcomes[(*path, outcome)] += 1
+
+    def count_dead_letter(self, path: tuple[str, str] = ("", "")) -> None:
+        self.dead_lettered[path] += 1
+        self.dead_letters_stored += 1
 
     def count_retry(self, error: ReplicatorError) -> None:
         operation = getattr(error, "operation", "") or "unknown"

@@ -12,12 +12,24 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from replicator.config import Endpoint, Settings, default_task_name
+from replicator.config import Endpoint, Settings, default_task_name, env_name
 from replicator.errors import ConfigError
+from replicator.protocols import ValueCodec
+from replicator.rules.pattern import FilterPattern, PatternError
+from replicator.rules.projection import Projection
+from replicator.rules.selection import OnPoison, Rules
+from replicator.rules.transform import Transform, load_function
 
 TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.-]+$")]
 #: A destination's name, in metrics, logs and ``--destination``.
@@ -54,10 +66,64 @@ class Destination(_Strict):
     profile: str | None = None
     #: Create the table (from the source's description) when it does not exist.
     create: bool = False
+    # -- selective replication (docs/DESIGN.md, "Selective replication") --------
+    #: A Lambda FilterCriteria pattern, as a table or a JSON string.
+    filter: dict[str, Any] | str | None = None
+    include: list[str] | None = None
+    exclude: list[str] = []
+    rename: dict[str, str] = {}
+    #: ``package.module:function``.
+    transform: str | None = None
+    skip_ttl_deletes: bool = False
+    on_poison: Literal["stop", "dead-letter"] = "stop"
 
     @property
     def where(self) -> tuple[str, str]:
         return (self.endpoint or self.region, self.table)
+
+    @field_validator("filter")
+    @classmethod
+    def _pattern(cls, value: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
+        if value is not None:
+            try:
+                FilterPattern.parse(value)
+            except PatternError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("transform")
+    @classmethod
+    def _importable(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_function(value)
+        return value
+
+    @model_validator(mode="after")
+    def _projection(self) -> Destination:
+        problem = Projection.problem(self.include, self.exclude, self.rename)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def projection(self) -> Projection | None:
+        if self.include is None and not self.exclude and not self.rename:
+            return None
+        return Projection(include=None if self.include is None else frozenset(self.include),
+                          exclude=frozenset(self.exclude), rename=dict(self.rename))
+
+    @property
+    def pattern(self) -> FilterPattern | None:
+        return None if self.filter is None else FilterPattern.parse(self.filter)
+
+    def rules(self, codec: ValueCodec | None) -> Rules:
+        """The destination's rules; ``codec`` converts items for its transform."""
+        transform = None
+        if self.transform is not None:
+            assert codec is not None, "a transform needs a ValueCodec"
+            transform = Transform(self.transform, load_function(self.transform), codec)
+        return Rules(filter=self.pattern, transform=transform, projection=self.projection,
+                     skip_ttl_deletes=self.skip_ttl_deletes, on_poison=OnPoison(self.on_poison))
 
 
 class CheckpointTable(_Strict):
@@ -184,17 +250,57 @@ def single_path(settings: Settings) -> Topology:
     task = settings.task_name or default_task_name(
         settings.source_region, settings.source_table, settings.destination_region,
         settings.destination_table)
+    try:
+        destination = Destination(
+            name=SINGLE_DESTINATION, table=settings.destination_table,
+            region=settings.destination_region, endpoint=settings.destination_endpoint,
+            profile=settings.destination_profile, create=settings.destination_create,
+            **_rule_settings(settings))
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_setting_problem(error) for error in exc.errors())) from None
     return Topology(task=task, path=[ReplicationPath(
         source=Source(table=settings.source_table, region=settings.source_region,
                       endpoint=settings.source_endpoint,
                       streams_endpoint=settings.source_streams_endpoint,
                       profile=settings.source_profile),
-        destination=[Destination(name=SINGLE_DESTINATION, table=settings.destination_table,
-                                 region=settings.destination_region,
-                                 endpoint=settings.destination_endpoint,
-                                 profile=settings.destination_profile,
-                                 create=settings.destination_create)],
+        destination=[destination],
     )])
+
+
+def _rule_settings(settings: Settings) -> dict[str, Any]:
+    """The selective-replication settings as a destination's rules."""
+    values: dict[str, Any] = {"filter": settings.filter or None,
+                              "transform": settings.transform or None,
+                              "skip_ttl_deletes": settings.skip_ttl_deletes,
+                              "on_poison": settings.on_poison}
+    if settings.include:
+        values["include"] = _names(settings.include)
+    if settings.exclude:
+        values["exclude"] = _names(settings.exclude)
+    if settings.rename:
+        rename = {}
+        for pair in _names(settings.rename):
+            old, equals, new = (part.strip() for part in pair.partition("="))
+            if not equals or not old or not new:
+                raise ConfigError(f"{env_name('rename')}: {pair!r} is not old=new; write "
+                                  "pairs such as email=contact,phone=mobile")
+            rename[old] = new
+        values["rename"] = rename
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _setting_problem(error: Any) -> str:
+    """A destination's problem as the single-path setting that gave it."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field = next((str(part) for part in error["loc"] if part in Destination.model_fields), "")
+    if not field:  # the projection's lists: name them all
+        names = ", ".join(env_name(name) for name in ("include", "exclude", "rename"))
+        return f"{names}: {message}"
+    return f"{env_name(field)}: {message}"
 
 
 def load(path: str | Path, *, setting: str = "--config") -> Topology:

@@ -246,15 +246,17 @@ class FakeStream:
         """Write an item (INSERT or MODIFY) through ``shard_id``; returns its sequence number."""
         image = copy.deepcopy(image)  # each record owns its dicts: writes trace back to it
         keys = {name: image[name] for name in self.key_names}
-        event = "MODIFY" if key_id(keys) in self.source else "INSERT"
+        old = self.source.get(key_id(keys))
+        event = "MODIFY" if old is not None else "INSERT"
         self.source[key_id(keys)] = copy.deepcopy(image)
-        return self._append(shard_id, event, keys, image)
+        return self._append(shard_id, event, keys, image, old)
 
-    def delete(self, shard_id: str, keys: Item) -> str:
-        """Delete an item (REMOVE) through ``shard_id``; returns its sequence number."""
+    def delete(self, shard_id: str, keys: Item, *, by_ttl: bool = False) -> str:
+        """Delete an item (REMOVE) through ``shard_id``; returns its sequence number.
+        ``by_ttl``: a delete made by the table's time to live (DynamoDB's principal)."""
         keys = copy.deepcopy(keys)
-        self.source.pop(key_id(keys), None)
-        return self._append(shard_id, "REMOVE", keys, None)
+        old = self.source.pop(key_id(keys), None)
+        return self._append(shard_id, "REMOVE", keys, None, old, by_ttl=by_ttl)
 
     def trim(self, shard_id: str, count: int) -> None:
         """Drop the first ``count`` records of the shard past the trim horizon."""
@@ -267,7 +269,8 @@ class FakeStream:
         shard.listed = False
         shard.trimmed = len(shard.records)
 
-    def _append(self, shard_id: str, event: str, keys: Item, image: Item | None) -> str:
+    def _append(self, shard_id: str, event: str, keys: Item, image: Item | None,
+                old: Item | None = None, *, by_ttl: bool = False) -> str:
         shard = self.shards[shard_id]
         assert not shard.closed, f"cannot write to closed shard {shard_id}"
         sequence_number = str(self._next_sequence)
@@ -280,11 +283,13 @@ class FakeStream:
             "Keys": keys,
             "SequenceNumber": sequence_number,
             "SizeBytes": len(repr(image if image is not None else keys)),
-            "StreamViewType": "NEW_IMAGE",
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
         }
         if image is not None:
             body["NewImage"] = image
-        raw = {
+        if old is not None:
+            body["OldImage"] = old
+        raw: dict[str, Any] = {
             "eventID": f"event-{sequence_number}",
             "eventName": event,
             "eventVersion": "1.1",
@@ -292,6 +297,8 @@ class FakeStream:
             "awsRegion": "us-east-1",
             "dynamodb": body,
         }
+        if by_ttl:
+            raw["userIdentity"] = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
         shard.records.append(raw)
         self._by_payload[id(image if image is not None else keys)] = (shard_id, raw)
         return sequence_number

@@ -100,6 +100,12 @@ def _run(command: str, args: Sequence[str]) -> int:
 
         return run_async(run_status(settings, as_json=namespace.json,
                                     destination=namespace.destination))
+    if command == "dead-letters":
+        configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+        from replicator.commands.dead_letters import run_dead_letters
+
+        return run_async(run_dead_letters(settings, namespace.action, as_json=namespace.json,
+                                          destination=namespace.destination))
     from replicator.commands.process import run_service
 
     return run_async(run_service(settings, copy_only=command == "copy"))

@@ -40,7 +40,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "run": Command(
-        "copy the table when needed, then replicate its stream (the default)",
+        "copy when needed, then replicate the stream (the default)",
         "Replicate a DynamoDB table into another from its stream, for ever: copy the "
         "table first when needed (see --bootstrap), then apply every change. SIGTERM or "
         "SIGINT finishes the writes in flight, checkpoints and exits 0. run is the "
@@ -55,7 +55,7 @@ COMMANDS: dict[str, Command] = {
         f"{PROG} copy [SETTINGS]",
     ),
     "verify": Command(
-        "compare the two tables (exit 5 if they differ); --repair fixes them",
+        "compare the tables (exit 5 if they differ); --repair fixes them",
         "Compare the source and destination tables (parallel scans); exit 0 when they are "
         "equal, 5 when they differ. --repair rewrites what differs from the source. With "
         "a topology (--config), every destination is compared with its source, or only "
@@ -63,7 +63,7 @@ COMMANDS: dict[str, Command] = {
         f"{PROG} verify [--repair] [--destination NAME] [SETTINGS]",
     ),
     "status": Command(
-        "the task's shards, owners and checkpoints, and each worker's share",
+        "the task's shards, owners, checkpoints and workers' shares",
         "Show the task's shards, their owners and checkpoints, and each worker's share, "
         "from the checkpoint table. With a topology (--config): each source's shards, "
         "with the checkpoint of each destination (or of the one --destination names) "
@@ -78,6 +78,15 @@ COMMANDS: dict[str, Command] = {
         "creating or writing anything, and print its paths. Exit 0 when all is well, 2 "
         "with a one-line error naming the problem otherwise.",
         f"{PROG} check --config FILE",
+    ),
+    "dead-letters": Command(
+        "list the records destinations refused, or replay them",
+        "The records a destination refused for good, with on_poison dead-letter, are kept "
+        "in the task's dead-letter table (TASK-dead-letters). list shows them; replay "
+        "applies each one again, once what refused it is fixed, and removes it when "
+        "applied: it reads the item from the source, so that no older image than the "
+        "destination's is written. replay exits 3 when some letters are kept.",
+        f"{PROG} dead-letters list|replay [--json] [--destination NAME] [SETTINGS]",
     ),
     "demo": Command(
         "a live replication between two local moto servers, end to end",
@@ -97,7 +106,8 @@ EXIT_CODES = (
     ("0", "a clean stop (SIGTERM, SIGINT), a finished copy, verify: equal tables"),
     ("1", "an unexpected error (the log has its traceback)"),
     ("2", "bad input (setting, flag, command) or a failed start-up check"),
-    ("3", "a poison record: the destination refuses a stream record"),
+    ("3", "a poison record: the destination refuses a stream record (dead-letters replay: "
+          "some letters are kept)"),
     ("4", "trimmed data: records left the stream before they were applied"),
     ("5", "verify: the tables differ"),
     ("130", "verify or status stopped by SIGINT; run: a second signal"),
@@ -300,10 +310,13 @@ def _command_parser(command: str) -> _Parser:
         parser.add_argument("--repair", action="store_true",
                             help="write missing and different items, delete extra ones, "
                             "then compare again")
-    if command == "status":
+    if command == "dead-letters":
+        parser.add_argument("action", choices=("list", "replay"),
+                            help="list the dead letters, or replay them")
+    if command in ("status", "dead-letters"):
         parser.add_argument("--json", action="store_true",
                             help="print JSON instead of a table")
-    if command in ("verify", "status"):
+    if command in ("verify", "status", "dead-letters"):
         parser.add_argument("--destination", metavar="NAME",
                             help="only this destination of the topology (--config), by "
                             "its name; every destination by default")

@@ -12,7 +12,12 @@ from replicator.clock import SYSTEM_CLOCK
 from replicator.commands.endpoints import endpoint_for
 from replicator.commands.interrupt import until_signalled
 from replicator.commands.settings import load_topology
-from replicator.commands.startup import call_checked, check_destination, check_source
+from replicator.commands.startup import (
+    call_checked,
+    check_destination,
+    check_rules,
+    check_source,
+)
 from replicator.ops.status import write_out
 from replicator.topology import Source
 
@@ -50,6 +55,7 @@ async def _check(config: str) -> int:
                 found = await check_destination(
                     settings, source=source, destination=written,
                     source_table=prepared.source_table, create=False, clock=SYSTEM_CLOCK)
+                check_rules(destination, prepared)
                 state = "ok" if found is not None else "created on the first start"
                 lines.append(f"    -> {destination.name}: {destination.table} in "
                              f"{destination.endpoint or destination.region}: {state}")

@@ -15,10 +15,11 @@ from replicator.aws.table import DynamoTable
 from replicator.backoff import Backoff
 from replicator.clock import Clock, wait_event
 from replicator.commands.tuning import copy_settings
-from replicator.commands.wiring import WiredDestination, WiredSource
+from replicator.commands.wiring import WiredDestination, WiredSource, copy_writer
 from replicator.config import Settings
 from replicator.copy.joins import READY, REMOVED, joined_since, mark, served
 from replicator.copy.table_copy import TableCopy
+from replicator.dead_letter import DeadLetterStore
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.ops.heartbeat import live_workers
 from replicator.stats import Stats
@@ -93,6 +94,7 @@ class Join:
     stop: asyncio.Event
     clock: Clock
     coordinator: ShardCoordinator
+    dead_letters: DeadLetterStore | None = None
 
     @property
     def served_as(self) -> str:
@@ -129,7 +131,9 @@ class Join:
         copy = TableCopy(
             source=DynamoTable(self.wired.client, self.wired.table,
                                call_timeout=self.settings.call_timeout),
-            destination=self.destination.table, streams=self.wired.streams,
+            destination=copy_writer(self.wired, self.destination, stats=self.stats,
+                                    clock=self.clock, dead_letters=self.dead_letters),
+            streams=self.wired.streams,
             store=self.store, stream_arn=arn,
             settings=copy_settings(self.settings, hand_off=False),
             stats=self.stats, stop=self.stop, clock=self.clock,

@@ -19,10 +19,11 @@ from replicator.commands import startup
 from replicator.commands.endpoints import endpoint_for
 from replicator.commands.joining import Join, settle
 from replicator.commands.tuning import coordinator_settings
-from replicator.commands.wiring import WiredSource, copy_of, stream_of, wire
+from replicator.commands.wiring import WiredSource, copy_of, dead_letter_store, stream_of, wire
 from replicator.config import DEFAULT_METRICS_PORT, METRICS_PORTS, Settings
 from replicator.copy.claims import bootstrap_needed
 from replicator.copy.table_copy import TableCopy
+from replicator.dead_letter import DeadLetterStore
 from replicator.errors import ReplicatorError, StartupCheckError
 from replicator.ops.cloudwatch import CloudWatchPublisher
 from replicator.ops.endpoint import LoopMonitor, PortTakenError, Readiness, StatusServer
@@ -76,6 +77,8 @@ class Replicator:
         self.copies: dict[str, TableCopy] = {}
         self.sources: list[WiredSource] = []
         self.publisher: CloudWatchPublisher | None = None
+        #: The task's dead-letter table, when a destination stores its poison records.
+        self.dead_letters: DeadLetterStore | None = None
         self.server: StatusServer | None = None
         #: The URL of this worker's metrics endpoint, once it listens.
         self.metrics_address: str | None = None
@@ -196,6 +199,8 @@ class Replicator:
                                              call_timeout=timeout)
         store = DynamoLeaseStore(checkpoints, str(settings.task_name), call_timeout=timeout)
         self.sources = await wire(self.topology, settings, clients, clock=self.clock)
+        self.dead_letters = await dead_letter_store(self.sources, checkpoints, settings,
+                                                    self.stats)
         self._probes = self._tables_to_probe(checkpoints)
         await startup.check_checkpoint_table(settings, store, clock=self.clock)
         if settings.cloudwatch:
@@ -264,7 +269,7 @@ class Replicator:
             if await bootstrap_needed(store, wired.stream_arn, mode, clock=self.clock):
                 self.copies[wired.stream_arn] = copy_of(
                     wired, store, stats=self.stats, stop=self.stop_requested, clock=self.clock,
-                    hand_off=not copy_only)
+                    hand_off=not copy_only, dead_letters=self.dead_letters)
         # Before any copy writes a checkpoint: see ``settle``.
         settled = {wired.stream_arn: await settle(store, wired,
                                                   copied=wired.stream_arn in self.copies,
@@ -283,7 +288,8 @@ class Replicator:
             joining += [(wired, destination) for destination in served.joining]
             sources.append(await stream_of(
                 wired, store, settings, mode=mode, stats=self.stats, clock=self.clock,
-                handoff=copied.handoff if copied is not None else {}, starts=served.starts))
+                handoff=copied.handoff if copied is not None else {}, starts=served.starts,
+                dead_letters=self.dead_letters))
             log.info("replication starting", stream_arn=wired.stream_arn,
                      view_type=wired.prepared.view_type,
                      destinations=[d.name for d in wired.destinations],
@@ -298,7 +304,7 @@ class Replicator:
         background.append(group.create_task(self._report_progress(), name="progress"))
         for wired, destination in joining:
             join = Join(wired, destination, store, settings, self.stats, self.stop_requested,
-                        self.clock, coordinator)
+                        self.clock, coordinator, self.dead_letters)
             background.append(group.create_task(join.run(), name=f"join-{destination.name}"))
         await coordinator.run()
         self._log_totals()

@@ -179,6 +179,8 @@ PATH_SETTINGS = (
     "source_profile", "destination_table", "destination_region", "destination_endpoint",
     "destination_profile", "destination_create", "task_name", "checkpoint_region",
     "checkpoint_endpoint", "checkpoint_profile",
+    # A topology file gives each destination its own rules.
+    "filter", "include", "exclude", "rename", "transform", "skip_ttl_deletes", "on_poison",
 )
 
 
@@ -210,7 +212,8 @@ def _topology_paths(config: str, overrides: Mapping[str, Any],
     given = [flags.get(name, env_name(name)) for name in PATH_SETTINGS
              if name in overrides or _given(name, os.environ, file_values) is not None]
     if given:
-        raise ConfigError(f"{', '.join(given)}: {setting} names the tables and the task; "
+        raise ConfigError(f"{', '.join(given)}: {setting} names the tables, the task and "
+                          "the destinations' rules; "
                           f"unset {'these' if len(given) > 1 else 'it'}, or leave out "
                           f"{setting}")
     topology = load_topology(config, setting=setting)

@@ -26,6 +26,7 @@ from replicator.errors import (
     StartupCheckError,
     TransientError,
 )
+from replicator.topology import Destination
 
 T = TypeVar("T")
 REPLICABLE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
@@ -209,3 +210,25 @@ async def _create_destination(
     )
     log.info("destination table created", destination_table=settings.destination_table)
     return created
+
+
+def check_rules(destination: Destination, prepared: Prepared) -> None:
+    """The destination's rules can be applied to its source: a filter has the old images
+    it needs, and a projection keeps the source's key attributes."""
+    table = prepared.source_table["TableName"]
+    if destination.filter is not None and prepared.view_type != "NEW_AND_OLD_IMAGES":
+        raise StartupCheckError(
+            f"destination {destination.name!r} has a filter, which needs the old image of "
+            f"each changed item, but the stream of source table {table} has StreamViewType "
+            f"{prepared.view_type}: disable the stream and enable it again with "
+            "StreamViewType NEW_AND_OLD_IMAGES, or remove the filter"
+        )
+    projection = destination.projection
+    if projection is not None:
+        keys = [key["AttributeName"] for key in prepared.source_table["KeySchema"]]
+        problem = projection.key_problem(keys)
+        if problem is not None:
+            raise StartupCheckError(
+                f"destination {destination.name!r}: the projection of source table {table} "
+                f"(include, exclude, rename): {problem}"
+            )

@@ -9,6 +9,7 @@ import structlog
 
 from replicator.aws.clients import AwsClients
 from replicator.aws.table import DynamoTable, describe_table
+from replicator.aws.values import BotoValues
 from replicator.clock import SYSTEM_CLOCK
 from replicator.commands.endpoints import endpoint_for
 from replicator.commands.interrupt import until_signalled
@@ -18,6 +19,7 @@ from replicator.config import Settings
 from replicator.copy.verify import TABLES_DIFFER, Verifier, key_names_of, segments_for
 from replicator.errors import StartupCheckError
 from replicator.ops.status import write_out
+from replicator.rules.selection import Rules
 from replicator.topology import SINGLE_DESTINATION
 
 
@@ -43,7 +45,8 @@ async def _verify(settings: Settings, *, repair: bool, destination: str | None) 
                           f"{target.endpoint or target.region}):")
             with structlog.contextvars.bound_contextvars(source=source.table,
                                                          destination=target.name):
-                equal = await _verify_path(own, clients, repair=repair)
+                equal = await _verify_path(own, clients, repair=repair,
+                                           rules=target.rules(BotoValues()))
             differ += not equal
     if len(pairs) > 1:
         write_out(f"{len(pairs) - differ} of {len(pairs)} destinations equal to their source"
@@ -51,7 +54,8 @@ async def _verify(settings: Settings, *, repair: bool, destination: str | None) 
     return TABLES_DIFFER if differ else 0
 
 
-async def _verify_path(settings: Settings, clients: AwsClients, *, repair: bool) -> bool:
+async def _verify_path(settings: Settings, clients: AwsClients, *, repair: bool,
+                       rules: Rules) -> bool:
     """Compare (and with ``repair`` mend) one destination; print the report."""
     timeout = settings.call_timeout
     sides = []
@@ -84,7 +88,7 @@ async def _verify_path(settings: Settings, clients: AwsClients, *, repair: bool)
         source, destination, key_names_of(source_description),
         segments=settings.copy_segments or segments_for(source_description),
         concurrency=settings.copy_concurrency, clock=SYSTEM_CLOCK,
-        call_timeout=settings.call_timeout,
+        call_timeout=settings.call_timeout, rules=rules,
     )
     diff = await verifier.verify(repair=repair)
     write_out("\n".join(diff.report()))

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from replicator.apply.fanout import FanOutWriter
+from replicator.apply.ruled import RuledWriter
 from replicator.aws.clients import AwsClients
+from replicator.aws.dead_letters import DynamoDeadLetterStore
 from replicator.aws.lease_store import DynamoLeaseStore
 from replicator.aws.streams import DynamoStreamReader
 from replicator.aws.table import DynamoTable
+from replicator.aws.values import BotoValues
 from replicator.clock import Clock
 from replicator.commands import startup
 from replicator.commands.endpoints import endpoint_for
@@ -23,6 +26,9 @@ from replicator.config import Settings
 from replicator.copy.claims import copy_unfinished
 from replicator.copy.positions import HandedOver
 from replicator.copy.table_copy import TableCopy
+from replicator.dead_letter import DeadLetterStore, dead_letter_table
+from replicator.protocols import DestinationWriter
+from replicator.rules.selection import OnPoison, Rules
 from replicator.stats import Stats
 from replicator.stream.coordinator import SourceStream
 from replicator.stream.writer import WriterPool
@@ -41,6 +47,8 @@ class WiredDestination:
     settings: Settings
     client: DynamoDBClient
     table: DynamoTable
+    #: What the destination takes of its source, and in what form.
+    rules: Rules
 
     @property
     def name(self) -> str:
@@ -64,6 +72,10 @@ class WiredSource:
     @property
     def table(self) -> str:
         return self.source.table
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(key["AttributeName"] for key in self.prepared.source_table["KeySchema"])
 
 
 async def wire(topology: Topology, settings: Settings, clients: AwsClients, *,
@@ -90,18 +102,45 @@ async def wire(topology: Topology, settings: Settings, clients: AwsClients, *,
             await startup.check_destination(own, source=source, destination=client,
                                             source_table=prepared.source_table, create=True,
                                             clock=clock)
+            startup.check_rules(destination, prepared)
             destinations.append(WiredDestination(
                 destination, own, client,
-                DynamoTable(client, destination.table, call_timeout=timeout)))
+                DynamoTable(client, destination.table, call_timeout=timeout),
+                destination.rules(BotoValues())))
         wired.append(WiredSource(path.source, first, source, streams, prepared, destinations))
     return wired
 
 
+async def dead_letter_store(sources: list[WiredSource], checkpoints: DynamoDBClient,
+                            settings: Settings, stats: Stats) -> DeadLetterStore | None:
+    """The task's dead-letter table (beside its checkpoint table), when a destination
+    stores its poison records; its size is counted for the gauge."""
+    if not any(destination.rules.on_poison is OnPoison.DEAD_LETTER
+               for wired in sources for destination in wired.destinations):
+        return None
+    store = DynamoDeadLetterStore(checkpoints, dead_letter_table(str(settings.task_name)),
+                                  call_timeout=settings.call_timeout)
+    stats.dead_letters_stored = await store.count()
+    return store
+
+
+def copy_writer(wired: WiredSource, destination: WiredDestination, *, stats: Stats,
+                clock: Clock, dead_letters: DeadLetterStore | None) -> DestinationWriter:
+    """Where the copy writes one destination: its table, through its rules if it has any."""
+    if not destination.rules.selective:
+        return destination.table
+    return RuledWriter(destination.table, destination.rules, key_names=wired.key_names,
+                       stats=stats, clock=clock, path=(wired.table, destination.name),
+                       dead_letters=dead_letters)
+
+
 def copy_of(wired: WiredSource, store: DynamoLeaseStore, *, stats: Stats, stop: asyncio.Event,
-            clock: Clock, hand_off: bool) -> TableCopy:
+            clock: Clock, hand_off: bool, dead_letters: DeadLetterStore | None) -> TableCopy:
     """The bootstrap copy of one source, into every destination at once."""
     settings = wired.settings
-    tables = [destination.table for destination in wired.destinations]
+    tables = [copy_writer(wired, destination, stats=stats, clock=clock,
+                          dead_letters=dead_letters)
+              for destination in wired.destinations]
     prepared = wired.prepared
     return TableCopy(
         source=DynamoTable(wired.client, wired.table, call_timeout=settings.call_timeout),
@@ -118,7 +157,8 @@ def copy_of(wired: WiredSource, store: DynamoLeaseStore, *, stats: Stats, stop: 
 async def stream_of(wired: WiredSource, store: DynamoLeaseStore, settings: Settings, *,
                     mode: str, stats: Stats, clock: Clock,
                     handoff: Mapping[str, HandedOver],
-                    starts: dict[str, str | None]) -> SourceStream:
+                    starts: dict[str, str | None],
+                    dead_letters: DeadLetterStore | None) -> SourceStream:
     """A source's stream for the coordinator, with a writer pool per destination."""
     # A copy that never finished left starts that hold only with it; a worker that
     # does not copy starts those shards where it starts shards without checkpoints.
@@ -132,7 +172,8 @@ async def stream_of(wired: WiredSource, store: DynamoLeaseStore, settings: Setti
         destination.name: WriterPool(
             destination.table, writers=settings.writers, queue_size=settings.queue_size,
             stats=stats, write_window=write_window(settings), clock=clock,
-            path=(wired.table, destination.name),
+            path=(wired.table, destination.name), rules=destination.rules,
+            dead_letters=dead_letters,
         )
         for destination in wired.destinations
     }

@@ -23,6 +23,8 @@ from replicator.clock import Clock
 from replicator.copy.scan import RateLimiter, ScanPacing, default_segments, scan_segment
 from replicator.protocols import TableAccess
 from replicator.records import Item, KeyId, key_id
+from replicator.rules.selection import IDENTITY, Rules
+from replicator.rules.transform import RuleError
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.verify")
@@ -63,6 +65,9 @@ class TableDiff:
         default_factory=lambda: {"missing": [], "extra": [], "different": []}
     )
     repaired: int = 0
+    #: Items only the destination holds, which its rules keep (TTL deletes skipped, or a
+    #: filter on the event): no difference.
+    kept: int = 0
     #: The comparison made before repairing, when ``--repair`` fixed something.
     before: TableDiff | None = None
 
@@ -76,12 +81,14 @@ class TableDiff:
             self.examples[kind].append(key)
 
     def summary(self) -> str:
+        kept = (f" (and {self.kept} items the source deleted, kept by the destination's "
+                "rules)") if self.kept else ""
         if self.equal:
-            return f"equal: {self.source_items} items in each table"
+            return f"equal: {self.source_items} items in each table{kept}"
         return (
             f"NOT equal: {self.missing} missing, {self.extra} extra, "
             f"{self.different} different (source {self.source_items} items, "
-            f"destination {self.destination_items})"
+            f"destination {self.destination_items}){kept}"
         )
 
     def report(self) -> list[str]:
@@ -122,8 +129,12 @@ class Verifier:
         call_timeout: float = 5.0,
         stats: Stats | None = None,
         backoff: Backoff | None = None,
+        rules: Rules = IDENTITY,
     ) -> None:
         self._source = source
+        #: The destination's rules: the destination should hold what they make of each
+        #: source item, and nothing else.
+        self._rules = rules
         self._clock = clock
         self._destination = destination
         self._key_names = key_names
@@ -184,18 +195,26 @@ class Verifier:
 
     async def _source_page(self, items: list[Item], found: dict[KeyId, Item], diff: TableDiff,
                            repair: bool) -> None:
-        diff.source_items += len(items)
         rewrite = []
         for item in items:
             key = self._key(item)
+            try:
+                expected = self._expected(item)
+            except RuleError:
+                diff.source_items += 1
+                diff.note("different", key)  # the transform refuses it: cannot be written
+                continue
+            if expected is None:
+                continue  # not the destination's: the destination's pass judges its copy
+            diff.source_items += 1
             other = found.get(key)
             if other is None:
                 diff.note("missing", key)
-            elif normalize(other) != normalize(item):
+            elif normalize(other) != normalize(expected):
                 diff.note("different", key)
             else:
                 continue
-            rewrite.append({"PutRequest": {"Item": item}})
+            rewrite.append({"PutRequest": {"Item": expected}})
         if repair:
             await self._write(rewrite)
 
@@ -205,11 +224,26 @@ class Verifier:
         deletes = []
         for item in items:
             key = self._key(item)
-            if key not in found:
+            source = found.get(key)
+            if source is None and self._rules.keeps_removed:
+                diff.kept += 1
+            elif source is None or self._not_selected(source):
                 diff.note("extra", key)
                 deletes.append({"DeleteRequest": {"Key": self._key_item(item)}})
         if repair:
             await self._write(deletes)
+
+    def _expected(self, item: Item) -> Item | None:
+        """What the destination should hold for a source item (None: nothing)."""
+        if not self._rules.selective:
+            return item
+        return self._rules.copied(item, self._key_names)
+
+    def _not_selected(self, source: Item) -> bool:
+        try:
+            return self._expected(source) is None
+        except RuleError:
+            return False  # counted as different by the source's pass
 
     def _key_item(self, item: Item) -> Item:
         return {name: item[name] for name in self._key_names}

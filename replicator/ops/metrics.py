@@ -146,6 +146,23 @@ class StatsCollector(Collector):
         for (source, destination), count in sorted(stats.applied_by_destination.items()):
             applied.add_metric([*values, source, destination], count)
         yield applied
+        for outcome, name, doc in _RULE_OUTCOMES:
+            family = CounterMetricFamily(name, doc, labels=[*names, "source", "destination"])
+            for (source, destination, counted), count in sorted(stats.rule_outcomes.items()):
+                if counted == outcome:
+                    family.add_metric([*values, source, destination], count)
+            yield family
+        dead_lettered = CounterMetricFamily(
+            "replicator_records_dead_lettered",
+            "Records refused for good and stored in the dead-letter table, by source "
+            "table and destination.",
+            labels=[*names, "source", "destination"],
+        )
+        for (source, destination), count in sorted(stats.dead_lettered.items()):
+            dead_lettered.add_metric([*values, source, destination], count)
+        yield dead_lettered
+        yield gauge("replicator_dead_letters", "Records in the task's dead-letter table "
+                    "(counted at start-up, then added to).", stats.dead_letters_stored)
         yield counter("replicator_destinations_detached",
                       "Times a shard's reader went on without a destination that fell "
                       "behind (it then catches up from its own checkpoint).",
@@ -159,6 +176,19 @@ class StatsCollector(Collector):
                         "From a record's source write (its creation time, to the second) "
                         "to its write to the destination.",
                         stats.apply_seconds)
+
+
+#: The rules' outcomes (``Stats.rule_outcomes``) and their counters.
+_RULE_OUTCOMES = (
+    ("filtered", "replicator_records_filtered",
+     "Stream records a destination's filter does not select (not written)."),
+    ("transformed", "replicator_records_transformed",
+     "Stream records written as a destination's transform returned them."),
+    ("transformed_away", "replicator_records_transformed_away",
+     "Stream records a destination's transform returned None for (not written)."),
+    ("ttl_delete", "replicator_ttl_deletes_skipped",
+     "Time-to-live deletes not applied (skip_ttl_deletes): the destination keeps the item."),
+)
 
 
 def _bound(value: float) -> str:

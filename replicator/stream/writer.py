@@ -1,10 +1,13 @@
 """The writer pool: applies stream records to the destination, in per-key order.
 
 Each record is routed by its key to one writer, through that writer's bounded
-queue. A writer takes what its queue holds (up to 25 distinct keys), keeps the
-last record of each key, and writes the batch through the apply layer; only
-then are its records marked done in their shards' trackers. A record the
-destination refuses fails its shard (``PoisonRecordError``). See docs/DESIGN.md.
+queue. A writer takes what its queue holds (up to 25 distinct keys), asks the
+destination's rules what each record becomes (``replicator.rules``), keeps the last
+write of each key, and writes the batch through the apply layer; only then are its
+records marked done in their shards' trackers. A record the destination (or its
+rules) refuses fails its shard (``PoisonRecordError``), or, with ``on_poison =
+"dead-letter"``, is stored in the dead-letter table and marked done. See
+docs/DESIGN.md.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from typing import Any
 import structlog
 
 from replicator.apply.writes import MAX_BATCH, Applier, describe_key
-from replicator.backoff import Backoff
+from replicator.backoff import Backoff, retry_forever
 from replicator.clock import Clock
+from replicator.dead_letter import DeadLetter, DeadLetterStore
 from replicator.errors import PoisonRecordError, ReplicatorError, ValidationError
 from replicator.protocols import DestinationWriter
 from replicator.records import KeyId, StreamRecord
+from replicator.rules.selection import IDENTITY, OnPoison, Outcome, Rules, Skipped
+from replicator.rules.transform import RuleError
 from replicator.stats import Stats
 from replicator.stream.tracker import CheckpointTracker, Pending
 
@@ -36,6 +42,8 @@ class WorkItem:
     record: StreamRecord
     pending: Pending
     tracker: CheckpointTracker
+    #: What the destination's rules make of the record (None: the record as it is).
+    request: dict[str, Any] | None = None
 
 
 _STOP: Any = object()
@@ -55,10 +63,18 @@ class WriterPool:
         backoff: Backoff | None = None,
         write_window: float = 0.0,
         path: tuple[str, str] = ("", ""),
+        rules: Rules = IDENTITY,
+        dead_letters: DeadLetterStore | None = None,
     ) -> None:
         #: (source table, destination name): whose records these writers apply.
         self.path = path
         self._stats = stats
+        self._rules = rules
+        if rules.on_poison is OnPoison.DEAD_LETTER and dead_letters is None:
+            raise ValueError("on_poison dead-letter needs a dead-letter store")
+        self._dead_letters = dead_letters
+        self._clock = clock
+        self._backoff = backoff or Backoff()
         self._applier = Applier(destination, stats=stats, clock=clock, backoff=backoff,
                                 write_window=write_window, on_batch=self._observe_batch)
         self._closing = False
@@ -133,15 +149,30 @@ class WriterPool:
                 return
 
     async def _apply(self, batch: dict[KeyId, list[WorkItem]]) -> None:
+        if self._rules.selective:
+            batch = await self._select(batch)
+            if not batch:
+                self._stats.changed.notify()
+                return
         writes = [KeyWrite(key, items) for key, items in batch.items()]
         applied: set[KeyId] = set()
+        refused: list[tuple[KeyWrite, ValidationError]] = []
 
         def done(write: KeyWrite) -> None:
             applied.add(write.key)
             self._done(write.items)
 
+        def refuse(write: KeyWrite, exc: ValidationError) -> None:
+            if self._rules.on_poison is OnPoison.DEAD_LETTER:
+                refused.append((write, exc))
+            else:
+                self._poison(write.items[-1], "the destination rejects", str(exc),
+                             "fix the item or the destination table")
+
         try:
-            await self._applier.write(writes, done=done, refused=self._refused)
+            await self._applier.write(writes, done=done, refused=refuse)
+            for write, exc in refused:
+                await self._dead_letter(write.items[-1], str(exc), write.items[:-1])
         except ReplicatorError as exc:
             # Not about one item (the table is gone, access was revoked): every
             # shard in the batch stops with the error, and nothing is checkpointed.
@@ -150,25 +181,85 @@ class WriterPool:
                     for item in write.items:
                         item.tracker.fail(exc)
 
-    def _refused(self, write: KeyWrite, exc: ValidationError) -> None:
-        """Fail the shard of a record the destination refuses: no checkpoint passes it."""
-        last = write.items[-1]
-        record = last.record
+    async def _select(self, batch: dict[KeyId, list[WorkItem]]) -> dict[KeyId, list[WorkItem]]:
+        """What the rules make of each record of the batch: the records to write, each
+        with its write. A record filtered or skipped is marked done at once: no later
+        record of its key is in an earlier batch, so no write of its key is pending
+        before it. A transform runs in a thread, so that a slow one does not hold up
+        the event loop."""
+        items = [item for key_items in batch.values() for item in key_items]
+        rules = self._rules
+        if rules.transform is not None:
+            outcomes = await asyncio.to_thread(_outcomes, rules, items)
+        else:
+            outcomes = _outcomes(rules, items)
+        stats = self._stats
+        selected: dict[KeyId, list[WorkItem]] = {}
+        stopped: set[KeyId] = set()
+        for item, outcome in zip(items, outcomes, strict=True):
+            key = item.record.key
+            if key in stopped:
+                continue
+            if isinstance(outcome, RuleError):
+                if rules.on_poison is OnPoison.DEAD_LETTER:
+                    await self._dead_letter(item, str(outcome))
+                else:
+                    stopped.add(key)  # nothing after it of its key is written
+                    self._poison(item, "the rules of the destination reject", str(outcome),
+                                 "fix the transform")
+                continue
+            if isinstance(outcome, Skipped):
+                item.tracker.mark_done(item.pending)
+                stats.count_skipped(outcome.value, self.path)
+                continue
+            if rules.transform is not None:
+                stats.count_skipped("transformed", self.path)
+            item.request = outcome
+            selected.setdefault(key, []).append(item)
+        return selected
+
+    def _poison(self, item: WorkItem, who: str, error: str, fix: str) -> None:
+        """Fail the shard of a record refused for good: no checkpoint passes it."""
+        record = item.record
         self._stats.poison_records += 1
-        error = PoisonRecordError(
-            f"the destination rejects stream record {record.sequence_number} "
+        failure = PoisonRecordError(
+            f"{who} stream record {record.sequence_number} "
             f"of shard {record.shard_id} ({record.event_name}, key "
-            f"{describe_key(record.key)}): {exc}; fix the item or the destination "
-            "table, then restart: replication of this shard resumes from that record"
+            f"{describe_key(record.key)}): {error}; {fix}, then restart: replication "
+            "of this shard resumes from that record"
         )
         log.error(
             "poison record",
             destination=self.path[1],
             shard_id=record.shard_id,
             sequence_number=record.sequence_number,
-            error=str(exc),
+            error=error,
         )
-        last.tracker.fail(error)
+        item.tracker.fail(failure)
+
+    async def _dead_letter(self, item: WorkItem, error: str,
+                           superseded: list[WorkItem] | None = None) -> None:
+        """Store a record refused for good in the dead-letter table, then mark it done
+        (with the records of its key it superseded in the batch)."""
+        assert self._dead_letters is not None
+        store = self._dead_letters
+        record = item.record
+        letter = DeadLetter(
+            destination=self.path[1], source=self.path[0], shard_id=record.shard_id,
+            sequence_number=record.sequence_number, event_name=record.event_name.value,
+            keys=record.keys, new_image=record.new_image, old_image=record.old_image,
+            error=error, stored_at=time.time(),
+        )
+        await retry_forever(lambda: store.put(letter), what="PutItem",
+                            backoff=self._backoff, clock=self._clock,
+                            on_retry=self._stats.count_retry)
+        log.warning("record dead-lettered", destination=self.path[1],
+                    shard_id=record.shard_id, sequence_number=record.sequence_number,
+                    key=describe_key(record.key), error=error)
+        self._stats.count_dead_letter(self.path)
+        for done in [*(superseded or []), item]:
+            done.tracker.mark_done(done.pending)
+        self._stats.changed.notify()
 
     def _done(self, items: list[WorkItem]) -> None:
         stats = self._stats
@@ -197,7 +288,22 @@ class KeyWrite:
         # record by record: one key's list can hold a stopped shard's stale records
         # followed by those of the consumer that took the shard over.
         self.items = [item for item in self.items if not item.tracker.cancelled]
-        return self.items[-1].record.write_request() if self.items else None
+        if not self.items:
+            return None
+        last = self.items[-1]
+        return last.request if last.request is not None else last.record.write_request()
 
     def claims(self) -> list[CheckpointTracker]:
         return [item.tracker for item in self.items]
+
+
+def _outcomes(rules: Rules, items: list[WorkItem]) -> list[Outcome | RuleError]:
+    """``rules.request_for`` of each item's record, a ``RuleError`` in place of a write
+    for a record the rules reject."""
+    outcomes: list[Outcome | RuleError] = []
+    for item in items:
+        try:
+            outcomes.append(rules.request_for(item.record))
+        except RuleError as exc:
+            outcomes.append(exc)
+    return outcomes

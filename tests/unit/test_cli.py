@@ -431,15 +431,15 @@ def test_the_version_of_a_source_tree_that_is_not_installed(
     ("argv", "expected"),
     [
         (["stauts"], "unknown command 'stauts' (did you mean status?): the commands are run, "
-         "copy, verify, status, check, demo and help; see replicator --help"),
+         "copy, verify, status, check, dead-letters, demo and help; see replicator --help"),
         (["--sourceTable", "TTT", "verfy"], "unknown command 'verfy' (did you mean verify?): "
-         "the commands are run, copy, verify, status, check, demo and help; "
+         "the commands are run, copy, verify, status, check, dead-letters, demo and help; "
          "see replicator --help"),
         (["orders"], "unknown command 'orders': the commands are run, copy, verify, status, "
-         "check, demo and help; see replicator --help"),
+         "check, dead-letters, demo and help; see replicator --help"),
         (["status", "run"], "unrecognized arguments: run; see replicator status --help"),
         (["help", "sttus"], "unknown command 'sttus' (did you mean status?): the commands are "
-         "run, copy, verify, status, check, demo; see replicator --help"),
+         "run, copy, verify, status, check, dead-letters, demo; see replicator --help"),
     ],
 )
 def test_an_unknown_command(

@@ -74,6 +74,12 @@ METRICS: dict[str, set[str]] = {
     "replicator_destination_lag_seconds": {"task", "source", "destination"},
     "replicator_destination_records_applied_total": {"task", "source", "destination"},
     "replicator_destinations_detached_total": {"task"},
+    "replicator_records_filtered_total": {"task", "source", "destination"},
+    "replicator_records_transformed_total": {"task", "source", "destination"},
+    "replicator_records_transformed_away_total": {"task", "source", "destination"},
+    "replicator_ttl_deletes_skipped_total": {"task", "source", "destination"},
+    "replicator_records_dead_lettered_total": {"task", "source", "destination"},
+    "replicator_dead_letters": {"task"},
     "replicator_getrecords_latency_seconds": {"task"},
     "replicator_batch_size": {"task"},
     "replicator_apply_latency_seconds": {"task"},
@@ -520,6 +526,9 @@ def test_dashboard_metric_labels_are_the_ones_the_collector_exposes() -> None:
     stats.readings[lane] = ShardReading(caught_up=True)
     stats.applied_by_destination[("orders", "eu")] += 1
     stats.records_applied["INSERT"] += 1
+    for outcome in ("filtered", "transformed", "transformed_away", "ttl_delete"):
+        stats.count_skipped(outcome, ("orders", "eu"))
+    stats.count_dead_letter(("orders", "eu"))
     stats.count_retry(ThrottledError("BatchWriteItem: slow down", operation="BatchWriteItem"))
     collector = StatsCollector(stats, task="t", worker="w", gauges=LiveGauges)
     exposed: dict[str, set[str]] = {}
@@ -575,6 +584,9 @@ def test_every_dashboard_query_of_a_replication_path_follows_the_selectors() -> 
         "Records applied per second per destination":
             "replicator_destination_records_applied_total",
         "Detached lanes": "replicator_destinations_detached_total",
+        "Records dead-lettered per second per destination":
+            "replicator_records_dead_lettered_total",
+        "Dead letters stored": "replicator_dead_letters",
     }
     for title, metric in per_destination.items():
         (target,) = titles[title]["targets"]

@@ -327,5 +327,5 @@ def test_the_path_settings_beside_a_topology_file_are_refused(
     path = written(tmp_path, TWO_INTO_ONE)
     assert main(["run", "--config", str(path), "--source-table", "orders"]) == 2
     assert capsys.readouterr().err == (
-        "replicator: error: --source-table: --config names the tables and the task; "
-        "unset it, or leave out --config\n")
+        "replicator: error: --source-table: --config names the tables, the task and the "
+        "destinations' rules; unset it, or leave out --config\n")

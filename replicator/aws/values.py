@@ -1,0 +1,32 @@
+"""``ValueCodec`` with boto3's TypeDeserializer and TypeSerializer: a transform sees an
+item as boto3's resource layer would give it (``Decimal``, ``Binary``, ``set``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from boto3.dynamodb.types import (  # type: ignore[import-untyped]
+    TypeDeserializer,
+    TypeSerializer,
+)
+
+from replicator.records import Item
+
+
+class BotoValues:
+    """Wire values to Python values and back, as boto3 converts them."""
+
+    __slots__ = ("_deserializer", "_serializer")
+
+    def __init__(self) -> None:
+        self._deserializer = TypeDeserializer()
+        self._serializer = TypeSerializer()
+
+    def to_python(self, item: Item) -> dict[str, Any]:
+        deserialize = self._deserializer.deserialize
+        return {name: deserialize(value) for name, value in item.items()}
+
+    def to_wire(self, item: Mapping[str, Any]) -> Item:
+        serialize = self._serializer.serialize
+        return {str(name): serialize(value) for name, value in item.items()}

@@ -1,0 +1,1 @@
+"""Selective replication: which records a destination takes, and in what form."""
