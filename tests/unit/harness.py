@@ -20,6 +20,7 @@ from replicator.lease import Lease, ShardKey
 from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, StreamReader
 from replicator.records import Item, KeyId, key_id, sequence_key
+from replicator.rules.selection import IDENTITY, Rules
 from replicator.stats import Stats
 from replicator.stream.coordinator import CoordinatorSettings, ShardCoordinator, SourceStream
 from replicator.stream.lineage import progressed
@@ -71,7 +72,8 @@ class Replication:
                  writes_through: DestinationWriter | None = None,
                  leases_through: LeaseStore | None = None,
                  adopted: dict[str, tuple[HeldLease, str]] | None = None,
-                 copy_unfinished: bool = False, **overrides: Any) -> None:
+                 copy_unfinished: bool = False, rules: Rules = IDENTITY,
+                 **overrides: Any) -> None:
         self.stream = stream
         self.destination = destination
         self.store = store
@@ -81,7 +83,7 @@ class Replication:
         self.pool = WriterPool(writes_through or destination, writers=writers,
                                queue_size=queue_size, stats=self.stats, backoff=backoff,
                                write_window=self.settings.write_window, clock=CLOCK,
-                               path=("source", "destination"))
+                               path=("source", "destination"), rules=rules)
         self.coordinator = ShardCoordinator(
             sources=[SourceStream(source="source", stream_arn=stream.stream_arn,
                                   streams=reads_through or stream,

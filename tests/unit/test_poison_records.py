@@ -23,8 +23,8 @@ from replicator.stats import Stats
 from replicator.stream.tracker import CheckpointTracker
 from replicator.stream.writer import WorkItem, WriterPool
 from tests.fake_dead_letters import FakeDeadLetterStore
-from tests.fakes import FakeDestination, FakeTable
-from tests.unit.harness import CLOCK, FAST
+from tests.fakes import FakeDestination, FakeLeaseStore, FakeStream, FakeTable
+from tests.unit.harness import CLOCK, FAST, Replication, caught_up
 
 DEAD_LETTER = Rules(on_poison=OnPoison.DEAD_LETTER)
 
@@ -212,3 +212,32 @@ def test_the_rules_outcomes_and_dead_letters_are_exposed_per_destination() -> No
     ap = (("destination", "ap"), ("source", "orders"), ("task", "t"), ("worker", "w"))
     assert samples[("replicator_ttl_deletes_skipped_total", ap)] == 1
     assert samples[("replicator_dead_letters", (("task", "t"), ("worker", "w")))] == 7
+
+
+async def test_a_filtered_shard_with_ttl_deletes_skipped_ends_with_what_the_rules_select(
+) -> None:
+    stream, destination, store = FakeStream(), FakeDestination(), FakeLeaseStore()
+    shard = stream.add_shard()
+
+    def tenant_item(pk: str, tenant: str, version: int) -> Item:
+        return {"pk": {"S": pk}, "tenant": {"S": tenant}, "v": {"N": str(version)}}
+
+    for index in range(6):
+        stream.put(shard, tenant_item(f"k{index}", "acme" if index % 2 else "other", 0))
+    stream.put(shard, tenant_item("k0", "acme", 1))     # k0 enters the filter
+    stream.put(shard, tenant_item("k1", "other", 1))    # k1 leaves it
+    stream.delete(shard, {"pk": {"S": "k3"}}, by_ttl=True)   # expired: kept
+    stream.delete(shard, {"pk": {"S": "k5"}})                # deleted: deleted
+    stream.put(shard, tenant_item("k2", "other", 1))    # filtered, the last record
+    rules = Rules(filter=FilterPattern.parse(
+        {"dynamodb": {"NewImage": {"tenant": {"S": ["acme"]}}}}), skip_ttl_deletes=True)
+    async with Replication(stream, destination, store, rules=rules) as replication:
+        await store.wait_until(caught_up(stream))  # the filtered last record is done
+
+    assert destination.table == {
+        key_id({"pk": {"S": "k0"}}): tenant_item("k0", "acme", 1),
+        key_id({"pk": {"S": "k3"}}): tenant_item("k3", "acme", 0),
+    }
+    outcomes = replication.stats.rule_outcomes
+    assert outcomes[("source", "destination", "ttl_delete")] == 1
+    assert outcomes[("source", "destination", "filtered")] == 4  # k0, k2, k4; k2 again

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from replicator.aws.values import BotoValues
 from replicator.cli.main import main
 from replicator.commands.startup import Prepared, check_rules
 from replicator.config import Settings
@@ -175,3 +176,19 @@ def test_a_projection_that_drops_or_renames_a_key_attribute_is_refused(
         "destination 'partner': the projection of source table orders (include, exclude, "
         f"rename): {problem}: key attributes "
         + ("are always kept" if "exclude" in projection else "keep their names"))
+
+
+def test_the_readmes_selective_replication_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Selective replication", 1)[1].split("\n### ", 1)[0]
+    (block,) = [part.split("```", 1)[0] for part in section.split("```toml\n")[1:]]
+    # The example's transform lives in the user's package; any importable one will do.
+    block = block.replace("analytics.rules:mask_email", "tests.unit.test_rules:mask_email")
+    (_, acme), (_, analytics), (_, archive) = load(written(tmp_path, block)).destinations()
+    acme_rules = acme.rules(None)
+    assert acme_rules.filter is not None
+    assert acme_rules.filter.matches({"dynamodb": {"NewImage": {"tenant": {"S": "acme"}}}})
+    assert not acme_rules.filter.matches({"dynamodb": {"NewImage": {"tenant": {"S": "x"}}}})
+    assert acme_rules.on_poison is OnPoison.DEAD_LETTER
+    assert analytics.rules(BotoValues()).transform is not None
+    assert archive.rules(None).skip_ttl_deletes
