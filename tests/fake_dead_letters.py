@@ -13,30 +13,15 @@ import copy
 from collections import Counter
 from collections.abc import Callable
 
+from replicator.aws.dead_letters import letter_item
 from replicator.dead_letter import DeadLetter, fit_images
-from replicator.records import Item, item_size
+from replicator.records import item_size
 from tests.fakes import Call, Fault, _wait
 
 
 def stored_size(letter: DeadLetter) -> int:
     """The size of the item ``DynamoDeadLetterStore`` stores ``letter`` in."""
-    item: Item = {
-        "destination": {"S": letter.destination},
-        "id": {"S": letter.id},
-        "source": {"S": letter.source},
-        "shard_id": {"S": letter.shard_id},
-        "sequence_number": {"S": letter.sequence_number},
-        "event_name": {"S": letter.event_name},
-        "keys": {"M": letter.keys},
-        "error": {"S": letter.error},
-        "stored_at": {"N": repr(letter.stored_at)},
-        "images_dropped": {"BOOL": letter.images_dropped},
-    }
-    if letter.new_image is not None:
-        item["new_image"] = {"M": letter.new_image}
-    if letter.old_image is not None:
-        item["old_image"] = {"M": letter.old_image}
-    return item_size(item)
+    return item_size(letter_item(letter))
 
 
 class FakeDeadLetterStore:

@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from replicator.apply.writes import Applier, request_key
+from replicator.apply.writes import Applier, PlainWrite, request_key
 from replicator.backoff import Backoff, until_processed
 from replicator.clock import Clock
 from replicator.dead_letter import DeadLetter, DeadLetterStore
 from replicator.errors import ValidationError
 from replicator.protocols import DestinationWriter, KeyReader
-from replicator.records import Item, KeyId
+from replicator.records import Item
 from replicator.rules.selection import Rules
 from replicator.rules.transform import RuleError
 from replicator.stats import Stats
@@ -41,18 +41,6 @@ class Replayed:
     error: str | None = None
     #: Source reads made.
     reads: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    key: KeyId
-    put_or_delete: dict[str, Any]
-
-    def request(self) -> dict[str, Any]:
-        return self.put_or_delete
-
-    def claims(self) -> tuple[()]:
-        return ()
 
 
 class Replay:
@@ -117,5 +105,5 @@ class Replay:
         return found[0] if found else None
 
     async def _write(self, request: dict[str, Any]) -> None:
-        write = _Write(request_key(request, self._key_names), request)
+        write = PlainWrite(request_key(request, self._key_names), request)
         await self._applier.write([write], done=lambda _: None)

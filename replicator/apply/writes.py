@@ -11,6 +11,7 @@ See docs/DESIGN.md ("The apply layer").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from replicator.backoff import Backoff, until_processed
@@ -158,6 +159,20 @@ class Applier:
                     break
                 self._stats.fence_waits += 1
                 await fence.wait_changed()
+
+
+@dataclass(frozen=True, slots=True)
+class PlainWrite:
+    """A put or delete made under no lease (verify's repairs, a replay's writes)."""
+
+    key: KeyId
+    put_or_delete: dict[str, Any]
+
+    def request(self) -> dict[str, Any]:
+        return self.put_or_delete
+
+    def claims(self) -> tuple[()]:
+        return ()
 
 
 def request_key(request: dict[str, Any], names: Iterable[str]) -> KeyId:

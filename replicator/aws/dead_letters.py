@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
 from replicator.aws.errors import map_errors
-from replicator.aws.lease_store import _describe_keys, _key_tuple
-from replicator.aws.table import describe_table
+from replicator.aws.table import ensure_own_table
 from replicator.dead_letter import DeadLetter, fit_images, without_an_image
 from replicator.records import Item, item_size
 
@@ -54,37 +53,9 @@ class DynamoDeadLetterStore:
         Returns True when it was created. Raises ``StartupCheckError`` when a table of
         that name exists with another key schema.
         """
-        description = await describe_table(self._client, self.table, call_timeout=self._timeout)
-        created = False
-        if description is None:
-            try:
-                async with map_errors("CreateTable", self._timeout):
-                    await self._client.create_table(
-                        TableName=self.table,
-                        KeySchema=DEAD_LETTER_KEY_SCHEMA,
-                        AttributeDefinitions=[
-                            {"AttributeName": "destination", "AttributeType": "S"},
-                            {"AttributeName": "id", "AttributeType": "S"},
-                        ],
-                        BillingMode="PAY_PER_REQUEST",
-                    )
-                created = True
-            except errors.TransientError as exc:
-                if exc.code != "ResourceInUseException":  # another worker created it first
-                    raise
-        while description is None or description.get("TableStatus") != "ACTIVE":
-            await asyncio.sleep(0.5 if description is not None else 0)
-            description = await describe_table(
-                self._client, self.table, call_timeout=self._timeout
-            )
-        if sorted(map(_key_tuple, description["KeySchema"])) != sorted(
-            map(_key_tuple, DEAD_LETTER_KEY_SCHEMA)
-        ):
-            raise errors.StartupCheckError(
-                f"dead-letter table {self.table} exists with another key schema "
-                f"({_describe_keys(description['KeySchema'])}); it belongs to something else: "
-                "choose another REPLICATOR_TASK_NAME"
-            )
+        created = await ensure_own_table(self._client, self.table, DEAD_LETTER_KEY_SCHEMA,
+                                         what="dead-letter table",
+                                         call_timeout=self._timeout)
         self._ready = True
         return created
 

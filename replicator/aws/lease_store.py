@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
 from replicator.aws.errors import map_errors
-from replicator.aws.table import describe_table
+from replicator.aws.table import ensure_own_table
 from replicator.lease import WORKERS_KEY, Lease, WorkerRow
 
 if TYPE_CHECKING:
@@ -49,38 +48,8 @@ class DynamoLeaseStore:
         Returns True when it was created. Raises ``StartupCheckError`` when a
         table of that name exists with another key schema.
         """
-        description = await describe_table(self._client, self.table, call_timeout=self._timeout)
-        created = False
-        if description is None:
-            try:
-                async with map_errors("CreateTable", self._timeout):
-                    await self._client.create_table(
-                        TableName=self.table,
-                        KeySchema=LEASE_KEY_SCHEMA,
-                        AttributeDefinitions=[
-                            {"AttributeName": "stream_arn", "AttributeType": "S"},
-                            {"AttributeName": "shard_id", "AttributeType": "S"},
-                        ],
-                        BillingMode="PAY_PER_REQUEST",
-                    )
-                created = True
-            except errors.TransientError as exc:
-                if exc.code != "ResourceInUseException":  # another worker created it first
-                    raise
-        while description is None or description.get("TableStatus") != "ACTIVE":
-            await asyncio.sleep(0.5 if description is not None else 0)
-            description = await describe_table(
-                self._client, self.table, call_timeout=self._timeout
-            )
-        if sorted(map(_key_tuple, description["KeySchema"])) != sorted(
-            map(_key_tuple, LEASE_KEY_SCHEMA)
-        ):
-            raise errors.StartupCheckError(
-                f"checkpoint table {self.table} exists with another key schema "
-                f"({_describe_keys(description['KeySchema'])}); it belongs to something else: "
-                "choose another REPLICATOR_TASK_NAME"
-            )
-        return created
+        return await ensure_own_table(self._client, self.table, LEASE_KEY_SCHEMA,
+                                      what="checkpoint table", call_timeout=self._timeout)
 
     async def list_leases(self, stream_arn: str) -> list[Lease]:
         request: QueryInputTypeDef = {
@@ -251,14 +220,6 @@ class DynamoLeaseStore:
                 TableName=self.table,
                 Key={"stream_arn": {"S": WORKERS_KEY}, "shard_id": {"S": worker_id}},
             )
-
-
-def _key_tuple(element: Mapping[str, object]) -> tuple[str, str]:
-    return (str(element["AttributeName"]), str(element["KeyType"]))
-
-
-def _describe_keys(schema: list[dict[str, str]]) -> str:
-    return ", ".join(f"{e['AttributeName']} {e['KeyType']}" for e in schema)
 
 
 def _lease_key(lease: Lease) -> dict[str, AttributeValueTypeDef]:

@@ -6,6 +6,8 @@ bytes), in the plain dicts of ``replicator.records``.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
@@ -13,7 +15,11 @@ from replicator.aws.errors import map_errors
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
-    from types_aiobotocore_dynamodb.type_defs import ScanInputTypeDef, WriteRequestTypeDef
+    from types_aiobotocore_dynamodb.type_defs import (
+        KeySchemaElementTypeDef,
+        ScanInputTypeDef,
+        WriteRequestTypeDef,
+    )
 
 
 async def describe_table(
@@ -26,6 +32,48 @@ async def describe_table(
     except errors.ResourceNotFoundError:
         return None
     return cast(dict[str, Any], response["Table"])
+
+
+async def ensure_own_table(client: DynamoDBClient, table: str,
+                           key_schema: Sequence[KeySchemaElementTypeDef], *, what: str,
+                           call_timeout: float) -> bool:
+    """Create one of the task's own tables (string keys, on-demand billing) if absent,
+    and wait until it is active. True when this call created it; ``StartupCheckError``
+    when a table of that name exists with another key schema (``what`` names it)."""
+    description = await describe_table(client, table, call_timeout=call_timeout)
+    created = False
+    if description is None:
+        try:
+            async with map_errors("CreateTable", call_timeout):
+                await client.create_table(
+                    TableName=table, KeySchema=list(key_schema),
+                    AttributeDefinitions=[{"AttributeName": key["AttributeName"],
+                                           "AttributeType": "S"} for key in key_schema],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+            created = True
+        except errors.TransientError as exc:
+            if exc.code != "ResourceInUseException":  # another worker created it first
+                raise
+    while description is None or description.get("TableStatus") != "ACTIVE":
+        await asyncio.sleep(0.5 if description is not None else 0)
+        description = await describe_table(client, table, call_timeout=call_timeout)
+    if sorted(map(_key_tuple, description["KeySchema"])) != sorted(
+            map(_key_tuple, key_schema)):
+        raise errors.StartupCheckError(
+            f"{what} {table} exists with another key schema "
+            f"({_describe_keys(description['KeySchema'])}); it belongs to something else: "
+            "choose another REPLICATOR_TASK_NAME"
+        )
+    return created
+
+
+def _key_tuple(element: Mapping[str, object]) -> tuple[str, str]:
+    return (str(element["AttributeName"]), str(element["KeyType"]))
+
+
+def _describe_keys(schema: list[dict[str, str]]) -> str:
+    return ", ".join(f"{e['AttributeName']} {e['KeyType']}" for e in schema)
 
 
 class DynamoTable:

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from replicator.apply.writes import MAX_BATCH, Applier, request_key
+from replicator.apply.writes import MAX_BATCH, Applier, PlainWrite, request_key
 from replicator.backoff import Backoff, until_processed
 from replicator.clock import Clock
 from replicator.copy.scan import RateLimiter, ScanPacing, default_segments, scan_segment
@@ -271,23 +271,9 @@ class Verifier:
     async def _write(self, requests: list[dict[str, Any]]) -> None:
         """Repair the destination: puts of what differs, deletes of what is extra."""
         for start in range(0, len(requests), MAX_BATCH):
-            writes = [Repair(request_key(request, self._key_names), request)
+            writes = [PlainWrite(request_key(request, self._key_names), request)
                       for request in requests[start:start + MAX_BATCH]]
             await self._repairs.write(writes, done=lambda write: None)
-
-
-@dataclass(frozen=True, slots=True)
-class Repair:
-    """A put or delete that makes the destination equal to the source."""
-
-    key: KeyId
-    put_or_delete: dict[str, Any]
-
-    def request(self) -> dict[str, Any]:
-        return self.put_or_delete
-
-    def claims(self) -> tuple[()]:
-        return ()
 
 
 def key_names_of(description: dict[str, Any]) -> list[str]:
