@@ -168,9 +168,12 @@ def load_settings(overrides: Mapping[str, Any], env_file: str | None = ".env", *
         overrides = {**overrides, **_topology_paths(str(config), overrides, file_values,
                                                     flags or {})}
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except pydantic.ValidationError as exc:
         raise ConfigError(_one_line(exc, flags or {})) from None
+    if not config:
+        topology_of(settings)  # the single path's rules, checked before anything starts
+    return settings
 
 
 #: The settings a topology file gives instead: its first path's, its task's.

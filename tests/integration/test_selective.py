@@ -503,6 +503,23 @@ async def test_the_copy_takes_only_what_the_filter_selects_then_the_stream_goes_
         await wait_until(streamed_and_moved, within=DEADLINE, processes=[worker],
                          what=lambda: "items to move into and out of acme, and the worker "
                          f"to checkpoint stream records ({made})")
+        # Killed in the middle of the stream; the next worker resumes from its checkpoint.
+        worker.send(signal.SIGKILL)
+        assert await worker.wait() == -signal.SIGKILL
+        (row,) = await settled(lambda: lease_rows(source, TASK_NAME))
+        worker = spawn("second", {**env, "REPLICATOR_WORKER_ID": "worker-two"})
+        taken = await worker.wait_for_event("lease taken")
+        assert taken["previous_owner"] == "worker-one"
+        assert taken["checkpoint"] == row["checkpoint"]["S"]
+        moved = (made.into, made.out)
+
+        async def moved_again() -> bool:
+            return (made.into > moved[0] and made.out > moved[1] and await checkpoint_is(
+                source, TASK_NAME, lambda at: at.isdigit() and at != row["checkpoint"]["S"]))
+
+        await wait_until(moved_again, within=DEADLINE, processes=[worker],
+                         what=lambda: "more items to move, and the second worker to "
+                         f"checkpoint ({made})")
     finally:
         stop.set()
         await asyncio.wait_for(writes, DEADLINE)
