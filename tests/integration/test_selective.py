@@ -26,9 +26,15 @@ from typing import Any
 
 import pytest
 
+from replicator.apply.replay import Replay
+from replicator.aws.dead_letters import DynamoDeadLetterStore
+from replicator.aws.table import DynamoTable
 from replicator.cli import main
+from replicator.clock import SYSTEM_CLOCK
+from replicator.dead_letter import DeadLetter
 from replicator.dev.local import LOCAL_CREDENTIALS
 from replicator.records import Item
+from replicator.rules.selection import Rules
 
 from .conftest import (
     DEADLINE,
@@ -675,6 +681,72 @@ async def test_refused_records_are_dead_lettered_the_shard_goes_on_and_a_replay_
     done = await run(env, "dead-letters", "list")
     assert (done.returncode, done.stdout) == (0, f"no dead letters in {LETTERS}\n")
     assert len(worker.events("record dead-lettered")) == len(refused)
+
+
+class WrittenMeanwhile:
+    """The source as a replay reads it: right after the replay's first read of the
+    item, a newer image of it is written to the source, and the worker applies it, so
+    that the replay's write of what it read comes after a newer one."""
+
+    def __init__(self, source: Any, newer: Item, applied: Callable[[], Any]) -> None:
+        self._table = DynamoTable(source, SOURCE_TABLE, call_timeout=DEADLINE)
+        self._source = source
+        self._newer = newer
+        self._applied = applied
+        self.reads = 0
+
+    async def batch_get(self, keys: list[Item]) -> tuple[list[Item], list[Item]]:
+        found = await self._table.batch_get(keys)
+        self.reads += 1
+        if self.reads == 1:
+            await self._source.put_item(TableName=SOURCE_TABLE, Item=self._newer)
+            await self._applied()
+        return found
+
+
+@pytest.mark.timeout(180)
+async def test_a_write_to_a_dead_lettered_key_while_it_is_replayed_wins(
+    servers: Servers, source: Any, destination: Any, tmp_path: Path,
+    spawn: Callable[..., ReplicatorProcess],
+) -> None:
+    await create_table(source, SOURCE_TABLE, stream="NEW_AND_OLD_IMAGES")
+    await create_table(destination, DESTINATION_TABLE)
+    env = environment(topology(tmp_path, servers, 'on_poison = "dead-letter"\n'))
+    worker = spawn("worker", {**env, "REPLICATOR_WORKER_ID": "worker-one"})
+    await worker.wait_for_event("shard started")
+    older, newer = tiered(7, "silver"), tiered(7, "gold")
+
+    def holds(image: Item) -> Callable[[], Any]:
+        async def check() -> bool:
+            return (await contents(destination, DESTINATION_TABLE)).get(key_of(image)) == image
+
+        return lambda: wait_until(check, within=DEADLINE, processes=[worker],
+                                  what=f"the destination to hold {image}")
+
+    await source.put_item(TableName=SOURCE_TABLE, Item=older)
+    await holds(older)()
+    # As if the destination had refused that write: its letter, and the item not there.
+    store = DynamoDeadLetterStore(source, LETTERS, call_timeout=DEADLINE)
+    letter = DeadLetter(destination=REPLICA, source=SOURCE_TABLE, shard_id="shardId-1",
+                        sequence_number="100", event_name="INSERT", keys=key(7),
+                        new_image=older, old_image=None, error="refused",
+                        stored_at=time.time())
+    await store.put(letter)
+    await destination.delete_item(TableName=DESTINATION_TABLE, Key=key(7))
+
+    read = WrittenMeanwhile(source, newer, holds(newer))
+    replay = Replay(source=read, rules=Rules(), key_names=("pk", "sk"), store=store,
+                    destination=DynamoTable(destination, DESTINATION_TABLE,
+                                            call_timeout=DEADLINE), clock=SYSTEM_CLOCK)
+    done = await replay.replay(letter)
+
+    assert done.error is None
+    # It read the older image, wrote it over the newer one, read the newer one, wrote
+    # it, and read it unchanged.
+    assert (done.reads, read.reads) == (3, 3)
+    assert (await contents(destination, DESTINATION_TABLE))[key_of(newer)] == newer
+    assert await store.list() == []
+    await stopped(worker)
 
 
 # -- 7: ``check`` refuses rules the source cannot serve ---------------------------------
