@@ -226,6 +226,11 @@ class Settings(BaseSettings):
     )
 
     # -- tuning ----------------------------------------------------------------
+    max_wcu: float | None = Field(
+        None, gt=0, description="Cap on the write units per second the stream's writes to "
+        "the destination consume, in each worker (default: no cap; the copy has its own, "
+        "REPLICATOR_COPY_MAX_WCU).",
+    )
     writers: int = Field(8, ge=1, le=256, description="Concurrent destination writers.")
     queue_size: int = Field(
         5000, ge=25, le=1_000_000, description="Records buffered between readers and writers."
@@ -395,7 +400,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
                          "checkpoint_profile"),
     "bootstrap copy": ("bootstrap", "copy_segments", "copy_concurrency", "copy_writers",
                        "copy_max_rcu", "copy_max_wcu"),
-    "tuning": ("writers", "queue_size", "get_records_limit", "idle_interval",
+    "tuning": ("max_wcu", "writers", "queue_size", "get_records_limit", "idle_interval",
                "checkpoint_interval", "detach_after", "coordinator_interval", "shard_sync_interval",
                "lease_duration", "lease_renew_interval", "call_timeout", "shutdown_timeout"),
     "metrics and CloudWatch": ("metrics_port", "metrics_host", "cloudwatch",

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from replicator.records import LaneKey, StreamRecord
 
 
+class Waited(Protocol):
+    """A write cap: how long writes have waited for it, in seconds."""
+
+    waited: float
+
+
 class Unapplied(Protocol):
     """A shard's record of what it read and has not applied yet (its checkpoint tracker)."""
 
@@ -151,6 +157,8 @@ class Stats:
         self.dead_lettered: Counter[tuple[str, str]] = Counter()
         #: The dead-letter table's size: counted at start-up, then added to.
         self.dead_letters_stored = 0
+        #: Each destination's stream write cap (``max_wcu``), by (source, destination).
+        self.write_caps: dict[tuple[str, str], Waited] = {}
         self.get_records_seconds = Histogram(GET_RECORDS_SECONDS)
         self.batch_sizes = Histogram(BATCH_SIZES)
         #: From the source write (the record's creation time) to the destination write.

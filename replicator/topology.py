@@ -76,6 +76,8 @@ class Destination(_Strict):
     transform: str | None = None
     skip_ttl_deletes: bool = False
     on_poison: Literal["stop", "dead-letter"] = "stop"
+    #: A cap on the write units a second the stream's writes consume, in each worker.
+    max_wcu: Annotated[float, Field(gt=0)] | None = None
 
     @property
     def where(self) -> tuple[str, str]:
@@ -272,7 +274,7 @@ def _rule_settings(settings: Settings) -> dict[str, Any]:
     values: dict[str, Any] = {"filter": settings.filter or None,
                               "transform": settings.transform or None,
                               "skip_ttl_deletes": settings.skip_ttl_deletes,
-                              "on_poison": settings.on_poison}
+                              "on_poison": settings.on_poison, "max_wcu": settings.max_wcu}
     if settings.include:
         values["include"] = _names(settings.include)
     if settings.exclude:

@@ -19,7 +19,8 @@ from replicator.clock import Clock
 from replicator.errors import ValidationError
 from replicator.leases.fence import LeaseFence
 from replicator.protocols import DestinationWriter
-from replicator.records import Item, KeyId, key_id
+from replicator.rate import RateLimiter
+from replicator.records import Item, KeyId, key_id, write_units
 from replicator.stats import Stats
 
 #: BatchWriteItem takes at most 25 requests, each for another key.
@@ -66,8 +67,11 @@ class Applier:
         backoff: Backoff | None = None,
         write_window: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._destination = destination
+        #: A cap on the write units a second these writes consume.
+        self._limiter = limiter
         self._stats = stats
         self._clock = clock
         self._backoff = backoff or Backoff()
@@ -132,6 +136,8 @@ class Applier:
 
     async def _batch_write(self, sent: dict[KeyId, dict[str, Any]]) -> set[KeyId]:
         """One BatchWriteItem: the keys it left unprocessed."""
+        if self._limiter is not None and self._limiter.rate is not None:
+            await self._limiter.acquire(float(sum(map(request_units, sent.values()))))
         left = await self._destination.batch_write(list(sent.values()))
         if self._on_batch is not None:
             self._on_batch(len(sent))
@@ -173,6 +179,14 @@ class PlainWrite:
 
     def claims(self) -> tuple[()]:
         return ()
+
+
+def request_units(request: dict[str, Any]) -> int:
+    """The write units a put or delete consumes: a put one per started KB of its item,
+    a delete one (it may take more when the deleted item is larger: the cap counts
+    what it can know before the call)."""
+    put = request.get("PutRequest")
+    return write_units(put["Item"]) if put is not None else 1
 
 
 def request_key(request: dict[str, Any], names: Iterable[str]) -> KeyId:

@@ -184,6 +184,7 @@ PATH_SETTINGS = (
     "checkpoint_endpoint", "checkpoint_profile",
     # A topology file gives each destination its own rules.
     "filter", "include", "exclude", "rename", "transform", "skip_ttl_deletes", "on_poison",
+    "max_wcu",
 )
 
 

@@ -173,7 +173,7 @@ async def stream_of(wired: WiredSource, store: DynamoLeaseStore, settings: Setti
             destination.table, writers=settings.writers, queue_size=settings.queue_size,
             stats=stats, write_window=write_window(settings), clock=clock,
             path=(wired.table, destination.name), rules=destination.rules,
-            dead_letters=dead_letters,
+            dead_letters=dead_letters, max_wcu=destination.destination.max_wcu,
         )
         for destination in wired.destinations
     }

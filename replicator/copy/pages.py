@@ -14,10 +14,10 @@ from replicator.backoff import Backoff, retry_forever
 from replicator.clock import Clock
 from replicator.copy.claims import SegmentProgress
 from replicator.copy.progress import CopyProgress
-from replicator.copy.scan import RateLimiter
 from replicator.errors import LeaseLostError, PoisonRecordError, ValidationError
 from replicator.leases.fence import LeaseFence
 from replicator.leases.held import HeldLease
+from replicator.rate import RateLimiter
 from replicator.records import Item, KeyId, key_id, write_units
 from replicator.stats import Stats
 

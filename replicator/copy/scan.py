@@ -1,8 +1,7 @@
-"""Parallel Scan of a table, shared by ``copy`` and ``verify``, and a rate limiter."""
+"""Parallel Scan of a table, shared by ``copy`` and ``verify``."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -12,11 +11,10 @@ from replicator.clock import Clock
 from replicator.config import LONGEST_CALL
 from replicator.errors import CallTimeoutError, ReplicatorError
 from replicator.protocols import SegmentScanner
+from replicator.rate import RateLimiter
 from replicator.records import Item
 from replicator.stats import Stats
 
-#: The shortest wait of a rate limiter.
-MIN_WAIT = 0.001
 #: Table bytes per Scan segment when the number of segments is not set.
 BYTES_PER_SEGMENT = 256 * 1024 * 1024
 MIN_SEGMENTS = 4
@@ -25,48 +23,6 @@ MIN_SEGMENTS = 4
 def default_segments(table_size_bytes: int) -> int:
     """4 segments per 256 MB, at least 4: more segments, more parallel readers."""
     return max(MIN_SEGMENTS, MIN_SEGMENTS * math.ceil(table_size_bytes / BYTES_PER_SEGMENT))
-
-
-class RateLimiter:
-    """A token bucket of ``rate`` units a second (capacity: one second's worth).
-
-    Callers take units before a call when they know its cost, or charge what a
-    call consumed afterwards (``charge``), which may leave the bucket in debt:
-    the next caller waits until it is paid off. ``None`` means no limit.
-    """
-
-    def __init__(self, rate: float | None, *, clock: Clock) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._tokens = rate or 0.0
-        self._updated = clock.monotonic()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        assert self.rate is not None
-        now = self._clock.monotonic()
-        self._tokens = min(self.rate, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-
-    async def acquire(self, units: float) -> None:
-        if self.rate is None:
-            return
-        async with self._lock:
-            self._refill()
-            # Never ask for more than the bucket holds, or a big call would wait for ever.
-            wanted = min(units, self.rate)
-            while self._tokens < wanted:
-                # At least MIN_WAIT: a deficit of a rounding error would otherwise be
-                # waited off in sleeps too short to move the clock.
-                await self._clock.sleep(max(MIN_WAIT, (wanted - self._tokens) / self.rate))
-                self._refill()
-            self._tokens -= units
-
-    def charge(self, units: float) -> None:
-        if self.rate is None:
-            return
-        self._refill()
-        self._tokens -= units
 
 
 class ScanPacing:

@@ -34,7 +34,7 @@ from replicator.copy.claims import (
 from replicator.copy.pages import CopyClaim, PageWriter
 from replicator.copy.positions import HandedOver, StreamPositions
 from replicator.copy.progress import CopyProgress, ProgressReport
-from replicator.copy.scan import RateLimiter, ScanPacing, default_segments, scan_segment
+from replicator.copy.scan import ScanPacing, default_segments, scan_segment
 from replicator.errors import (
     ConditionFailedError,
     LeaseLostError,
@@ -44,6 +44,7 @@ from replicator.lease import Lease
 from replicator.leases.expiry import LeaseExpiry
 from replicator.leases.held import HeldLease
 from replicator.protocols import DestinationWriter, LeaseStore, SegmentScanner, StreamReader
+from replicator.rate import RateLimiter
 from replicator.stats import Stats
 
 log = structlog.get_logger("replicator.copy")

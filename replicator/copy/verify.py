@@ -20,8 +20,9 @@ import structlog
 from replicator.apply.writes import MAX_BATCH, Applier, PlainWrite, request_key
 from replicator.backoff import Backoff, until_processed
 from replicator.clock import Clock
-from replicator.copy.scan import RateLimiter, ScanPacing, default_segments, scan_segment
+from replicator.copy.scan import ScanPacing, default_segments, scan_segment
 from replicator.protocols import TableAccess
+from replicator.rate import RateLimiter
 from replicator.records import Item, KeyId, key_id
 from replicator.rules.selection import IDENTITY, Rules
 from replicator.rules.transform import RuleError

@@ -161,6 +161,15 @@ class StatsCollector(Collector):
         for (source, destination), count in sorted(stats.dead_lettered.items()):
             dead_lettered.add_metric([*values, source, destination], count)
         yield dead_lettered
+        held_back = CounterMetricFamily(
+            "replicator_write_cap_wait_seconds",
+            "Seconds the stream's writes to a destination waited for its write cap "
+            "(max_wcu), by source table and destination.",
+            labels=[*names, "source", "destination"],
+        )
+        for (source, destination), cap in sorted(stats.write_caps.items()):
+            held_back.add_metric([*values, source, destination], cap.waited)
+        yield held_back
         yield gauge("replicator_dead_letters", "Records in the task's dead-letter table "
                     "(counted at start-up, then added to).", stats.dead_letters_stored)
         yield counter("replicator_destinations_detached",

@@ -26,6 +26,7 @@ from replicator.clock import Clock
 from replicator.dead_letter import DeadLetter, DeadLetterStore
 from replicator.errors import PoisonRecordError, ReplicatorError, ValidationError
 from replicator.protocols import DestinationWriter
+from replicator.rate import RateLimiter
 from replicator.records import KeyId, StreamRecord
 from replicator.rules.selection import IDENTITY, OnPoison, Outcome, Rules, Skipped
 from replicator.rules.transform import RuleError
@@ -65,6 +66,7 @@ class WriterPool:
         path: tuple[str, str] = ("", ""),
         rules: Rules = IDENTITY,
         dead_letters: DeadLetterStore | None = None,
+        max_wcu: float | None = None,
     ) -> None:
         #: (source table, destination name): whose records these writers apply.
         self.path = path
@@ -75,8 +77,13 @@ class WriterPool:
         self._dead_letters = dead_letters
         self._clock = clock
         self._backoff = backoff or Backoff()
+        #: The destination's write cap (``max_wcu``), shared by the pool's writers.
+        self.write_cap = RateLimiter(max_wcu, clock=clock)
         self._applier = Applier(destination, stats=stats, clock=clock, backoff=backoff,
-                                write_window=write_window, on_batch=self._observe_batch)
+                                write_window=write_window, on_batch=self._observe_batch,
+                                limiter=self.write_cap)
+        if max_wcu is not None:
+            stats.write_caps[path] = self.write_cap
         self._closing = False
         self._abandoning = False
         per_writer = max(MAX_BATCH, queue_size // writers)

@@ -28,7 +28,6 @@ from replicator.copy.claims import (
 )
 from replicator.copy.scan import (
     BYTES_PER_SEGMENT,
-    RateLimiter,
     ScanPacing,
     default_segments,
     scan_segment,
@@ -36,6 +35,7 @@ from replicator.copy.scan import (
 from replicator.copy.table_copy import CopySettings, TableCopy
 from replicator.errors import CallTimeoutError, StartupCheckError
 from replicator.lease import Lease
+from replicator.rate import RateLimiter
 from replicator.records import Item, decode_key, encode_key
 from replicator.stats import Stats
 from tests.clock import START as T0

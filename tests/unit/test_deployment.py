@@ -34,6 +34,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
+from replicator.clock import SYSTEM_CLOCK
 from replicator.commands.settings import load_settings
 from replicator.config import DEFAULT_METRICS_PORT, ENV_PREFIX, Settings, env_name
 from replicator.dev import workload
@@ -41,6 +42,7 @@ from replicator.errors import ThrottledError
 from replicator.ops import healthcheck
 from replicator.ops.endpoint import HEALTHZ_PATH, METRICS_PATH
 from replicator.ops.metrics import LiveGauges, StatsCollector, registry_for, render
+from replicator.rate import RateLimiter
 from replicator.records import LaneKey
 from replicator.stats import ShardReading, Stats
 from replicator.stream.tracker import CheckpointTracker
@@ -80,6 +82,7 @@ METRICS: dict[str, set[str]] = {
     "replicator_ttl_deletes_skipped_total": {"task", "source", "destination"},
     "replicator_records_dead_lettered_total": {"task", "source", "destination"},
     "replicator_dead_letters": {"task"},
+    "replicator_write_cap_wait_seconds_total": {"task", "source", "destination"},
     "replicator_getrecords_latency_seconds": {"task"},
     "replicator_batch_size": {"task"},
     "replicator_apply_latency_seconds": {"task"},
@@ -529,6 +532,7 @@ def test_dashboard_metric_labels_are_the_ones_the_collector_exposes() -> None:
     for outcome in ("filtered", "transformed", "transformed_away", "ttl_delete"):
         stats.count_skipped(outcome, ("orders", "eu"))
     stats.count_dead_letter(("orders", "eu"))
+    stats.write_caps[("orders", "eu")] = RateLimiter(100, clock=SYSTEM_CLOCK)
     stats.count_retry(ThrottledError("BatchWriteItem: slow down", operation="BatchWriteItem"))
     collector = StatsCollector(stats, task="t", worker="w", gauges=LiveGauges)
     exposed: dict[str, set[str]] = {}

@@ -29,6 +29,7 @@ exclude = ["secret"]
 rename = { nick = "nickname" }
 skip_ttl_deletes = true
 on_poison = "dead-letter"
+max_wcu = 500
 [[path.destination]]
 name = "json"
 table = "orders-json"
@@ -47,6 +48,7 @@ def written(tmp_path: Path, text: str) -> Path:
 def test_a_topology_file_gives_each_destination_its_rules(tmp_path: Path) -> None:
     (_, partner), (_, as_json) = load(written(tmp_path, RULES)).destinations()
     rules = partner.rules(None)
+    assert (partner.max_wcu, as_json.max_wcu) == (500, None)
     assert rules.filter is not None
     assert rules.filter.mentions("dynamodb", "NewImage")
     assert rules.projection is not None
@@ -65,11 +67,13 @@ def test_a_topology_file_gives_each_destination_its_rules(tmp_path: Path) -> Non
 def test_the_single_path_settings_make_the_same_rules() -> None:
     settings = Settings(source_table="orders", destination_table="orders-partner",
                         source_region="us-east-1", filter='{"eventName": ["INSERT"]}',
-                        exclude="secret, pin", rename="nick=nickname", on_poison="dead-letter")
+                        exclude="secret, pin", rename="nick=nickname", on_poison="dead-letter",
+                        max_wcu=250)
     (_, destination), = single_path(settings).destinations()
     assert destination.exclude == ["secret", "pin"]
     assert destination.rename == {"nick": "nickname"}
     assert destination.rules(None).on_poison is OnPoison.DEAD_LETTER
+    assert destination.max_wcu == 250
 
 
 #: Bad rules in a topology file, and what the one line says.
