@@ -10,7 +10,7 @@ open shard.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -130,46 +130,33 @@ class StatsCollector(Collector):
                                   1000.0 * behind_latest(now, reading))
         yield lag
         yield behind
-        path_lag = GaugeMetricFamily(
-            "replicator_destination_lag_seconds",
-            "The replication lag of each destination: the largest of its shards'.",
-            labels=[*names, "source", "destination"],
-        )
-        for (source, destination), seconds in sorted(stats.destination_lags(now).items()):
-            path_lag.add_metric([*values, source, destination], seconds)
-        yield path_lag
-        applied = CounterMetricFamily(
-            "replicator_destination_records_applied",
-            "Stream records applied, by source table and destination.",
-            labels=[*names, "source", "destination"],
-        )
-        for (source, destination), count in sorted(stats.applied_by_destination.items()):
-            applied.add_metric([*values, source, destination], count)
-        yield applied
+        def by_path(family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+                    name: str, doc: str, figures: Mapping[tuple[str, str], float],
+                    ) -> GaugeMetricFamily | CounterMetricFamily:
+            """One series per (source table, destination)."""
+            made = family(name, doc, labels=[*names, "source", "destination"])
+            for (source, destination), figure in sorted(figures.items()):
+                made.add_metric([*values, source, destination], figure)
+            return made
+
+        yield by_path(GaugeMetricFamily, "replicator_destination_lag_seconds",
+                      "The replication lag of each destination: the largest of its shards'.",
+                      stats.destination_lags(now))
+        yield by_path(CounterMetricFamily, "replicator_destination_records_applied",
+                      "Stream records applied, by source table and destination.",
+                      stats.applied_by_destination)
         for outcome, name, doc in _RULE_OUTCOMES:
-            family = CounterMetricFamily(name, doc, labels=[*names, "source", "destination"])
-            for (source, destination, counted), count in sorted(stats.rule_outcomes.items()):
-                if counted == outcome:
-                    family.add_metric([*values, source, destination], count)
-            yield family
-        dead_lettered = CounterMetricFamily(
-            "replicator_records_dead_lettered",
-            "Records refused for good and stored in the dead-letter table, by source "
-            "table and destination.",
-            labels=[*names, "source", "destination"],
-        )
-        for (source, destination), count in sorted(stats.dead_lettered.items()):
-            dead_lettered.add_metric([*values, source, destination], count)
-        yield dead_lettered
-        held_back = CounterMetricFamily(
-            "replicator_write_cap_wait_seconds",
-            "Seconds the stream's writes to a destination waited for its write cap "
-            "(max_wcu), by source table and destination.",
-            labels=[*names, "source", "destination"],
-        )
-        for (source, destination), cap in sorted(stats.write_caps.items()):
-            held_back.add_metric([*values, source, destination], cap.waited)
-        yield held_back
+            yield by_path(CounterMetricFamily, name, doc, {
+                (source, destination): count
+                for (source, destination, counted), count in stats.rule_outcomes.items()
+                if counted == outcome})
+        yield by_path(CounterMetricFamily, "replicator_records_dead_lettered",
+                      "Records refused for good and stored in the dead-letter table, by "
+                      "source table and destination.", stats.dead_lettered)
+        yield by_path(CounterMetricFamily, "replicator_write_cap_wait_seconds",
+                      "Seconds the stream's writes to a destination waited for its write cap "
+                      "(max_wcu), by source table and destination.",
+                      {path: cap.waited for path, cap in stats.write_caps.items()})
         yield gauge("replicator_dead_letters", "Records in the task's dead-letter table "
                     "(counted at start-up, then added to).", stats.dead_letters_stored)
         yield counter("replicator_destinations_detached",
