@@ -52,6 +52,8 @@ from typing import Any, Self
 import aiohttp
 from aiohttp import web
 
+from replicator.aws.codec import value_from_boto
+
 SCAN_TARGET = "DynamoDB_20120810.Scan"
 PAGE_BYTES = 1024 * 1024
 READ_UNIT_BYTES = 4096
@@ -68,17 +70,9 @@ NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "conne
 
 
 def to_wire(value: dict[str, Any]) -> dict[str, Any]:
-    """An AttributeValue as botocore takes it (bytes for B) -> as JSON carries it (base64)."""
-    (kind, inner), = value.items()
-    if kind == "B":
-        return {"B": base64.b64encode(inner).decode()}
-    if kind == "BS":
-        return {"BS": [base64.b64encode(b).decode() for b in inner]}
-    if kind == "M":
-        return {"M": {name: to_wire(v) for name, v in inner.items()}}
-    if kind == "L":
-        return {"L": [to_wire(v) for v in inner]}
-    return {kind: inner}
+    """An AttributeValue as botocore takes it (bytes for B) -> as JSON carries it (base64);
+    one already in wire form is returned as it is."""
+    return value_from_boto(value)
 
 
 def value_size(value: dict[str, Any]) -> int:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-#: A DynamoDB item or key in the low-level wire format: {"pk": {"S": "a"}, ...}.
+#: A DynamoDB item or key in the low-level wire format: {"pk": {"S": "a"}, ...}, binary
+#: values as their base64 text, as the wire has them (``replicator.aws.codec``).
 Item = dict[str, dict[str, Any]]
 #: A hashable identity of an item's key, used to route and collapse writes.
 KeyId = tuple[tuple[str, str, Any], ...]
@@ -198,19 +199,27 @@ def value_size(value: dict[str, Any]) -> int:
     if type_ == "N":
         return _number_size(str(inner))
     if type_ == "B":
-        return len(inner)
+        return binary_size(inner)
     if type_ == "SS":
         return sum(len(str(element).encode()) for element in inner)
     if type_ == "NS":
         return sum(_number_size(str(element)) for element in inner)
     if type_ == "BS":
-        return sum(len(element) for element in inner)
+        return sum(map(binary_size, inner))
     if type_ == "L":
         return 3 + sum(1 + value_size(element) for element in inner)
     if type_ == "M":
         return 3 + sum(1 + len(name.encode()) + value_size(element)
                        for name, element in inner.items())
     return 1  # BOOL, NULL
+
+
+def binary_size(value: str | bytes) -> int:
+    """The length of a binary value: in wire form (base64), of what it decodes to."""
+    if not isinstance(value, str):
+        return len(value)
+    padding = 2 if value.endswith("==") else 1 if value.endswith("=") else 0
+    return len(value) * 3 // 4 - padding
 
 
 def _number_size(text: str) -> int:

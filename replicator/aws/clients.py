@@ -18,7 +18,7 @@ from aiobotocore.session import AioSession
 from botocore import exceptions as boto_errors
 
 from replicator import errors
-from replicator.aws.codec import _parse_scan_items
+from replicator.aws import codec
 from replicator.config import LONGEST_CALL
 
 if TYPE_CHECKING:
@@ -107,25 +107,24 @@ def _where(endpoint: Endpoint, call_timeout: float, max_connections: int) -> _Wh
 async def open_dynamodb(
     endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
 ) -> AsyncIterator[DynamoDBClient]:
-    """A DynamoDB client (``client_config``) whose Scan pages ``_parse_scan_items`` parses."""
+    """A DynamoDB client (``client_config``) that reads and writes items in wire form
+    (``replicator.aws.codec``)."""
     async with session_for(endpoint).client(
         "dynamodb", **_where(endpoint, call_timeout, max_connections)
     ) as client:
-        client.meta.events.register(
-            "before-parse.dynamodb.Scan", _parse_scan_items, unique_id="replicator-scan"
-        )
-        yield client
+        yield codec.install(client)
 
 
 @asynccontextmanager
 async def open_streams(
     endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
 ) -> AsyncIterator[DynamoDBStreamsClient]:
-    """A DynamoDB Streams client (``client_config``)."""
+    """A DynamoDB Streams client (``client_config``) that reads records in wire form
+    (``replicator.aws.codec``)."""
     async with session_for(endpoint).client(
         "dynamodbstreams", **_where(endpoint, call_timeout, max_connections)
     ) as client:
-        yield client
+        yield codec.install(client)
 
 
 @asynccontextmanager

@@ -1,61 +1,207 @@
-"""Scan pages parsed outside botocore's model walk: the wire JSON's attribute values
-decoded as botocore would return them. See docs/DESIGN.md ("One boundary for AWS")."""
+"""Items as the wire carries them, read and written outside botocore's model walk.
+
+botocore parses every attribute value of every item through the service model
+(binary values decoded from base64, each value a new dict) and serializes each one
+back the same way: for 1 KB items that walk is most of what a replicator spends.
+The attribute values travel from the source to the destination unchanged, so here
+they stay in DynamoDB's wire JSON form (``{"B": "<base64>"}``, numbers as their
+decimal strings), parsed with orjson and written back with orjson:
+
+* **answers** (``before-parse`` hooks): GetRecords' records, Scan's and
+  BatchGetItem's items, and the requests BatchWriteItem leaves unprocessed are
+  parsed here; botocore parses only what is left (an iterator, a
+  LastEvaluatedKey, ConsumedCapacity), as before;
+* **requests** (``send_body`` and a ``before-call`` hook): a BatchWriteItem or a
+  BatchGetItem is serialized here, and botocore is given an empty request whose
+  body the hook replaces before it is signed and sent: signing, the timeouts, the
+  retries (none: they are ours) and the error mapping are botocore's as before.
+
+``install`` registers the hooks on a client (``open_dynamodb``, ``open_streams``,
+and the readers and tables built on a client, so that no caller can miss them).
+Python values (``bytes``, ``Decimal``) appear only where something needs them:
+a transform (``replicator.aws.values``), and the calls whose requests botocore
+still builds from Python values (``item_to_boto`` before them, ``item_from_boto``
+after).
+See docs/DESIGN.md ("Items on the wire").
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import gc
-import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar, cast
+
+import orjson
+
+#: The body the next BatchWriteItem or BatchGetItem of this task sends (``send_body``).
+_BODY: contextvars.ContextVar[_Body | None] = contextvars.ContextVar(
+    "replicator_wire_body", default=None
+)
+
+#: The members of each answer parsed here, by service and operation.
+_PARSED = {
+    ("dynamodb-streams", "GetRecords"): ("Records",),
+    ("dynamodb", "Scan"): ("Items",),
+    ("dynamodb", "BatchGetItem"): ("Responses", "UnprocessedKeys"),
+    ("dynamodb", "BatchWriteItem"): ("UnprocessedItems",),
+}
+#: The requests whose bodies are serialized here.
+_SENT = ("BatchWriteItem", "BatchGetItem")
 
 
-def _parse_scan_items(
-    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
-) -> None:
-    """Parse a Scan page's items here, and leave botocore the rest of the response.
+C = TypeVar("C")
 
-    botocore's parser walks every attribute value through the model, about
-    five times the cost of ``json.loads`` and ``_attribute_value``, and a 1 MB
-    page holds thousands of items: parsed by botocore, one page held up the
-    event loop for a second or more, long enough for the calls in flight to
-    overrun their timeouts. The items come out as botocore would return them.
 
-    The cyclic garbage collector is paused meanwhile: a page is hundreds of
-    thousands of new dicts and lists, none of them in a cycle, and collections
-    triggered by their allocation (full ones too, over every live page) took
-    two thirds of the parse.
-    """
-    body = response_dict.get("body")
-    if response_dict.get("status_code") != 200 or not body:
-        return
-    collecting = gc.isenabled()
-    gc.disable()
+class _Body:
+    """A serialized request on its way, and whether the hook put it in the request."""
+
+    __slots__ = ("data", "used")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.used = False
+
+
+def install(client: C) -> C:
+    """Register the codec's hooks on an aiobotocore DynamoDB or Streams client (once:
+    registering again changes nothing); the client is returned."""
+    meta: Any = cast(Any, client).meta
+    events = meta.events
+    service = meta.service_model.service_id.hyphenize()
+    for (parsed_service, operation), members in _PARSED.items():
+        if parsed_service == service:
+            events.register(f"before-parse.{service}.{operation}", _parser(members),
+                            unique_id=f"replicator-wire-parse-{operation}")
+    if service == "dynamodb":
+        for operation in _SENT:
+            events.register(f"before-call.{service}.{operation}", _use_body,
+                            unique_id=f"replicator-wire-send-{operation}")
+    return client
+
+
+@contextlib.contextmanager
+def send_body(data: bytes) -> Iterator[None]:
+    """Within the block, this task's next BatchWriteItem or BatchGetItem sends ``data``
+    as its body, whatever parameters it is called with (give it empty ones). Raises
+    RuntimeError after the call when the client had no hook to send it
+    (``install``): the empty request botocore made was sent instead."""
+    body = _Body(data)
+    token = _BODY.set(body)
     try:
-        parsed = json.loads(body)
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("Items"), list):
-            return
-        customized_response_dict["Items"] = [
-            {name: _attribute_value(value) for name, value in item.items()}
-            for item in parsed.pop("Items")
-        ]
-    except ValueError:
-        return  # botocore reports it
+        yield
     finally:
-        if collecting:
-            gc.enable()
-    response_dict["body"] = json.dumps(parsed).encode()
+        _BODY.reset(token)
+    if not body.used:
+        raise RuntimeError("the client sent its own body: replicator.aws.codec.install "
+                           "was not called on it")
 
 
-def _attribute_value(value: dict[str, Any]) -> dict[str, Any]:
-    """A wire AttributeValue as botocore returns it: binary values decoded from base64."""
-    if "S" in value or "N" in value or "SS" in value or "NS" in value:
-        return value
-    if "M" in value:
-        return {"M": {name: _attribute_value(inner) for name, inner in value["M"].items()}}
-    if "L" in value:
-        return {"L": [_attribute_value(inner) for inner in value["L"]]}
-    if "B" in value:
-        return {"B": base64.b64decode(value["B"])}
-    if "BS" in value:
-        return {"BS": [base64.b64decode(inner) for inner in value["BS"]]}
-    return value  # BOOL, NULL
+def _use_body(params: dict[str, Any], **_: Any) -> None:
+    body = _BODY.get()
+    if body is not None and not body.used:
+        params["body"] = body.data
+        body.used = True
+
+
+def batch_write_body(table: str, requests: list[dict[str, Any]]) -> bytes:
+    """The body of a BatchWriteItem of ``requests`` (PutRequest or DeleteRequest, their
+    items in wire form) to ``table``."""
+    return dumps({"RequestItems": {table: requests}})
+
+
+def batch_get_body(table: str, keys: list[dict[str, Any]]) -> bytes:
+    """The body of a strongly consistent BatchGetItem of ``keys`` from ``table``."""
+    return dumps({"RequestItems": {table: {"Keys": keys, "ConsistentRead": True}}})
+
+
+def dumps(value: Any) -> bytes:
+    """JSON, with any ``bytes`` (a binary value in botocore's form) as base64."""
+    return orjson.dumps(value, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"{type(value).__name__} is not an attribute value")
+
+
+def _parser(members: tuple[str, ...]) -> Any:
+    def parse(response_dict: dict[str, Any], customized_response_dict: dict[str, Any],
+              **_: Any) -> None:
+        """Parse ``members`` of a successful answer here; leave botocore the rest.
+
+        The cyclic garbage collector is paused meanwhile: a page is hundreds of
+        thousands of new dicts and lists, none of them in a cycle, and collections
+        triggered by their allocation (full ones too, over every live page) took
+        two thirds of the parse.
+        """
+        body = response_dict.get("body")
+        if response_dict.get("status_code") != 200 or not body:
+            return
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return  # botocore reports it
+        finally:
+            if collecting:
+                gc.enable()
+        if not isinstance(parsed, dict):
+            return
+        for member in members:
+            if member in parsed:
+                customized_response_dict[member] = parsed.pop(member)
+        response_dict["body"] = orjson.dumps(parsed)
+
+    return parse
+
+
+def item_to_boto(item: dict[str, Any]) -> dict[str, Any]:
+    """An item (or a key) in botocore's form: binary values decoded from base64 (those
+    already ``bytes`` are left as they are)."""
+    return {name: value_to_boto(value) for name, value in item.items()}
+
+
+def value_to_boto(value: dict[str, Any]) -> dict[str, Any]:
+    """One attribute value in botocore's form (see ``item_to_boto``)."""
+    ((type_, inner),) = value.items()
+    if type_ == "M":
+        return {"M": item_to_boto(inner)}
+    if type_ == "L":
+        return {"L": [value_to_boto(element) for element in inner]}
+    if type_ == "B":
+        return {"B": _decoded(inner)}
+    if type_ == "BS":
+        return {"BS": [_decoded(element) for element in inner]}
+    return value
+
+
+def item_from_boto(item: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``item_to_boto``: binary values as base64 strings."""
+    return {name: value_from_boto(value) for name, value in item.items()}
+
+
+def value_from_boto(value: dict[str, Any]) -> dict[str, Any]:
+    """One attribute value in wire form (see ``item_from_boto``)."""
+    ((type_, inner),) = value.items()
+    if type_ == "M":
+        return {"M": item_from_boto(inner)}
+    if type_ == "L":
+        return {"L": [value_from_boto(element) for element in inner]}
+    if type_ == "B":
+        return {"B": _encoded(inner)}
+    if type_ == "BS":
+        return {"BS": [_encoded(element) for element in inner]}
+    return value
+
+
+def _decoded(value: str | bytes) -> bytes:
+    return base64.b64decode(value) if isinstance(value, str) else value
+
+
+def _encoded(value: str | bytes | bytearray) -> str:
+    return value if isinstance(value, str) else base64.b64encode(bytes(value)).decode()

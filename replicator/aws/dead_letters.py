@@ -7,6 +7,7 @@ import builtins
 from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
+from replicator.aws import codec
 from replicator.aws.errors import map_errors
 from replicator.aws.table import ensure_own_table
 from replicator.dead_letter import DeadLetter, fit_images, without_an_image
@@ -38,6 +39,8 @@ class DynamoDeadLetterStore:
     (``keys``, ``new_image``, ``old_image``), beside the scalar fields. Images that
     would take the item past 400 KB are dropped (``fit_images``, measured with
     ``item_size``), and so are those of an item the service still refuses for its size.
+    Letters hold wire-form items (``replicator.aws.codec``): botocore is given them in
+    its own form and their rows are read back into wire form.
     """
 
     def __init__(self, client: DynamoDBClient, table: str, *, call_timeout: float) -> None:
@@ -70,7 +73,8 @@ class DynamoDeadLetterStore:
                 async with map_errors("PutItem", self._timeout):
                     await self._client.put_item(
                         TableName=self.table,
-                        Item=cast("dict[str, AttributeValueTypeDef]", letter_item(fitted)),
+                        Item=cast("dict[str, AttributeValueTypeDef]",
+                                  codec.item_to_boto(letter_item(fitted))),
                     )
                 return
             except errors.ValidationError as exc:
@@ -134,7 +138,7 @@ class DynamoDeadLetterStore:
         while True:
             async with map_errors("Query", self._timeout):
                 response = await self._client.query(**request)
-            rows.extend(cast(builtins.list[Row], response.get("Items", [])))
+            rows.extend(map(codec.item_from_boto, response.get("Items", [])))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return rows
@@ -146,7 +150,7 @@ class DynamoDeadLetterStore:
         while True:
             async with map_errors("Scan", self._timeout):
                 response = await self._client.scan(**request)
-            rows.extend(cast(builtins.list[Row], response.get("Items", [])))
+            rows.extend(map(codec.item_from_boto, response.get("Items", [])))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return rows

@@ -8,6 +8,7 @@ import email.utils
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from replicator.aws import codec
 from replicator.aws.errors import map_errors
 from replicator.records import RecordsPage, Shard
 
@@ -21,10 +22,11 @@ if TYPE_CHECKING:
 
 
 class DynamoStreamReader:
-    """``StreamReader`` over the DynamoDB Streams API."""
+    """``StreamReader`` over the DynamoDB Streams API. Records come in wire form, parsed
+    outside botocore's model walk (``replicator.aws.codec``)."""
 
     def __init__(self, client: DynamoDBStreamsClient, *, call_timeout: float) -> None:
-        self._client = client
+        self._client = codec.install(client)
         self._timeout = call_timeout
 
     async def describe_stream(self, stream_arn: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """DynamoDB tables: DescribeTable, and ``DynamoTable`` (Scan, BatchGetItem, BatchWriteItem).
 
 Items stay as the wire has them (``{"name": {"S": "value"}}``, binary values as
-bytes), in the plain dicts of ``replicator.records``.
+base64 strings), in the plain dicts of ``replicator.records``: ``replicator.aws.codec``
+reads and writes them outside botocore's model walk.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from replicator import errors
+from replicator.aws import codec
 from replicator.aws.errors import map_errors
 
 if TYPE_CHECKING:
@@ -18,7 +20,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import (
         KeySchemaElementTypeDef,
         ScanInputTypeDef,
-        WriteRequestTypeDef,
     )
 
 
@@ -84,7 +85,7 @@ class DynamoTable:
     """
 
     def __init__(self, client: DynamoDBClient, table: str, *, call_timeout: float) -> None:
-        self._client = client
+        self._client = codec.install(client)
         self.table = table
         self._timeout = call_timeout
 
@@ -117,9 +118,8 @@ class DynamoTable:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One BatchGetItem (at most 100 keys): (items found, keys left unprocessed)."""
         async with map_errors("BatchGetItem", self._timeout):
-            response = await self._client.batch_get_item(
-                RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
-            )
+            with codec.send_body(codec.batch_get_body(self.table, keys)):
+                response = await self._client.batch_get_item(RequestItems={})
         found = (response.get("Responses") or {}).get(self.table, [])
         unprocessed = (response.get("UnprocessedKeys") or {}).get(self.table)
         left = unprocessed.get("Keys", []) if unprocessed is not None else []
@@ -128,8 +128,7 @@ class DynamoTable:
     async def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One BatchWriteItem (at most 25 requests): the requests left unprocessed."""
         async with map_errors("BatchWriteItem", self._timeout):
-            response = await self._client.batch_write_item(
-                RequestItems={self.table: cast(list["WriteRequestTypeDef"], requests)}
-            )
+            with codec.send_body(codec.batch_write_body(self.table, requests)):
+                response = await self._client.batch_write_item(RequestItems={})
         unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
         return cast(list[dict[str, Any]], unprocessed)

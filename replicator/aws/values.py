@@ -1,5 +1,6 @@
 """``ValueCodec`` with boto3's TypeDeserializer and TypeSerializer: a transform sees an
-item as boto3's resource layer would give it (``Decimal``, ``Binary``, ``set``)."""
+item as boto3's resource layer would give it (``Decimal``, ``Binary``, ``set``), decoded
+from the wire form the replicator keeps items in (``replicator.aws.codec``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from boto3.dynamodb.types import (  # type: ignore[import-untyped]
     TypeSerializer,
 )
 
+from replicator.aws.codec import item_from_boto, item_to_boto
 from replicator.records import Item
 
 
@@ -25,8 +27,8 @@ class BotoValues:
 
     def to_python(self, item: Item) -> dict[str, Any]:
         deserialize = self._deserializer.deserialize
-        return {name: deserialize(value) for name, value in item.items()}
+        return {name: deserialize(value) for name, value in item_to_boto(item).items()}
 
     def to_wire(self, item: Mapping[str, Any]) -> Item:
         serialize = self._serializer.serialize
-        return {str(name): serialize(value) for name, value in item.items()}
+        return item_from_boto({str(name): serialize(value) for name, value in item.items()})

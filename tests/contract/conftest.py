@@ -29,6 +29,7 @@ import pytest
 import pytest_asyncio
 
 from replicator.aws.clients import Endpoint, open_client
+from replicator.aws.codec import item_to_boto
 from replicator.aws.lease_store import DynamoLeaseStore
 from replicator.aws.streams import DynamoStreamReader
 from replicator.aws.table import DynamoTable
@@ -320,7 +321,7 @@ class ReadTable:
         assert self.clients is not None
         for start in range(0, len(items), 25):
             requests: list[dict[str, Any]] = [
-                {"PutRequest": {"Item": item}} for item in items[start:start + 25]
+                {"PutRequest": {"Item": item_to_boto(item)}} for item in items[start:start + 25]
             ]
             while requests:
                 response = await self.clients.dynamodb.batch_write_item(

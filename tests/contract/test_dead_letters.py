@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from replicator import errors
+from replicator.aws.codec import item_from_boto as wire
 from replicator.aws.dead_letters import DynamoDeadLetterStore, letter_item
 from replicator.aws.table import describe_table
 from replicator.dead_letter import MAX_ITEM_BYTES, DeadLetter, DeadLetterStore, dead_letter_table
@@ -46,7 +47,7 @@ async def dead_letters(backend: Backend, clients: Clients | None) -> DeadLetterS
 def letter(sequence_number: str = "100", *, destination: str = "replica",
            source: str = "orders", shard_id: str = "shardId-0001",
            new_image: Item | None = None, old_image: Item | None = None) -> DeadLetter:
-    keys: Item = {"pk": {"S": f"order-{sequence_number}"}, "sk": {"B": b"\x00\xffkey"}}
+    keys: Item = wire({"pk": {"S": f"order-{sequence_number}"}, "sk": {"B": b"\x00\xffkey"}})
     return DeadLetter(
         destination=destination, source=source, shard_id=shard_id,
         sequence_number=sequence_number, event_name="MODIFY", keys=keys,
@@ -57,8 +58,9 @@ def letter(sequence_number: str = "100", *, destination: str = "replica",
 
 
 def rich_image(keys: Item) -> Item:
-    """An image with binary values, nested maps and lists, and every scalar type."""
-    return {
+    """An image with binary values, nested maps and lists, and every scalar type (in wire
+    form, as the replicator holds items)."""
+    return wire({
         **keys,
         "s": {"S": "text é ✓"},
         "n": {"N": "-12.5"},
@@ -69,17 +71,17 @@ def rich_image(keys: Item) -> Item:
         "list": {"L": [{"S": "one"}, {"B": b"\x02"}, {"M": {"deep": {"BOOL": False}}}]},
         "map": {"M": {"inner": {"M": {"bytes": {"B": b"\xfe"}, "s": {"S": "v"}}},
                       "n": {"N": "7"}}},
-    }
+    })
 
 
 def large_image(keys: Item, size: int) -> Item:
-    return {**keys, "blob": {"B": b"x" * size}}
+    return {**keys, **wire({"blob": {"B": b"x" * size}})}
 
 
 async def test_a_put_letter_is_listed_as_it_was(dead_letters: DeadLetterStore) -> None:
     first = letter("100")
     stored = replace(first, new_image=rich_image(first.keys),
-                     old_image={**first.keys, "old": {"M": {"b": {"B": b"\x00"}}}})
+                     old_image={**first.keys, **wire({"old": {"M": {"b": {"B": b"\x00"}}}})})
     await dead_letters.put(stored)
     assert await dead_letters.list() == [stored]
     assert await dead_letters.list("replica") == [stored]
@@ -87,7 +89,7 @@ async def test_a_put_letter_is_listed_as_it_was(dead_letters: DeadLetterStore) -
 
 async def test_a_removal_without_new_image_is_kept(dead_letters: DeadLetterStore) -> None:
     removed = replace(letter("7"), event_name="REMOVE", new_image=None,
-                      old_image={"pk": {"S": "order-7"}, "sk": {"B": b"\x00\xffkey"}})
+                      old_image=wire({"pk": {"S": "order-7"}, "sk": {"B": b"\x00\xffkey"}}))
     await dead_letters.put(removed)
     assert await dead_letters.list() == [removed]
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from replicator import errors
+from replicator.aws.codec import item_from_boto as wire
 from replicator.aws.table import DynamoTable
 from replicator.records import Item, key_id
 
@@ -35,8 +36,8 @@ def delete(pk: str) -> dict[str, Any]:
 
 
 def rich_item(pk: str) -> Item:
-    """An item with every attribute type."""
-    return {
+    """An item with every attribute type, in wire form."""
+    return wire({
         "pk": {"S": pk},
         "s": {"S": "text é ✓"},
         "n": {"N": "-12.5"},
@@ -48,7 +49,7 @@ def rich_item(pk: str) -> Item:
         "bs": {"BS": [b"y", b"x"]},
         "list": {"L": [{"S": "one"}, {"N": "2"}, {"M": {"deep": {"BOOL": False}}}]},
         "map": {"M": {"inner": {"S": "v"}, "set": {"SS": ["z", "y"]}}},
-    }
+    })
 
 
 def sized_item(pk: str, size: int) -> Item:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from replicator import errors
+from replicator.aws.codec import item_from_boto as wire
 from replicator.aws.table import DynamoTable
 from replicator.protocols import SegmentScanner
 from replicator.records import Item, KeyId, decode_key, encode_key, key_id
@@ -27,9 +28,10 @@ NO_MISSING_TABLE = unplayable("FakeTable is always there")
 
 def numbered(index: int) -> Item:
     """Item ``index``: two per hash key, with a few attribute types."""
-    return {"pk": {"S": f"item-{index // 2:04d}"}, "sk": {"N": str(index % 2)},
-            "v": {"N": str(index)}, "s": {"S": f"value {index}"},
-            "tags": {"SS": [f"t{index % 3}", "all"]}, "blob": {"B": bytes([index % 256]) * 3}}
+    return wire({"pk": {"S": f"item-{index // 2:04d}"}, "sk": {"N": str(index % 2)},
+                 "v": {"N": str(index)}, "s": {"S": f"value {index}"},
+                 "tags": {"SS": [f"t{index % 3}", "all"]},
+                 "blob": {"B": bytes([index % 256]) * 3}})
 
 
 def key_of(item: Item) -> KeyId:
