@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import enum
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
+
+import msgspec
 
 #: A DynamoDB item or key in the low-level wire format: {"pk": {"S": "a"}, ...}, binary
 #: values as their base64 text, as the wire has them (``replicator.aws.codec``).
@@ -24,10 +26,14 @@ class EventName(enum.StrEnum):
 
 def key_id(keys: Item) -> KeyId:
     """A hashable identity for a key, the same for equal keys whatever their dict order."""
+    if len(keys) == 1:
+        ((name, value),) = keys.items()
+        ((type_, inner),) = value.items()
+        return ((name, type_, inner),)
     parts = []
     for name in sorted(keys):
-        ((type_, value),) = keys[name].items()
-        parts.append((name, type_, value))
+        ((type_, inner),) = keys[name].items()
+        parts.append((name, type_, inner))
     return tuple(parts)
 
 
@@ -36,7 +42,45 @@ def sequence_key(sequence_number: str) -> int:
     return int(sequence_number)
 
 
-@dataclass(slots=True)
+#: No image (a JSON text of no bytes).
+EMPTY_IMAGE = msgspec.Raw(b"")
+
+
+class EncodedItem:
+    """An item kept as its wire JSON text, as the codec reads images from GetRecords
+    (``replicator.aws.codec``): one buffer instead of a tree of dicts, which the
+    garbage collector never walks. It is written into a request as it is, and decoded
+    only where something reads its attributes (``decode``)."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: msgspec.Raw | bytes) -> None:
+        self.json = json if isinstance(json, msgspec.Raw) else msgspec.Raw(json)
+
+    def decode(self) -> Item:
+        item: Item = msgspec.json.decode(self.json)
+        return item
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EncodedItem) and bytes(other.json) == bytes(self.json)
+
+    def __hash__(self) -> int:
+        return hash(bytes(self.json))
+
+    def __repr__(self) -> str:  # never prints item contents
+        return f"<EncodedItem {len(self.json)} bytes>"
+
+
+#: An image as a stream record holds it: decoded, or as its wire JSON text.
+Image = Item | EncodedItem
+
+
+def decoded(image: Image | None) -> Item | None:
+    """An image's attributes (``EncodedItem.decode`` when it is encoded)."""
+    return image.decode() if isinstance(image, EncodedItem) else image
+
+
+@dataclass(slots=True, init=False)
 class StreamRecord:
     """One change read from a shard, reduced to what the destination needs."""
 
@@ -44,22 +88,44 @@ class StreamRecord:
     sequence_number: str
     event_name: EventName
     keys: Item
-    new_image: Item | None
+    #: The NewImage as it was read (``new_image`` decodes it).
+    new_wire: Image | None
     size_bytes: int
     #: ApproximateCreationDateTime as epoch seconds (rounded down to the second by AWS).
     created_at: float
     #: The record's eventID, unique to it (its sequence number when it has none).
-    event_id: str = ""
-    #: The item's image before the change (streams of NEW_AND_OLD_IMAGES only).
-    old_image: Item | None = None
+    event_id: str
+    #: The OldImage as it was read (streams of NEW_AND_OLD_IMAGES only; ``old_image``).
+    old_wire: Image | None
     #: A REMOVE made by DynamoDB's time to live (its userIdentity is the service's).
-    by_ttl: bool = False
-    key: KeyId = field(init=False)
+    by_ttl: bool
+    key: KeyId
 
-    def __post_init__(self) -> None:
-        self.key = key_id(self.keys)
-        if not self.event_id:
-            self.event_id = self.sequence_number
+    def __init__(self, *, shard_id: str, sequence_number: str, event_name: EventName,
+                 keys: Item, new_image: Image | None, size_bytes: int, created_at: float,
+                 event_id: str = "", old_image: Image | None = None,
+                 by_ttl: bool = False) -> None:
+        self.shard_id = shard_id
+        self.sequence_number = sequence_number
+        self.event_name = event_name
+        self.keys = keys
+        self.new_wire = new_image
+        self.size_bytes = size_bytes
+        self.created_at = created_at
+        self.event_id = event_id or sequence_number
+        self.old_wire = old_image
+        self.by_ttl = by_ttl
+        self.key = key_id(keys)
+
+    @property
+    def new_image(self) -> Item | None:
+        """The item after the change (None for a REMOVE)."""
+        return decoded(self.new_wire)
+
+    @property
+    def old_image(self) -> Item | None:
+        """The item before the change (streams of NEW_AND_OLD_IMAGES only)."""
+        return decoded(self.old_wire)
 
     @classmethod
     def from_wire(cls, shard_id: str, raw: dict[str, Any]) -> StreamRecord:
@@ -90,7 +156,7 @@ class StreamRecord:
         """The BatchWriteItem request that applies this record."""
         if self.event_name is EventName.REMOVE:
             return {"DeleteRequest": {"Key": self.keys}}
-        return {"PutRequest": {"Item": self.new_image}}
+        return {"PutRequest": {"Item": self.new_wire}}
 
     def __repr__(self) -> str:  # never prints item contents
         return (
@@ -227,6 +293,7 @@ def _number_size(text: str) -> int:
     return (len(digits) + 1) // 2 + 1
 
 
-def write_units(item: Item) -> int:
+def write_units(item: Image) -> int:
     """Write capacity units of a put of ``item``: one per started KB."""
-    return max(1, -(-item_size(item) // 1024))
+    size = item_size(item.decode() if isinstance(item, EncodedItem) else item)
+    return max(1, -(-size // 1024))

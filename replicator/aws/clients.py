@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 import aioboto3
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore import exceptions as boto_errors
+from botocore.context import get_context
 
 from replicator import errors
 from replicator.aws import codec
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_cloudwatch import CloudWatchClient as CloudWatchClient
     from types_aiobotocore_dynamodb import DynamoDBClient as DynamoDBClient
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as DynamoDBStreamsClient
+
+C = TypeVar("C")
 
 #: The services ``open_client`` opens, by ``Endpoint.service``.
 SERVICES = ("dynamodb", "dynamodbstreams", "cloudwatch")
@@ -112,7 +115,7 @@ async def open_dynamodb(
     async with session_for(endpoint).client(
         "dynamodb", **_where(endpoint, call_timeout, max_connections)
     ) as client:
-        yield codec.install(client)
+        yield codec.install(_user_agent_once(client))
 
 
 @asynccontextmanager
@@ -124,7 +127,7 @@ async def open_streams(
     async with session_for(endpoint).client(
         "dynamodbstreams", **_where(endpoint, call_timeout, max_connections)
     ) as client:
-        yield codec.install(client)
+        yield codec.install(_user_agent_once(client))
 
 
 @asynccontextmanager
@@ -136,6 +139,27 @@ async def open_cloudwatch(
         "cloudwatch", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         yield client
+
+
+def _user_agent_once(client: C) -> C:
+    """The client with its User-Agent header built once for each set of SDK features
+    in use, not twice for every call: botocore builds it from a dozen components,
+    each cleaned character by character, a fifth of what a BatchWriteItem costs the
+    client. The header is the one botocore would send."""
+    creator: Any = cast(Any, client)._user_agent_creator
+    build = creator.to_string
+    built: dict[frozenset[str], str] = {}
+
+    def to_string() -> str:
+        context = get_context()
+        features = frozenset(context.features) if context is not None else frozenset()
+        header = built.get(features)
+        if header is None:
+            header = built[features] = build()
+        return str(header)
+
+    creator.to_string = to_string
+    return client
 
 
 def open_client(

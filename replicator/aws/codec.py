@@ -5,12 +5,14 @@ botocore parses every attribute value of every item through the service model
 back the same way: for 1 KB items that walk is most of what a replicator spends.
 The attribute values travel from the source to the destination unchanged, so here
 they stay in DynamoDB's wire JSON form (``{"B": "<base64>"}``, numbers as their
-decimal strings), parsed with orjson and written back with orjson:
+decimal strings), parsed and written with msgspec:
 
 * **answers** (``before-parse`` hooks): GetRecords' records, Scan's and
   BatchGetItem's items, and the requests BatchWriteItem leaves unprocessed are
   parsed here; botocore parses only what is left (an iterator, a
-  LastEvaluatedKey, ConsumedCapacity), as before;
+  LastEvaluatedKey, ConsumedCapacity), as before. A stream record's images are
+  not parsed at all: each is kept as its JSON text (``EncodedItem``), skipped
+  over by the parser, and written into a BatchWriteItem as it is;
 * **requests** (``send_body`` and a ``before-call`` hook): a BatchWriteItem or a
   BatchGetItem is serialized here, and botocore is given an empty request whose
   body the hook replaces before it is signed and sent: signing, the timeouts, the
@@ -34,16 +36,17 @@ import gc
 from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
-import orjson
+import msgspec
+
+from replicator.records import EMPTY_IMAGE, EncodedItem, Item
 
 #: The body the next BatchWriteItem or BatchGetItem of this task sends (``send_body``).
-_BODY: contextvars.ContextVar[_Body | None] = contextvars.ContextVar(
+_BODY: contextvars.ContextVar[_Sent | None] = contextvars.ContextVar(
     "replicator_wire_body", default=None
 )
 
 #: The members of each answer parsed here, by service and operation.
 _PARSED = {
-    ("dynamodb-streams", "GetRecords"): ("Records",),
     ("dynamodb", "Scan"): ("Items",),
     ("dynamodb", "BatchGetItem"): ("Responses", "UnprocessedKeys"),
     ("dynamodb", "BatchWriteItem"): ("UnprocessedItems",),
@@ -55,7 +58,7 @@ _SENT = ("BatchWriteItem", "BatchGetItem")
 C = TypeVar("C")
 
 
-class _Body:
+class _Sent:
     """A serialized request on its way, and whether the hook put it in the request."""
 
     __slots__ = ("data", "used")
@@ -75,6 +78,9 @@ def install(client: C) -> C:
         if parsed_service == service:
             events.register(f"before-parse.{service}.{operation}", _parser(members),
                             unique_id=f"replicator-wire-parse-{operation}")
+    if service == "dynamodb-streams":
+        events.register(f"before-parse.{service}.GetRecords", _parse_records,
+                        unique_id="replicator-wire-parse-GetRecords")
     if service == "dynamodb":
         for operation in _SENT:
             events.register(f"before-call.{service}.{operation}", _use_body,
@@ -88,7 +94,7 @@ def send_body(data: bytes) -> Iterator[None]:
     as its body, whatever parameters it is called with (give it empty ones). Raises
     RuntimeError after the call when the client had no hook to send it
     (``install``): the empty request botocore made was sent instead."""
-    body = _Body(data)
+    body = _Sent(data)
     token = _BODY.set(body)
     try:
         yield
@@ -117,15 +123,42 @@ def batch_get_body(table: str, keys: list[dict[str, Any]]) -> bytes:
     return dumps({"RequestItems": {table: {"Keys": keys, "ConsistentRead": True}}})
 
 
-def dumps(value: Any) -> bytes:
-    """JSON, with any ``bytes`` (a binary value in botocore's form) as base64."""
-    return orjson.dumps(value, default=_default)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(bytes(value)).decode()
+def _encoded_item(value: Any) -> Any:
+    if isinstance(value, EncodedItem):
+        return value.json
     raise TypeError(f"{type(value).__name__} is not an attribute value")
+
+
+#: JSON, with an ``EncodedItem`` as its text and any ``bytes`` (a binary value in
+#: botocore's form) as base64.
+dumps = msgspec.json.Encoder(enc_hook=_encoded_item).encode
+
+
+class _Body(msgspec.Struct):
+    """A stream record's ``dynamodb``: its images skipped over (``msgspec.Raw``)."""
+
+    Keys: Item
+    SequenceNumber: str
+    SizeBytes: int = 0
+    ApproximateCreationDateTime: float = 0.0
+    NewImage: msgspec.Raw = EMPTY_IMAGE
+    OldImage: msgspec.Raw = EMPTY_IMAGE
+
+
+class _Record(msgspec.Struct):
+    eventName: str
+    dynamodb: _Body
+    eventID: str = ""
+    userIdentity: dict[str, Any] | None = None
+
+
+class _Page(msgspec.Struct):
+    Records: list[_Record] = []
+    NextShardIterator: str | None = None
+
+
+_decode_page = msgspec.json.Decoder(_Page).decode
+_decode = msgspec.json.decode
 
 
 def _parser(members: tuple[str, ...]) -> Any:
@@ -133,10 +166,9 @@ def _parser(members: tuple[str, ...]) -> Any:
               **_: Any) -> None:
         """Parse ``members`` of a successful answer here; leave botocore the rest.
 
-        The cyclic garbage collector is paused meanwhile: a page is hundreds of
-        thousands of new dicts and lists, none of them in a cycle, and collections
-        triggered by their allocation (full ones too, over every live page) took
-        two thirds of the parse.
+        The cyclic garbage collector is paused meanwhile: a page is thousands of new
+        dicts and lists, none of them in a cycle, and collections triggered by their
+        allocation (full ones too, over every live page) took two thirds of the parse.
         """
         body = response_dict.get("body")
         if response_dict.get("status_code") != 200 or not body:
@@ -144,20 +176,65 @@ def _parser(members: tuple[str, ...]) -> Any:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            parsed = _decode(body)
+            if not isinstance(parsed, dict):
+                return
+            for member in members:
+                if member in parsed:
+                    customized_response_dict[member] = parsed.pop(member)
+        except msgspec.DecodeError:
             return  # botocore reports it
         finally:
             if collecting:
                 gc.enable()
-        if not isinstance(parsed, dict):
-            return
-        for member in members:
-            if member in parsed:
-                customized_response_dict[member] = parsed.pop(member)
-        response_dict["body"] = orjson.dumps(parsed)
+        response_dict["body"] = dumps(parsed)
 
     return parse
+
+
+def _parse_records(response_dict: dict[str, Any], customized_response_dict: dict[str, Any],
+                   **_: Any) -> None:
+    """GetRecords' records parsed here (botocore parses the rest, the next iterator),
+    each image as its JSON text (``EncodedItem``), copied out of the page so that the
+    page is freed once read. A record of another shape is decoded whole."""
+    body = response_dict.get("body")
+    if response_dict.get("status_code") != 200 or not body:
+        return
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        page = _decode_page(body)
+        customized_response_dict["Records"] = [_record(record) for record in page.Records]
+        rest = {} if page.NextShardIterator is None else {
+            "NextShardIterator": page.NextShardIterator}
+    except msgspec.ValidationError:
+        parsed = _decode(body)
+        customized_response_dict["Records"] = parsed.pop("Records", [])
+        rest = parsed
+    except msgspec.DecodeError:
+        return  # botocore reports it
+    finally:
+        if collecting:
+            gc.enable()
+    response_dict["body"] = dumps(rest)
+
+
+def _record(record: _Record) -> dict[str, Any]:
+    wire = record.dynamodb
+    body: dict[str, Any] = {
+        "Keys": wire.Keys, "SequenceNumber": wire.SequenceNumber,
+        "SizeBytes": wire.SizeBytes,
+        "ApproximateCreationDateTime": wire.ApproximateCreationDateTime,
+    }
+    if wire.NewImage:
+        body["NewImage"] = EncodedItem(wire.NewImage.copy())
+    if wire.OldImage:
+        body["OldImage"] = EncodedItem(wire.OldImage.copy())
+    raw: dict[str, Any] = {"eventName": record.eventName, "eventID": record.eventID,
+                           "dynamodb": body}
+    if record.userIdentity is not None:
+        raw["userIdentity"] = record.userIdentity
+    return raw
 
 
 def item_to_boto(item: dict[str, Any]) -> dict[str, Any]:
