@@ -35,10 +35,18 @@ the arrival time in whole epoch seconds, as DynamoDB rounds it, and the exact
 float is kept in ``Stream.arrivals`` by sequence number.
 
 Besides the AWS API, plain HTTP for a benchmark: ``GET /stats`` (calls by
-operation, records served, items written and deleted, items held by table),
-``POST /reset`` (empty the destination tables, zero the counts), ``POST /append``
-(``{"shard": id or index, "records": [...]}``: ``Stream.append``) and
-``GET /arrivals`` (``Stream.arrivals``).
+operation, records served, items written and deleted, items held by table, the
+time of the last BatchWriteItem applied), ``POST /reset`` (empty the destination
+tables, zero the counts; a body ``{"track": true}`` tracks writes from then on, see
+below), ``POST /append`` (``{"shard": id or index, "records": [...]}``:
+``Stream.append``; or ``{"appends": [{"shard": ..., "records": [...]}, ...]}``, several
+shards in one request) and ``GET /arrivals`` (``Stream.arrivals``).
+
+Tracking writes (off unless a reset turns it on, as it costs an item-size
+computation per put): each BatchWriteItem's receive time and its write units by
+DynamoDB's rules (a put one per started KB of the item, a delete one), and the
+time of the latest write of each key; ``GET /writes`` answers
+``{"units": [[time, units], ...], "written": [[[key values as text], time], ...]}``.
 
 In a process of its own (the cost of the stand-in off the replicator's core,
 under ``taskset``)::
@@ -652,6 +660,28 @@ class Counts:
     records_served: int = 0
     items_written: int = 0
     items_deleted: int = 0
+    #: time.time() of the last BatchWriteItem applied (0: none yet).
+    last_write: float = 0.0
+
+
+@dataclass
+class Tracking:
+    """What the writes of a tracked span were: (receive time, write units) per
+    BatchWriteItem, and the receive time of the latest write of each key."""
+
+    units: list[tuple[float, int]] = field(default_factory=list)
+    written: dict[tuple[Any, ...], float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"units": self.units,
+                "written": [[[str(part) for part in key], at]
+                            for key, at in self.written.items()]}
+
+
+def write_units(item: Mapping[str, Any]) -> int:
+    """A put's write units by DynamoDB's rules: one per started KB of the item (as
+    JSON carries it: binary values in base64, sized decoded)."""
+    return max(1, -(-item_size(item) // 1024))
 
 
 class StandIn:
@@ -670,6 +700,7 @@ class StandIn:
         region = stream.region if stream is not None else "us-east-1"
         self.destinations = {name: Destination(name, schema, region) for name in destinations}
         self.counts = Counts()
+        self.tracking: Tracking | None = None
         self._port = port
         self.url = f"http://127.0.0.1:{port}"
         self._runner: web.AppRunner | None = None
@@ -684,6 +715,7 @@ class StandIn:
         app.router.add_post("/", self._api)
         app.router.add_get("/stats", self._stats)
         app.router.add_get("/arrivals", self._arrivals)
+        app.router.add_get("/writes", self._writes)
         app.router.add_post("/reset", self._reset)
         app.router.add_post("/append", self._append)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -708,16 +740,19 @@ class StandIn:
         counts = self.counts
         return {"calls": dict(counts.calls), "records_served": counts.records_served,
                 "items_written": counts.items_written, "items_deleted": counts.items_deleted,
+                "last_write": counts.last_write, "tracking": self.tracking is not None,
                 "items": {name: len(table.items) for name, table in self.destinations.items()},
                 "stream_arn": self.stream.stream_arn if self.stream is not None else None,
                 "records": self.stream.record_count if self.stream is not None else 0,
                 "live_items": self.stream.live_items if self.stream is not None else 0}
 
-    def reset(self) -> None:
-        """Empty the destination tables and zero the counts."""
+    def reset(self, *, track: bool = False) -> None:
+        """Empty the destination tables and zero the counts; ``track``: track the
+        writes from now on (``Tracking``), else stop tracking."""
         for table in self.destinations.values():
             table.items.clear()
         self.counts = Counts()
+        self.tracking = Tracking() if track else None
 
     # -- plain HTTP
 
@@ -727,14 +762,22 @@ class StandIn:
     async def _arrivals(self, request: web.Request) -> web.Response:
         return web.json_response(self.stream.arrivals if self.stream is not None else {})
 
+    async def _writes(self, request: web.Request) -> web.Response:
+        return web.json_response(self.tracking.to_json() if self.tracking is not None
+                                 else {"units": [], "written": []})
+
     async def _reset(self, request: web.Request) -> web.Response:
-        self.reset()
+        order = await request.json() if request.can_read_body else {}
+        self.reset(track=bool(order.get("track")))
         return web.json_response({})
 
     async def _append(self, request: web.Request) -> web.Response:
         if self.stream is None:
             raise web.HTTPNotFound(text="no stream")
         order = await request.json()
+        if "appends" in order:
+            return web.json_response({"SequenceNumbers": [
+                self.stream.append(one["shard"], one["records"]) for one in order["appends"]]})
         numbers = self.stream.append(order["shard"], order["records"])
         return web.json_response({"SequenceNumbers": numbers})
 
@@ -826,6 +869,14 @@ class StandIn:
             else:
                 table.items[key] = item
                 counts.items_written += 1
+        counts.last_write = now = time.time()
+        if self.tracking is not None:
+            written = self.tracking.written
+            units = 0
+            for _, key, item in writes:
+                units += 1 if item is None else write_units(item)
+                written[key] = now
+            self.tracking.units.append((now, units))
         return EMPTY_BATCH_ANSWER
 
 

@@ -108,11 +108,12 @@ def _where(endpoint: Endpoint, call_timeout: float, max_connections: int) -> _Wh
 
 @asynccontextmanager
 async def open_dynamodb(
-    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10,
+    session: aioboto3.Session | None = None,
 ) -> AsyncIterator[DynamoDBClient]:
     """A DynamoDB client (``client_config``) that reads and writes items in wire form
     (``replicator.aws.codec``)."""
-    async with session_for(endpoint).client(
+    async with (session or session_for(endpoint)).client(
         "dynamodb", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         yield codec.install(_user_agent_once(client))
@@ -120,11 +121,12 @@ async def open_dynamodb(
 
 @asynccontextmanager
 async def open_streams(
-    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10,
+    session: aioboto3.Session | None = None,
 ) -> AsyncIterator[DynamoDBStreamsClient]:
     """A DynamoDB Streams client (``client_config``) that reads records in wire form
     (``replicator.aws.codec``)."""
-    async with session_for(endpoint).client(
+    async with (session or session_for(endpoint)).client(
         "dynamodbstreams", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         yield codec.install(_user_agent_once(client))
@@ -132,10 +134,11 @@ async def open_streams(
 
 @asynccontextmanager
 async def open_cloudwatch(
-    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
+    endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10,
+    session: aioboto3.Session | None = None,
 ) -> AsyncIterator[CloudWatchClient]:
     """A CloudWatch client (``client_config``)."""
-    async with session_for(endpoint).client(
+    async with (session or session_for(endpoint)).client(
         "cloudwatch", **_where(endpoint, call_timeout, max_connections)
     ) as client:
         yield client
@@ -183,10 +186,22 @@ def open_client(
 
 
 class AwsClients:
-    """The service's clients, opened together and closed together."""
+    """The service's clients, opened together and closed together.
+
+    The clients of one profile share one session: each session loads the service
+    models and endpoint rules of its clients again, about 9 MB for each client that
+    could share them.
+    """
 
     def __init__(self) -> None:
         self._stack = AsyncExitStack()
+        self._sessions: dict[str | None, aioboto3.Session] = {}
+
+    def _session(self, endpoint: Endpoint) -> aioboto3.Session:
+        session = self._sessions.get(endpoint.profile)
+        if session is None:
+            session = self._sessions[endpoint.profile] = session_for(endpoint)
+        return session
 
     async def __aenter__(self) -> AwsClients:
         await self._stack.__aenter__()
@@ -196,21 +211,24 @@ class AwsClients:
         self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
     ) -> DynamoDBClient:
         return await self._stack.enter_async_context(
-            open_dynamodb(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+            open_dynamodb(endpoint, call_timeout=call_timeout, max_connections=max_connections,
+                          session=self._session(endpoint))
         )
 
     async def streams(
         self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
     ) -> DynamoDBStreamsClient:
         return await self._stack.enter_async_context(
-            open_streams(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+            open_streams(endpoint, call_timeout=call_timeout, max_connections=max_connections,
+                         session=self._session(endpoint))
         )
 
     async def cloudwatch(
         self, endpoint: Endpoint, *, call_timeout: float, max_connections: int = 10
     ) -> CloudWatchClient:
         return await self._stack.enter_async_context(
-            open_cloudwatch(endpoint, call_timeout=call_timeout, max_connections=max_connections)
+            open_cloudwatch(endpoint, call_timeout=call_timeout, max_connections=max_connections,
+                            session=self._session(endpoint))
         )
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -25,8 +25,11 @@ class DynamoStreamReader:
     """``StreamReader`` over the DynamoDB Streams API. Records come in wire form, parsed
     outside botocore's model walk (``replicator.aws.codec``)."""
 
-    def __init__(self, client: DynamoDBStreamsClient, *, call_timeout: float) -> None:
+    def __init__(self, client: DynamoDBStreamsClient, *, call_timeout: float,
+                 old_images: bool = True) -> None:
         self._client = codec.install(client)
+        #: Whether records keep their OldImage (False: it is skipped, never held).
+        self.old_images = old_images
         self._timeout = call_timeout
 
     async def describe_stream(self, stream_arn: str) -> dict[str, Any]:
@@ -81,7 +84,9 @@ class DynamoStreamReader:
 
     async def get_records(self, iterator: str, limit: int) -> RecordsPage:
         async with map_errors("GetRecords", self._timeout):
-            response = await self._client.get_records(ShardIterator=iterator, Limit=limit)
+            with codec.old_images(self.old_images):
+                response = await self._client.get_records(ShardIterator=iterator,
+                                                          Limit=limit)
         return RecordsPage(
             records=cast(list[dict[str, Any]], response.get("Records", [])),
             next_iterator=response.get("NextShardIterator"),

@@ -107,6 +107,10 @@ async def wire(topology: Topology, settings: Settings, clients: AwsClients, *,
                 destination, own, client,
                 DynamoTable(client, destination.table, call_timeout=timeout),
                 destination.rules(BotoValues())))
+        # Old images are kept only for the rules that read them: half of what a
+        # record of a NEW_AND_OLD_IMAGES stream holds.
+        streams.old_images = any(wired_destination.rules.reads_old_images
+                                 for wired_destination in destinations)
         wired.append(WiredSource(path.source, first, source, streams, prepared, destinations))
     return wired
 

@@ -59,6 +59,14 @@ class Rules:
                 or self.projection is not None or self.skip_ttl_deletes)
 
     @property
+    def reads_old_images(self) -> bool:
+        """Whether anything of the rules reads a record's OldImage: a filter (an item
+        leaving it, a REMOVE), a transform (of a REMOVE), a dead letter (it keeps the
+        record's images)."""
+        return (self.filter is not None or self.transform is not None
+                or self.on_poison is OnPoison.DEAD_LETTER)
+
+    @property
     def keeps_removed(self) -> bool:
         """Whether the destination may keep items the source deleted (TTL deletes are
         skipped, or the filter names the event): ``verify`` does not count them."""

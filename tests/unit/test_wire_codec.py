@@ -30,6 +30,8 @@ from replicator.aws import codec
 from replicator.aws.clients import Endpoint, open_dynamodb
 from replicator.aws.table import DynamoTable
 from replicator.records import EncodedItem, Item, StreamRecord, item_size
+from replicator.rules.pattern import FilterPattern
+from replicator.rules.selection import OnPoison, Rules
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -285,3 +287,33 @@ def test_stream_records_keep_their_images_as_the_wire_has_them() -> None:
     assert (record.created_at, record.size_bytes) == (1700000000.0, 60)
     assert json.loads(codec.batch_write_body(TABLE, [record.write_request()])) == {
         "RequestItems": {TABLE: [{"PutRequest": {"Item": image}}]}}
+
+
+def test_old_images_are_skipped_when_no_rule_reads_them() -> None:
+    image = {"pk": {"S": "a"}, "v": {"N": "1"}}
+    page = {"Records": [{"eventID": "1", "eventName": "MODIFY", "dynamodb": {
+        "Keys": {"pk": image["pk"]}, "NewImage": image, "OldImage": {**image, "v": {"N": "0"}},
+        "SequenceNumber": "7", "SizeBytes": 30}}]}
+
+    def parsed() -> StreamRecord:
+        response: dict[str, Any] = {"status_code": 200, "body": json.dumps(page).encode()}
+        customized: dict[str, Any] = {}
+        codec._parse_records(response_dict=response, customized_response_dict=customized)
+        return StreamRecord.from_wire("shard", customized["Records"][0])
+
+    assert parsed().old_image == {**image, "v": {"N": "0"}}
+    with codec.old_images(False):
+        record = parsed()
+    assert record.old_image is None
+    assert record.new_image == image
+    assert parsed().old_image is not None  # only within the block
+
+
+@pytest.mark.parametrize(("rules", "reads"), [
+    (Rules(), False),
+    (Rules(skip_ttl_deletes=True), False),
+    (Rules(on_poison=OnPoison.DEAD_LETTER), True),
+    (Rules(filter=FilterPattern.parse('{"eventName": ["INSERT"]}')), True),
+])
+def test_old_images_are_kept_for_the_rules_that_read_them(rules: Rules, reads: bool) -> None:
+    assert rules.reads_old_images is reads
