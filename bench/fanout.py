@@ -44,6 +44,7 @@ from harness import (
     DESTINATION,
     SOURCE,
     Check,
+    PerRecord,
     Product,
     at_least,
     aws_client,
@@ -99,7 +100,7 @@ class StreamsCounter(Forwarder):
 
 
 @dataclass
-class FanOut:
+class FanOut(PerRecord):
     """One drain of the backlog into ``destinations`` destinations."""
 
     destinations: int
@@ -110,14 +111,6 @@ class FanOut:
     get_records: int
     pages: int
     note: str
-
-    @property
-    def rate(self) -> float:
-        return self.records / self.seconds
-
-    @property
-    def cpu_per_10k(self) -> float:
-        return self.cpu * 10_000 / self.records
 
 
 def topology(task: str, source: MotoServer, streams: str,

@@ -586,6 +586,23 @@ class CpuMeter:
         return ", ".join(parts) + " of one core" if parts else "unavailable"
 
 
+class PerRecord:
+    """``rate`` and ``cpu_per_10k`` of a drain's figures (its ``records``, ``seconds``
+    and CPU seconds, ``cpu``)."""
+
+    records: int
+    seconds: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def cpu_per_10k(self) -> float:
+        return self.cpu * 10_000 / self.records
+
+
 class Stopwatch:
     """Seconds (``time.perf_counter``) and this process's CPU seconds since it was made."""
 

@@ -71,6 +71,7 @@ from harness import (
     CLOCK_TICKS,
     DESTINATION,
     Line,
+    PerRecord,
     Product,
     Row,
     children_cpu,
@@ -95,6 +96,8 @@ from harness import (
     work_directory,
     yes_no,
 )
+from profile_summary import describe as describe_profile
+from profile_summary import stacks as profile_stacks
 from stand_in import item_body, partition_keys
 
 from replicator.dev.local import MotoServer
@@ -254,7 +257,7 @@ async def stand_in(records: int, shards: int, work_dir: Path, pinning: Pinning) 
 
 
 @dataclass
-class Drain:
+class Drain(PerRecord):
     name: str
     records: int
     seconds: float
@@ -266,14 +269,6 @@ class Drain:
     note: str = ""
     unit_log: list[tuple[float, int]] = field(default_factory=list)
     others: float | None = None  # share of the measured core other processes took
-
-    @property
-    def rate(self) -> float:
-        return self.records / self.seconds
-
-    @property
-    def cpu_per_10k(self) -> float:
-        return self.cpu * 10_000 / self.records
 
     @property
     def units_rate(self) -> float:
@@ -594,13 +589,9 @@ def top_frames(path: Path, count: int = 25) -> str:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, number = line.rpartition(" ")
-        if not stack or not number.isdigit():
-            continue
+    for stack, n in profile_stacks(path):
         frames = [frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit(
-            "/", 1)[-1] + ")" for frame in stack.split(";")]
-        n = int(number)
+            "/", 1)[-1] + ")" for frame in stack]
         samples += n
         own[frames[-1]] += n
         for frame in set(frames):
@@ -666,8 +657,8 @@ async def measure(args: argparse.Namespace, checkpoints: MotoServer, work_dir: P
             drain = await replicator_drain(server, checkpoints, "bench-hot-path-profile",
                                            work_dir, pinning, within=args.max_seconds,
                                            profile=out)
-            print(f"  profiled drain (not counted): {drain.line()}\n{top_frames(out)}",
-                  flush=True)
+            print(f"  profiled drain (not counted): {drain.line()}\n{top_frames(out)}\n"
+                  f"  by kind of work:\n{describe_profile(out)}", flush=True)
     for size in args.sizes:
         if size == args.records:
             continue

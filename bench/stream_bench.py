@@ -21,6 +21,7 @@ from harness import (
     DESTINATION,
     SOURCE,
     Line,
+    PerRecord,
     Product,
     aws_client,
     batches_of,
@@ -187,7 +188,7 @@ async def check_destination(destination: MotoServer, backlog: Backlog, records: 
 
 
 @dataclass
-class Drain:
+class Drain(PerRecord):
     """One pipeline applying a backlog (or its first ``records``)."""
 
     name: str
@@ -196,14 +197,6 @@ class Drain:
     cpu: float  # process CPU seconds over the same span
     peak_rss_mb: float | None = None
     note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.records / self.seconds
-
-    @property
-    def cpu_per_10k(self) -> float:
-        return self.cpu * 10_000 / self.records
 
 
 def replicator_environment(source: MotoServer, destination: MotoServer, task: str,

@@ -114,12 +114,12 @@ async def lease_row(source: Any) -> dict[str, Any] | None:
         response = await source.scan(TableName=TASK_NAME, ConsistentRead=True)
     except source.exceptions.ResourceNotFoundException:  # no worker has created it yet
         return None
-    # The bootstrap copy's rows (keyed copy|<stream ARN>) and the workers' heartbeat rows
-    # are not a shard's lease.
+    # The bootstrap copy's rows (keyed copy|<stream ARN>), the destinations' rows
+    # (destinations|<stream ARN>) and the workers' heartbeat rows are not a shard's lease.
     rows = [row for row in response["Items"]
             if row.get("checkpoint", {}).get("S") != "SHARD_END"
             and row["stream_arn"]["S"] != WORKERS_KEY
-            and not row["stream_arn"]["S"].startswith("copy|")]
+            and "|" not in row["stream_arn"]["S"]]
     return rows[0] if len(rows) == 1 else None
 
 

@@ -33,7 +33,7 @@ import base64
 import contextlib
 import contextvars
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -300,39 +300,30 @@ def _record(record: _Record | _NewRecord) -> dict[str, Any]:
 def item_to_boto(item: dict[str, Any]) -> dict[str, Any]:
     """An item (or a key) in botocore's form: binary values decoded from base64 (those
     already ``bytes`` are left as they are)."""
-    return {name: value_to_boto(value) for name, value in item.items()}
-
-
-def value_to_boto(value: dict[str, Any]) -> dict[str, Any]:
-    """One attribute value in botocore's form (see ``item_to_boto``)."""
-    ((type_, inner),) = value.items()
-    if type_ == "M":
-        return {"M": item_to_boto(inner)}
-    if type_ == "L":
-        return {"L": [value_to_boto(element) for element in inner]}
-    if type_ == "B":
-        return {"B": _decoded(inner)}
-    if type_ == "BS":
-        return {"BS": [_decoded(element) for element in inner]}
-    return value
+    return {name: _binaries(value, _decoded) for name, value in item.items()}
 
 
 def item_from_boto(item: dict[str, Any]) -> dict[str, Any]:
     """The inverse of ``item_to_boto``: binary values as base64 strings."""
-    return {name: value_from_boto(value) for name, value in item.items()}
+    return {name: _binaries(value, _encoded) for name, value in item.items()}
 
 
 def value_from_boto(value: dict[str, Any]) -> dict[str, Any]:
     """One attribute value in wire form (see ``item_from_boto``)."""
+    return _binaries(value, _encoded)
+
+
+def _binaries(value: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """``value`` with ``convert`` applied to each binary value in it, at any depth."""
     ((type_, inner),) = value.items()
     if type_ == "M":
-        return {"M": item_from_boto(inner)}
+        return {"M": {name: _binaries(element, convert) for name, element in inner.items()}}
     if type_ == "L":
-        return {"L": [value_from_boto(element) for element in inner]}
+        return {"L": [_binaries(element, convert) for element in inner]}
     if type_ == "B":
-        return {"B": _encoded(inner)}
+        return {"B": convert(inner)}
     if type_ == "BS":
-        return {"BS": [_encoded(element) for element in inner]}
+        return {"BS": [convert(element) for element in inner]}
     return value
 
 
