@@ -1,8 +1,9 @@
 """Virtual time for unit tests: an event loop whose clock moves only when told, or idle.
 
 ``VirtualTimeLoop`` is an asyncio loop whose ``time()`` is a number the test
-owns. When no callback is ready and no I/O is pending, the loop does not wait
-for its next timer: it moves its time forward to that timer at once (trio's
+owns. When no callback is ready, no I/O is pending and no thread is at work
+(``asyncio.to_thread``), the loop does not wait for its next timer: it moves its
+time forward to that timer at once (trio's
 ``MockClock`` with ``autojump_threshold=0`` does the same). So every
 ``asyncio.sleep``, ``asyncio.timeout`` and ``Clock.sleep`` in a test takes the
 virtual seconds it names and no wall time, and what happens in a test depends
@@ -35,9 +36,11 @@ class _JumpingSelector(selectors.DefaultSelector):
         self.loop: VirtualTimeLoop | None = None
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None or timeout <= 0 or self.loop is None:
-            # Nothing scheduled (wait for I/O, such as a thread's wake-up) or something
-            # ready (only poll): real waiting, as any loop does.
+        if (timeout is None or timeout <= 0 or self.loop is None
+                or self.loop.in_executor):
+            # Nothing scheduled (wait for I/O, such as a thread's wake-up), something
+            # ready (only poll), or a thread at work (``run_in_executor``, which wakes
+            # the loop when it is done): real waiting, as any loop does.
             return super().select(timeout)
         ready = super().select(0)
         if ready:
@@ -54,7 +57,19 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._virtual_now = START
         self._last_stamp = -math.inf
+        #: Calls running in a thread (``run_in_executor``, ``asyncio.to_thread``): while
+        #: any is, time does not jump, so no timer fires before the thread is done.
+        self.in_executor = 0
         selector.loop = self
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+        future = super().run_in_executor(executor, func, *args)
+        self.in_executor += 1
+        future.add_done_callback(self._executor_done)
+        return future
+
+    def _executor_done(self, _: asyncio.Future[Any]) -> None:
+        self.in_executor -= 1
 
     def time(self) -> float:
         return self._virtual_now
