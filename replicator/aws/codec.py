@@ -34,7 +34,7 @@ import contextlib
 import contextvars
 import gc
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -179,32 +179,24 @@ class _Body(_NewBody):
     OldImage: msgspec.Raw = EMPTY_IMAGE
 
 
-class _Record(msgspec.Struct):
+B = TypeVar("B", _NewBody, _Body)
+
+
+class _Record(msgspec.Struct, Generic[B]):
     eventName: str
-    dynamodb: _Body
+    dynamodb: B
     eventID: str = ""
     userIdentity: dict[str, Any] | None = None
 
 
-class _Page(msgspec.Struct):
-    Records: list[_Record] = []
+class _Page(msgspec.Struct, Generic[B]):
+    Records: list[_Record[B]] = []
     NextShardIterator: str | None = None
 
 
-class _NewRecord(msgspec.Struct):
-    eventName: str
-    dynamodb: _NewBody
-    eventID: str = ""
-    userIdentity: dict[str, Any] | None = None
-
-
-class _NewPage(msgspec.Struct):
-    Records: list[_NewRecord] = []
-    NextShardIterator: str | None = None
-
-
-_decode_page = msgspec.json.Decoder(_Page).decode
-_decode_new_page = msgspec.json.Decoder(_NewPage).decode
+_decode_page = msgspec.json.Decoder(_Page[_Body]).decode
+_decode_new_page = msgspec.json.Decoder(_Page[_NewBody]).decode
+_decode = msgspec.json.decode
 #: Whether this task's GetRecords keep each record's OldImage (``old_images``).
 _OLD_IMAGES: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "replicator_old_images", default=True)
@@ -218,35 +210,25 @@ def old_images(keep: bool) -> Iterator[None]:
         yield
     finally:
         _OLD_IMAGES.reset(token)
-_decode = msgspec.json.decode
 
 
 def _parser(members: tuple[str, ...]) -> Any:
     def parse(response_dict: dict[str, Any], customized_response_dict: dict[str, Any],
               **_: Any) -> None:
-        """Parse ``members`` of a successful answer here; leave botocore the rest.
-
-        The cyclic garbage collector is paused meanwhile: a page is thousands of new
-        dicts and lists, none of them in a cycle, and collections triggered by their
-        allocation (full ones too, over every live page) took two thirds of the parse.
-        """
-        body = response_dict.get("body")
-        if response_dict.get("status_code") != 200 or not body:
+        """Parse ``members`` of a successful answer here; leave botocore the rest."""
+        body = _answered(response_dict)
+        if body is None:
             return
-        collecting = gc.isenabled()
-        gc.disable()
         try:
-            parsed = _decode(body)
-            if not isinstance(parsed, dict):
-                return
-            for member in members:
-                if member in parsed:
-                    customized_response_dict[member] = parsed.pop(member)
+            with _collector_paused():
+                parsed = _decode(body)
+                if not isinstance(parsed, dict):
+                    return
+                for member in members:
+                    if member in parsed:
+                        customized_response_dict[member] = parsed.pop(member)
         except msgspec.DecodeError:
             return  # botocore reports it
-        finally:
-            if collecting:
-                gc.enable()
         response_dict["body"] = dumps(parsed)
 
     return parse
@@ -257,29 +239,49 @@ def _parse_records(response_dict: dict[str, Any], customized_response_dict: dict
     """GetRecords' records parsed here (botocore parses the rest, the next iterator),
     each image as its JSON text (``EncodedItem``), copied out of the page so that the
     page is freed once read. A record of another shape is decoded whole."""
-    body = response_dict.get("body")
-    if response_dict.get("status_code") != 200 or not body:
+    body = _answered(response_dict)
+    if body is None:
         return
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        page = (_decode_page if _OLD_IMAGES.get() else _decode_new_page)(body)
-        customized_response_dict["Records"] = [_record(record) for record in page.Records]
-        rest = {} if page.NextShardIterator is None else {
-            "NextShardIterator": page.NextShardIterator}
-    except msgspec.ValidationError:
-        parsed = _decode(body)
-        customized_response_dict["Records"] = parsed.pop("Records", [])
-        rest = parsed
+        with _collector_paused():
+            try:
+                page = (_decode_page if _OLD_IMAGES.get() else _decode_new_page)(body)
+            except msgspec.ValidationError:
+                parsed = _decode(body)
+                customized_response_dict["Records"] = parsed.pop("Records", [])
+                rest = parsed
+            else:
+                customized_response_dict["Records"] = [_record(r) for r in page.Records]
+                rest = {} if page.NextShardIterator is None else {
+                    "NextShardIterator": page.NextShardIterator}
     except msgspec.DecodeError:
         return  # botocore reports it
-    finally:
-        if collecting:
-            gc.enable()
     response_dict["body"] = dumps(rest)
 
 
-def _record(record: _Record | _NewRecord) -> dict[str, Any]:
+def _answered(response_dict: dict[str, Any]) -> bytes | None:
+    """The body of a successful answer (None for an error: botocore parses those)."""
+    body = response_dict.get("body")
+    if response_dict.get("status_code") != 200 or not body:
+        return None
+    return cast(bytes, body)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused: a page is thousands of new dicts and lists,
+    none of them in a cycle, and collections triggered by their allocation (full ones
+    too, over every live page) took two thirds of the parse."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _record(record: _Record[_Body] | _Record[_NewBody]) -> dict[str, Any]:
     wire = record.dynamodb
     body: dict[str, Any] = {
         "Keys": wire.Keys, "SequenceNumber": wire.SequenceNumber,
