@@ -77,6 +77,11 @@ Image = Item | EncodedItem
 
 def decoded(image: Image | None) -> Item | None:
     """An image's attributes (``EncodedItem.decode`` when it is encoded)."""
+    return None if image is None else as_item(image)
+
+
+def as_item(image: Image) -> Item:
+    """An image's attributes: ``EncodedItem.decode`` of an encoded one."""
     return image.decode() if isinstance(image, EncodedItem) else image
 
 
@@ -295,5 +300,4 @@ def _number_size(text: str) -> int:
 
 def write_units(item: Image) -> int:
     """Write capacity units of a put of ``item``: one per started KB."""
-    size = item_size(item.decode() if isinstance(item, EncodedItem) else item)
-    return max(1, -(-size // 1024))
+    return max(1, -(-item_size(as_item(item)) // 1024))

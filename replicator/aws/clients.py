@@ -158,8 +158,8 @@ def _user_agent_once(client: C) -> C:
         features = frozenset(context.features) if context is not None else frozenset()
         header = built.get(features)
         if header is None:
-            header = built[features] = build()
-        return str(header)
+            header = built[features] = str(build())
+        return header
 
     creator.to_string = to_string
     return client

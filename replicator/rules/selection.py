@@ -81,20 +81,21 @@ class Rules:
         item (the item left the filter); a REMOVE is applied when the filter selects
         the removed item (its old image, matched as the record's NewImage).
         """
+        if record.event_name is EventName.REMOVE and self.skip_ttl_deletes and record.by_ttl:
+            return Skipped.TTL_DELETE
+        old = record.old_image  # decoded once: the filter may see it twice
         if record.event_name is EventName.REMOVE:
-            if self.skip_ttl_deletes and record.by_ttl:
-                return Skipped.TTL_DELETE
             if self.filter is not None and not self.filter.matches(
-                    _view(record, "REMOVE", record.old_image)):
+                    _view(record, "REMOVE", old, old)):
                 return Skipped.FILTERED
-            return self._delete(record)
+            return self._delete(record, old)
         image = record.new_image
         assert image is not None
         if self.filter is not None and not self.filter.matches(
-                _view(record, record.event_name.value, image)):
-            if (record.event_name is EventName.MODIFY and record.old_image is not None
-                    and self.filter.matches(_view(record, "MODIFY", record.old_image))):
-                return self._delete(record)
+                _view(record, record.event_name.value, image, old)):
+            if (record.event_name is EventName.MODIFY and old is not None
+                    and self.filter.matches(_view(record, "MODIFY", old, old))):
+                return self._delete(record, old)
             return Skipped.FILTERED
         item = self._form(image, record.event_name.value, record.keys)
         return Skipped.TRANSFORMED_AWAY if item is None else {"PutRequest": {"Item": item}}
@@ -120,9 +121,9 @@ class Rules:
             item = self.projection.apply(item, keys)
         return item
 
-    def _delete(self, record: StreamRecord) -> Outcome:
+    def _delete(self, record: StreamRecord, old: Item | None) -> Outcome:
         if self.transform is not None and self.transform.apply(
-                record.old_image or record.keys, "REMOVE", record.keys) is None:
+                old or record.keys, "REMOVE", record.keys) is None:
             return Skipped.TRANSFORMED_AWAY
         return {"DeleteRequest": {"Key": record.keys}}
 
@@ -130,14 +131,16 @@ class Rules:
 IDENTITY = Rules()
 
 
-def _view(record: StreamRecord, event_name: str, image: Item | None) -> dict[str, Any]:
-    """The record as a Lambda filter sees it, with ``image`` as its NewImage."""
+def _view(record: StreamRecord, event_name: str, image: Item | None,
+          old: Item | None) -> dict[str, Any]:
+    """The record as a Lambda filter sees it, with ``image`` as its NewImage and ``old``
+    (the record's decoded OldImage) as its OldImage."""
     body: dict[str, Any] = {"Keys": record.keys, "SequenceNumber": record.sequence_number,
                             "SizeBytes": record.size_bytes}
     if image is not None:
         body["NewImage"] = image
-    if record.old_image is not None:
-        body["OldImage"] = record.old_image
+    if old is not None:
+        body["OldImage"] = old
     view: dict[str, Any] = {"eventName": event_name, "eventSource": "aws:dynamodb",
                             "dynamodb": body}
     if record.by_ttl:
